@@ -1,0 +1,49 @@
+"""qmoe_tfq: quantum mixture-of-experts (QMoE) Keras layers on Cirq and TensorFlow Quantum.
+
+Importing this package selects the legacy Keras 2 implementation (``tf_keras``) that
+TensorFlow Quantum is built on. It must therefore be imported before ``tensorflow.keras`` is
+first touched; otherwise an ``ImportError`` explains what to change.
+"""
+import os
+
+if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
+    raise ImportError(
+        "qmoe_tfq needs TF_USE_LEGACY_KERAS=1 (TensorFlow Quantum only works with tf_keras), "
+        f"but the environment sets TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r}.")
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+import tensorflow as tf  # noqa: E402  (the variable above must be set first)
+import tf_keras  # noqa: E402
+
+if tf.keras.layers.Layer is not tf_keras.layers.Layer:
+    raise ImportError(
+        "tensorflow.keras was already loaded as Keras 3 before qmoe_tfq was imported, and "
+        "TensorFlow Quantum layers cannot work with it. Import qmoe_tfq (or set the environment "
+        "variable TF_USE_LEGACY_KERAS=1) before the first use of tf.keras.")
+
+from qmoe_tfq.circuits import (  # noqa: E402
+    default_readouts,
+    hardware_efficient_ansatz,
+    router_readouts,
+)
+from qmoe_tfq.encoding import AngleEncoder, encode  # noqa: E402
+from qmoe_tfq.layers import ExpertPQC, QMoELayer  # noqa: E402
+from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier  # noqa: E402
+from qmoe_tfq.serialization import export_saved_model, load_saved_model, register_tfq_ops  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AngleEncoder",
+    "ExpertPQC",
+    "QMoELayer",
+    "build_qmoe_classifier",
+    "build_qnn_classifier",
+    "default_readouts",
+    "encode",
+    "export_saved_model",
+    "hardware_efficient_ansatz",
+    "load_saved_model",
+    "register_tfq_ops",
+    "router_readouts",
+]

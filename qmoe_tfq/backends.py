@@ -1,0 +1,109 @@
+"""Where circuits run: one differentiable TFQ expectation op per executor, for any backend.
+
+`CircuitExecutor` wraps the three ways TFQ can evaluate a batch of parameterised programs:
+
+* ``"noiseless"``: exact state-vector expectations, Adjoint differentiator (fastest).
+* ``"noisy"``: TFQ's trajectory simulator for circuits carrying Cirq noise channels, averaging
+  `repetitions` trajectories; ParameterShift differentiator.
+* a Cirq object: a `cirq.Sampler` with `repetitions` gives shot-based expectations (ParameterShift),
+  a `cirq.SimulatesExpectationValues` without `repetitions` gives exact ones through Cirq.
+
+Every executor evaluates *rows*: row ``r`` is ``programs[r]`` with ``symbol_values[r]``, measured
+with every observable. The QMoE layer packs all routed (sample, expert) pairs into the rows of one
+call, which is where its speed comes from.
+"""
+from __future__ import annotations
+
+import copy
+import numbers
+
+import cirq
+import tensorflow as tf
+import tensorflow_quantum as tfq
+
+BACKEND_NAMES = ("noiseless", "noisy")
+Backend = str | cirq.Sampler | cirq.SimulatesExpectationValues
+
+
+def validate_backend(backend: Backend, repetitions: int | None) -> None:
+    """Checks a backend/repetitions pair, naming what is wrong and what is allowed."""
+    if repetitions is not None and (
+            isinstance(repetitions, bool) or not isinstance(repetitions, numbers.Integral)
+            or repetitions < 1):
+        raise ValueError(f"repetitions must be None or a positive integer, got {repetitions!r}.")
+    if isinstance(backend, str):
+        if backend not in BACKEND_NAMES:
+            raise ValueError(
+                f"backend={backend!r} is not allowed; use one of {BACKEND_NAMES}, a cirq.Sampler "
+                "or a cirq.SimulatesExpectationValues simulator.")
+        if backend == "noisy" and repetitions is None:
+            raise ValueError("backend='noisy' averages noise trajectories: give repetitions=N (e.g. 1000).")
+        if backend == "noiseless" and repetitions is not None:
+            raise ValueError(
+                f"backend='noiseless' computes exact expectations, so repetitions={repetitions} "
+                "has no meaning; pass a cirq.Sampler as backend for shot-based expectations.")
+        return
+    if repetitions is not None and not isinstance(backend, cirq.Sampler):
+        raise TypeError(f"backend={backend!r} with repetitions={repetitions} must be a cirq.Sampler.")
+    if repetitions is None and not isinstance(backend, cirq.SimulatesExpectationValues):
+        raise TypeError(
+            f"backend={backend!r} without repetitions must be a cirq.SimulatesExpectationValues; "
+            "for a cirq.Sampler (e.g. hardware) give repetitions=N shots.")
+
+
+class CircuitExecutor:
+    """A differentiable expectation op: ``(programs, names, values, operators) -> [rows, n_ops]``.
+
+    >>> q = cirq.LineQubit(0)
+    >>> run = CircuitExecutor()
+    >>> programs = tfq.convert_to_tensor([cirq.Circuit(cirq.rx(sympy.Symbol("a"))(q))])
+    >>> operators = tfq.convert_to_tensor([[cirq.Z(q)]])
+    >>> run(programs, tf.constant(["a"]), tf.constant([[np.pi]]), operators).numpy().round(3)
+    array([[-1.]], dtype=float32)
+    """
+
+    def __init__(self, backend: Backend = "noiseless", repetitions: int | None = None,
+                 differentiator: tfq.differentiators.Differentiator | None = None) -> None:
+        validate_backend(backend, repetitions)
+        if differentiator is not None and not isinstance(
+                differentiator, tfq.differentiators.Differentiator):
+            raise TypeError(
+                f"differentiator={differentiator!r} must be a tfq.differentiators.Differentiator.")
+        self.backend = backend
+        self.repetitions = repetitions
+        sampled = backend == "noisy" or repetitions is not None
+        if differentiator is None:
+            exact = backend == "noiseless"
+            differentiator = tfq.differentiators.Adjoint() if exact else tfq.differentiators.ParameterShift()
+        # A differentiator instance binds to the one op it generated, so every executor gets a copy.
+        differentiator = copy.copy(differentiator).refresh()
+        if backend == "noisy":
+            self._op = differentiator.generate_differentiable_op(sampled_op=tfq.noise.expectation)
+        elif sampled:
+            self._op = differentiator.generate_differentiable_op(
+                sampled_op=tfq.get_sampled_expectation_op(backend=backend))
+        else:
+            self._op = differentiator.generate_differentiable_op(
+                analytic_op=tfq.get_expectation_op(backend=None if backend == "noiseless" else backend))
+        self._sampled = sampled
+
+    def __call__(self, programs: tf.Tensor, symbol_names: tf.Tensor, symbol_values: tf.Tensor,
+                 operators: tf.Tensor) -> tf.Tensor:
+        """Evaluates rows.
+
+        Args:
+            programs: <string>[rows] serialized circuits.
+            symbol_names: <string>[n_symbols].
+            symbol_values: <float32>[rows, n_symbols].
+            operators: <string>[1, n_ops] serialized Pauli sums, measured on every row.
+
+        Returns:
+            <float32>[rows, n_ops] expectation values.
+        """
+        rows = tf.shape(programs)[0]
+        # operators <string>[rows, n_ops]
+        operators = tf.tile(operators, [rows, 1])
+        if self._sampled:
+            num_samples = tf.fill(tf.shape(operators), tf.constant(self.repetitions, tf.int32))
+            return self._op(programs, symbol_names, symbol_values, operators, num_samples)
+        return self._op(programs, symbol_names, symbol_values, operators)

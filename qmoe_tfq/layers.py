@@ -1,0 +1,422 @@
+"""Keras layers: `ExpertPQC` (a savable `tfq.layers.PQC`) and `QMoELayer` (router + experts).
+
+One call of `QMoELayer` runs, left to right::
+
+    inputs ──► programs ──► router (one op call) ──► Routing ──► dispatch rows ──► experts
+    (one op call over every routed (sample, expert) pair) ──► combine ──► outputs [B, n_readouts]
+
+Experts share one ansatz and one set of symbol names; each owns its weights. The layer stacks
+those weights ``[E, n_symbols]`` and gathers one row per routed pair, so a single TFQ op serves
+the whole batch and experts that no sample was routed to are never simulated.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import cirq
+import numpy as np
+import tensorflow as tf
+import tensorflow_quantum as tfq
+import tf_keras as keras
+
+from qmoe_tfq import routing
+from qmoe_tfq.backends import Backend, CircuitExecutor
+from qmoe_tfq.circuits import (
+    Observable,
+    default_readouts,
+    hardware_efficient_ansatz,
+    router_readouts,
+    validate_observables,
+    validate_positive_int,
+    validate_qubits,
+    validate_rotations,
+)
+from qmoe_tfq.encoding import AngleEncoder
+from qmoe_tfq.serialization import FORMAT_VERSION, check_format_version, from_cirq_json, to_cirq_json
+
+EXPERT_PREFIX = "theta"
+ROUTER_PREFIX = "route"
+
+
+def _serializable_backend(backend: Backend) -> str:
+    # Cirq samplers and simulators are run-time choices that do not travel in a config; a reloaded
+    # layer runs exactly, on the noiseless simulator, until it is given a backend again.
+    return backend if isinstance(backend, str) else "noiseless"
+
+
+def _circuit_batch(inputs: tf.Tensor, layer: str) -> tf.Tensor:
+    """Checks serialized circuits <string>[batch] (or [batch, 1]) and returns them as [batch]."""
+    if inputs.dtype != tf.string:
+        raise TypeError(
+            f"{layer} expects serialized circuits <string>[batch] (from tfq.convert_to_tensor or "
+            f"qmoe_tfq.encode), got a tensor of dtype {inputs.dtype.name}.")
+    if inputs.shape.rank == 2 and inputs.shape[1] == 1:
+        inputs = tf.squeeze(inputs, axis=1)
+    if inputs.shape.rank != 1:
+        raise ValueError(f"{layer} expects circuits of shape [batch] or [batch, 1], got {inputs.shape}.")
+    return inputs
+
+
+@keras.utils.register_keras_serializable(package="qmoe_tfq")
+class ExpertPQC(tfq.layers.PQC):
+    """A `tfq.layers.PQC` that saves and reloads, and that `QMoELayer` can evaluate fused.
+
+    It is a `tfq.layers.PQC` in every way a user sees (``symbols``, ``symbol_values()``, the
+    ``parameters`` weight, same input and output), with three differences:
+
+    * `get_config`/`from_config` work: the circuit and operators travel as Cirq JSON;
+    * it evaluates through one differentiable TFQ op (`CircuitExecutor`) rather than TFQ's
+      ``Expectation`` sub-layer, which cannot be exported as a SavedModel;
+    * each instance gets a fresh initializer, so experts do not all start from the same weights
+      (PQC's default initializer is one shared, unseeded instance).
+
+    >>> qubits = cirq.GridQubit.rect(1, 2)
+    >>> expert = ExpertPQC(hardware_efficient_ansatz(qubits, 1), default_readouts(qubits))
+    >>> expert(qmoe_tfq.encode(np.array([[0.3, 0.7]]), qubits)).shape
+    TensorShape([1, 2])
+
+    Args:
+        model_circuit: `cirq.Circuit` with sympy symbols; one trainable weight per symbol.
+        operators: `cirq.PauliSum`/`cirq.PauliString` or a list of them, measured at the end.
+        backend: ``"noiseless"``, ``"noisy"``, or a Cirq sampler/simulator (see `backends`).
+        repetitions: shots (sampler) or trajectories (``"noisy"``); None for exact expectations.
+        differentiator: a `tfq.differentiators.Differentiator`; Adjoint when exact, else
+            ParameterShift.
+        initializer, regularizer, constraint: as for `tfq.layers.PQC`; the initializer defaults to
+            a new ``RandomUniform(0, 2 pi)``.
+    """
+
+    def __init__(self, model_circuit: cirq.Circuit, operators: Observable | Sequence[Observable], *,
+                 backend: Backend = "noiseless", repetitions: int | None = None,
+                 differentiator: tfq.differentiators.Differentiator | None = None,
+                 initializer: keras.initializers.Initializer | str | None = None,
+                 regularizer: keras.regularizers.Regularizer | str | None = None,
+                 constraint: keras.constraints.Constraint | str | None = None, **kwargs) -> None:
+        if initializer is None:
+            initializer = keras.initializers.RandomUniform(0.0, 2.0 * np.pi)
+        # PQC creates its weight here, outside any layer's name scope; scoping by the layer name keeps
+        # weight names unique (``expert_3/parameters``), which the HDF5 format requires.
+        with tf.name_scope(kwargs.get("name") or "expert_pqc"):
+            super().__init__(model_circuit, operators, initializer=initializer, regularizer=regularizer,
+                             constraint=constraint, **kwargs)
+        self.model_circuit = model_circuit
+        self.readouts = tuple(validate_observables(operators, sorted(model_circuit.all_qubits()), "operators"))
+        self.backend = backend
+        self.repetitions = repetitions
+        self.executor = CircuitExecutor(backend, repetitions, differentiator)
+
+    @property
+    def program(self) -> tf.Tensor:
+        """<string>[1] the serialized model circuit."""
+        return self._model_circuit
+
+    @property
+    def symbol_names(self) -> tf.Tensor:
+        """<string>[n_symbols] symbol names, in the order of ``parameters``."""
+        return self._symbols
+
+    @property
+    def operator_tensor(self) -> tf.Tensor:
+        """<string>[1, n_operators] serialized readout operators."""
+        return self._operators
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        inputs = _circuit_batch(inputs, self.name)
+        batch = tf.shape(inputs)[0]
+        programs = tfq.append_circuit(inputs, tf.tile(self._model_circuit, [batch]))
+        values = tf.tile(self.parameters[None, :], [batch, 1])
+        return self.executor(programs, self._symbols, values, self._operators)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "model_circuit": to_cirq_json(self.model_circuit),
+            "operators": to_cirq_json(list(self.readouts)),
+            "backend": _serializable_backend(self.backend),
+            "repetitions": self.repetitions if isinstance(self.backend, str) else None,
+            "initializer": keras.initializers.serialize(self.initializer),
+            "regularizer": keras.regularizers.serialize(self.regularizer),
+            "constraint": keras.constraints.serialize(self.constraint),
+            "format_version": FORMAT_VERSION,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> ExpertPQC:
+        config = check_format_version(config, cls.__name__)
+        config["model_circuit"] = from_cirq_json(config["model_circuit"])
+        config["operators"] = from_cirq_json(config["operators"])
+        config["initializer"] = keras.initializers.deserialize(config["initializer"])
+        config["regularizer"] = keras.regularizers.deserialize(config["regularizer"])
+        config["constraint"] = keras.constraints.deserialize(config["constraint"])
+        return cls(**config)
+
+
+class _Programs(NamedTuple):
+    """What the router and the experts evaluate for one batch (B samples, F data symbols)."""
+
+    expert: tf.Tensor  # <string>[B] per-sample expert programs
+    router: tf.Tensor  # <string>[B] per-sample router programs
+    expert_names: tf.Tensor  # <string>[F + n_expert_symbols]
+    router_names: tf.Tensor  # <string>[F + n_router_symbols]
+    data_values: tf.Tensor  # <float32>[B, F] encoded angles (F = 0 for circuit inputs)
+
+
+@keras.utils.register_keras_serializable(package="qmoe_tfq")
+class QMoELayer(keras.layers.Layer):
+    """Quantum mixture of experts: a PQC router weights PQC experts, per input.
+
+    Each of the `n_experts` experts is an `ExpertPQC` (a `tfq.layers.PQC`) over the same
+    hardware-efficient ansatz with its own weights; the router is an `ExpertPQC` over its own
+    ansatz whose `n_experts` readouts, times a learned scale, are the gating logits::
+
+        gates   = softmax(logit_scale * <router readouts> / temperature)        # [B, E]
+        outputs = sum_e gates[:, e] * <expert_e readouts>                       # [B, n_readouts]
+
+    With ``top_k=k`` only the k largest gates are kept (renormalised) and only those experts are
+    simulated for that sample. Inputs are serialized circuits ``<string>[batch]`` (quantum data, or
+    classical data through `qmoe_tfq.encode`), or float features ``[batch, n_features]`` when an
+    `encoder` is given.
+
+    >>> import qmoe_tfq as qmoe
+    >>> qubits = cirq.GridQubit.rect(1, 4)
+    >>> inputs = keras.Input(shape=(), dtype=tf.string)
+    >>> moe = qmoe.QMoELayer(qubits, n_experts=4, expert_layers=2, router_layers=2, top_k=2)
+    >>> outputs = keras.layers.Dense(2, activation="softmax")(moe(inputs))
+    >>> model = keras.Model(inputs, outputs)
+    >>> model(qmoe.encode(np.random.rand(3, 4), qubits)).shape
+    TensorShape([3, 2])
+    >>> moe.gate_weights(qmoe.encode(np.random.rand(3, 4), qubits)).shape  # [batch, n_experts]
+    TensorShape([3, 4])
+
+    Auxiliary terms go through `add_loss` (load balancing, router z-loss) and `add_metric`
+    (those two and each expert's routed fraction), so they show in ``fit`` logs.
+
+    Args:
+        qubits: the qubits of the experts' and router's circuits.
+        n_experts: number of experts, >= 1.
+        expert_layers: ansatz depth of each expert.
+        router_layers: ansatz depth of the router.
+        top_k: None for dense routing (every expert, softmax gates), or k in 1..n_experts.
+        temperature: softmax temperature of the gates (> 0); lower is sharper.
+        observables: expert readouts, a list of `cirq.PauliSum`; Z on each qubit by default.
+        rotations, entangler: ansatz options, see `hardware_efficient_ansatz`.
+        encoder: an `AngleEncoder` to accept float features; its angles are fed to the simulator
+            with the weights, so no circuit is built per sample.
+        router_noise: std of Gaussian noise added to the logits while training (exploration).
+        capacity_factor: None (no limit), or each expert takes at most
+            ``ceil(capacity_factor * B * k / E)`` (sample, expert) pairs per batch; pairs over
+            capacity are dropped (first choices of all samples have priority over second choices,
+            then batch order) and contribute nothing, without renormalising the others.
+        load_balance_weight: weight of the Switch load-balancing loss (0 turns it off).
+        z_loss_weight: weight of the router z-loss (0 turns it off).
+        backend, repetitions, differentiator: where circuits run, see `backends.CircuitExecutor`.
+    """
+
+    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int = 4, expert_layers: int = 2,
+                 router_layers: int = 2, *, top_k: int | None = None, temperature: float = 1.0,
+                 observables: Sequence[Observable] | None = None,
+                 rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
+                 encoder: AngleEncoder | None = None, router_noise: float = 0.0,
+                 capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
+                 z_loss_weight: float = 1e-3, backend: Backend = "noiseless",
+                 repetitions: int | None = None,
+                 differentiator: tfq.differentiators.Differentiator | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.qubits = validate_qubits(qubits)
+        self.n_experts = validate_positive_int(n_experts, "n_experts")
+        self.expert_layers = validate_positive_int(expert_layers, "expert_layers")
+        self.router_layers = validate_positive_int(router_layers, "router_layers")
+        self.rotations = validate_rotations(rotations)
+        routing.validate_routing(n_experts, top_k, temperature, router_noise, capacity_factor,
+                                 load_balance_weight, z_loss_weight)
+        if encoder is not None and not isinstance(encoder, AngleEncoder):
+            raise TypeError(f"encoder must be None or a qmoe_tfq.AngleEncoder, got {encoder!r}.")
+        if encoder is not None and not set(encoder.qubits) <= set(self.qubits):
+            raise ValueError(
+                f"encoder qubits {[str(q) for q in encoder.qubits]} must be among the layer's "
+                f"qubits {[str(q) for q in self.qubits]}.")
+        self.top_k = top_k
+        self.temperature = float(temperature)
+        self.entangler = entangler
+        self.encoder = encoder
+        self.router_noise = float(router_noise)
+        self.capacity_factor = capacity_factor
+        self.load_balance_weight = float(load_balance_weight)
+        self.z_loss_weight = float(z_loss_weight)
+        self.backend = backend
+        self.repetitions = repetitions
+        self.observables = validate_observables(
+            default_readouts(self.qubits) if observables is None else observables, self.qubits,
+            "observables")
+
+        expert_circuit = hardware_efficient_ansatz(self.qubits, expert_layers, EXPERT_PREFIX, rotations, entangler)
+        router_circuit = hardware_efficient_ansatz(self.qubits, router_layers, ROUTER_PREFIX, rotations, entangler)
+        executor_args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator}
+        with tf.name_scope(self.name):
+            self.experts = [ExpertPQC(expert_circuit, self.observables, name=f"expert_{i}", **executor_args)
+                            for i in range(n_experts)]
+            self.router = ExpertPQC(router_circuit, router_readouts(self.qubits, n_experts),
+                                    name="router", **executor_args)
+        # One executor for the fused expert rows; the router runs on its own.
+        self._expert_executor = CircuitExecutor(**executor_args)
+
+    @property
+    def n_readouts(self) -> int:
+        return len(self.observables)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        input_shape = tf.TensorShape(input_shape)
+        self.logit_scale = self.add_weight(
+            "logit_scale", shape=(), initializer=keras.initializers.Constant(3.0), trainable=True)
+        if self.encoder is not None and input_shape.rank == 2 and input_shape[-1] != 1:
+            if not self.encoder.built:
+                self.encoder.build(input_shape)
+            self._fused_expert_program = tfq.convert_to_tensor(
+                [self.encoder.circuit + self.experts[0].model_circuit])
+            self._fused_router_program = tfq.convert_to_tensor(
+                [self.encoder.circuit + self.router.model_circuit])
+        super().build(input_shape)
+
+    def _programs(self, inputs: tf.Tensor) -> _Programs:
+        """Per-sample programs and data symbol values, for circuit or float-feature inputs."""
+        expert, router = self.experts[0], self.router
+        if inputs.dtype == tf.string:
+            circuits = _circuit_batch(inputs, self.name)
+            batch = tf.shape(circuits)[0]
+            return _Programs(
+                expert=tfq.append_circuit(circuits, tf.tile(expert.program, [batch])),
+                router=tfq.append_circuit(circuits, tf.tile(router.program, [batch])),
+                expert_names=expert.symbol_names, router_names=router.symbol_names,
+                data_values=tf.zeros([batch, 0]))
+        if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
+            raise TypeError(
+                f"{self.name} expects serialized circuits <string>[batch] or float features "
+                f"[batch, n_features], got a tensor of dtype {inputs.dtype.name}.")
+        if self.encoder is None:
+            raise TypeError(
+                f"{self.name} got float features of shape {inputs.shape} but has no encoder: pass "
+                "encoder=qmoe_tfq.AngleEncoder(qubits), or feed circuits from qmoe_tfq.encode(x, qubits).")
+        if inputs.shape.rank != 2 or inputs.shape[-1] != self.encoder.n_features:
+            raise ValueError(
+                f"{self.name} expects float features of shape [batch, {self.encoder.n_features}], "
+                f"got {inputs.shape}.")
+        batch = tf.shape(inputs)[0]
+        data_names = self.encoder.symbol_names
+        return _Programs(
+            expert=tf.tile(self._fused_expert_program, [batch]),
+            router=tf.tile(self._fused_router_program, [batch]),
+            expert_names=tf.concat([data_names, expert.symbol_names], 0),
+            router_names=tf.concat([data_names, router.symbol_names], 0),
+            data_values=self.encoder.angles(inputs))
+
+    def _route(self, programs: _Programs, training: bool | None) -> routing.Routing:
+        batch = tf.shape(programs.data_values)[0]
+        # router_values <float32>[B, F + n_router_symbols]
+        router_values = tf.concat(
+            [programs.data_values, tf.tile(self.router.parameters[None, :], [batch, 1])], axis=1)
+        # logits <float32>[B, E]
+        logits = self.logit_scale * self.router.executor(
+            programs.router, programs.router_names, router_values, self.router.operator_tensor)
+        if training and self.router_noise > 0:
+            logits += self.router_noise * tf.random.normal(tf.shape(logits))
+        probabilities = tf.nn.softmax(logits / self.temperature, axis=-1)
+        # expert_index <int32>[B, k], combine_weights <float32>[B, k]
+        expert_index, combine_weights = routing.select_experts(probabilities, self.top_k)
+        if self.capacity_factor is None:
+            kept = tf.ones_like(expert_index, dtype=tf.bool)
+        else:
+            capacity = routing.expert_capacity(
+                batch, self.top_k or self.n_experts, self.n_experts, self.capacity_factor)
+            kept = routing.capacity_mask(expert_index, self.n_experts, capacity)
+            combine_weights *= tf.cast(kept, combine_weights.dtype)
+        return routing.Routing(logits, probabilities, expert_index, combine_weights, kept)
+
+    def _run_experts(self, programs: _Programs, route: routing.Routing) -> tf.Tensor:
+        batch = tf.shape(route.expert_index)[0]
+        slots = tf.shape(route.expert_index)[1]
+        # One row per dispatched (sample, expert) pair: sample_index, expert_index, weight <[B * k]>
+        sample_index = tf.repeat(tf.range(batch), slots)
+        expert_index = tf.reshape(route.expert_index, [-1])
+        weight = tf.reshape(route.combine_weights, [-1])
+        if self.capacity_factor is not None:
+            kept = tf.reshape(route.kept, [-1])
+            sample_index, expert_index, weight = (
+                tf.boolean_mask(t, kept) for t in (sample_index, expert_index, weight))
+        # expert_weights <float32>[E, n_expert_symbols]
+        expert_weights = tf.stack([expert.parameters for expert in self.experts])
+        # values <float32>[rows, F + n_expert_symbols]
+        values = tf.concat([tf.gather(programs.data_values, sample_index),
+                            tf.gather(expert_weights, expert_index)], axis=1)
+        # readouts <float32>[rows, n_readouts]
+        readouts = self._expert_executor(tf.gather(programs.expert, sample_index),
+                                         programs.expert_names, values, self.experts[0].operator_tensor)
+        return tf.math.unsorted_segment_sum(readouts * weight[:, None], sample_index, batch)
+
+    def _add_routing_terms(self, route: routing.Routing) -> None:
+        # Dense routing dispatches to every expert; balance is then measured on each sample's top choice.
+        assigned = route.expert_index if self.top_k else tf.argmax(
+            route.probabilities, axis=-1, output_type=tf.int32)[:, None]
+        balance = routing.load_balancing_loss(route.probabilities, assigned)
+        z_loss = routing.router_z_loss(route.logits)
+        if self.load_balance_weight > 0:
+            self.add_loss(self.load_balance_weight * balance)
+        if self.z_loss_weight > 0:
+            self.add_loss(self.z_loss_weight * z_loss)
+        self.add_metric(balance, name=f"{self.name}_load_balance")
+        self.add_metric(z_loss, name=f"{self.name}_z_loss")
+        fractions = routing.routing_fractions(assigned, self.n_experts)
+        for index in range(self.n_experts):
+            self.add_metric(fractions[index], name=f"{self.name}_expert_{index}_fraction")
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        programs = self._programs(inputs)
+        route = self._route(programs, training)
+        self._add_routing_terms(route)
+        return self._run_experts(programs, route)
+
+    def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
+        """The routing decision for a batch (logits, probabilities, selected experts, weights)."""
+        inputs = tf.convert_to_tensor(inputs)
+        if not self.built:
+            self.build(inputs.shape)
+        return self._route(self._programs(inputs), training)
+
+    def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
+        """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""
+        return self.route(inputs).gate_matrix()
+
+    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
+        return tf.TensorShape([tf.TensorShape(input_shape)[0], self.n_readouts])
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "qubits": to_cirq_json(self.qubits),
+            "n_experts": self.n_experts,
+            "expert_layers": self.expert_layers,
+            "router_layers": self.router_layers,
+            "top_k": self.top_k,
+            "temperature": self.temperature,
+            "observables": to_cirq_json(self.observables),
+            "rotations": list(self.rotations),
+            "entangler": self.entangler,
+            "encoder": None if self.encoder is None else keras.layers.serialize(self.encoder),
+            "router_noise": self.router_noise,
+            "capacity_factor": self.capacity_factor,
+            "load_balance_weight": self.load_balance_weight,
+            "z_loss_weight": self.z_loss_weight,
+            "backend": _serializable_backend(self.backend),
+            "repetitions": self.repetitions if isinstance(self.backend, str) else None,
+            "format_version": FORMAT_VERSION,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> QMoELayer:
+        config = check_format_version(config, cls.__name__)
+        config["qubits"] = from_cirq_json(config["qubits"])
+        config["observables"] = from_cirq_json(config["observables"])
+        if config.get("encoder") is not None:
+            config["encoder"] = keras.layers.deserialize(
+                config["encoder"], custom_objects={"AngleEncoder": AngleEncoder})
+        return cls(**config)

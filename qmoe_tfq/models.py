@@ -1,0 +1,85 @@
+"""Ready-made Keras classifiers: a QMoE model and the single-QNN baseline it is compared with."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cirq
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from qmoe_tfq.circuits import hardware_efficient_ansatz, validate_positive_int, validate_qubits
+from qmoe_tfq.circuits import default_readouts
+from qmoe_tfq.encoding import AngleEncoder
+from qmoe_tfq.layers import EXPERT_PREFIX, ExpertPQC, QMoELayer
+
+
+def _classifier_inputs(qubits: Sequence[cirq.Qid], n_features: int | None,
+                       encoder_rotations: Sequence[str], encoder_scale: float
+                       ) -> tuple[keras.Input, AngleEncoder | None]:
+    """Float-feature input with an encoder when `n_features` is given, else a circuit input."""
+    if n_features is None:
+        return keras.Input(shape=(), dtype=tf.string, name="circuits"), None
+    encoder = AngleEncoder(qubits, rotations=encoder_rotations, scale=encoder_scale, n_features=n_features)
+    return keras.Input(shape=(n_features,), dtype=tf.float32, name="features"), encoder
+
+
+def _classifier(inputs: keras.Input, readouts: tf.Tensor, n_classes: int, learning_rate: float,
+                name: str) -> keras.Model:
+    validate_positive_int(n_classes, "n_classes")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be at least 2, got {n_classes}.")
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="classes")(readouts)
+    model = keras.Model(inputs, outputs, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_features: int | None = None,
+                          n_experts: int = 4, expert_layers: int = 2, router_layers: int = 2,
+                          top_k: int | None = None, learning_rate: float = 0.05,
+                          encoder_rotations: Sequence[str] = ("ry",), encoder_scale: float = np.pi,
+                          **layer_kwargs) -> keras.Model:
+    """A compiled QMoE classifier: (encoder) -> `QMoELayer` -> softmax `Dense(n_classes)`.
+
+    With `n_features` the model takes float features ``[batch, n_features]`` and angle-encodes them
+    in-graph; without, it takes serialized circuits ``<string>[batch]`` (quantum data).
+    Extra keyword arguments go to `QMoELayer`.
+
+    >>> model = build_qmoe_classifier(cirq.GridQubit.rect(1, 4), n_classes=2, n_features=4, top_k=1)
+    >>> model.predict(np.random.rand(8, 4), verbose=0).shape
+    (8, 2)
+    """
+    qubits = validate_qubits(qubits)
+    inputs, encoder = _classifier_inputs(qubits, n_features, encoder_rotations, encoder_scale)
+    moe = QMoELayer(qubits, n_experts, expert_layers, router_layers, top_k=top_k, encoder=encoder,
+                    name="qmoe", **layer_kwargs)
+    return _classifier(inputs, moe(inputs), n_classes, learning_rate, "qmoe_classifier")
+
+
+def matching_qnn_layers(n_experts: int = 4, expert_layers: int = 2, router_layers: int = 2) -> int:
+    """Ansatz depth at which a single QNN has as many circuit parameters as a QMoE layer."""
+    return n_experts * expert_layers + router_layers
+
+
+def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_features: int | None = None,
+                         n_layers: int = matching_qnn_layers(), learning_rate: float = 0.05,
+                         encoder_rotations: Sequence[str] = ("ry",), encoder_scale: float = np.pi,
+                         rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
+                         **pqc_kwargs) -> keras.Model:
+    """The baseline: one PQC (`ExpertPQC`, Z readouts) -> softmax `Dense(n_classes)`.
+
+    `n_layers` defaults to `matching_qnn_layers()`, the depth whose parameter count matches the
+    default `build_qmoe_classifier` (4 experts x 2 layers + a 2-layer router). Inputs as there.
+
+    >>> model = build_qnn_classifier(cirq.GridQubit.rect(1, 4), n_classes=2, n_features=4)
+    >>> model.predict(np.random.rand(8, 4), verbose=0).shape
+    (8, 2)
+    """
+    qubits = validate_qubits(qubits)
+    inputs, encoder = _classifier_inputs(qubits, n_features, encoder_rotations, encoder_scale)
+    circuits = inputs if encoder is None else encoder(inputs)
+    pqc = ExpertPQC(hardware_efficient_ansatz(qubits, n_layers, EXPERT_PREFIX, rotations, entangler),
+                    default_readouts(qubits), name="qnn", **pqc_kwargs)
+    return _classifier(inputs, pqc(circuits), n_classes, learning_rate, "qnn_classifier")

@@ -1,0 +1,116 @@
+"""From router logits to gates: softmax with temperature, noisy gating, top-k, capacity, aux losses.
+
+Pure tensor functions, no Keras state: `QMoELayer` calls them in order, and tests can check
+each on hand-made logits. Shapes: B samples, E experts, k experts per sample.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import tensorflow as tf
+
+
+class Routing(NamedTuple):
+    """One batch's routing decision.
+
+    Attributes:
+        logits: <float32>[B, E] router logits (after noise, before temperature).
+        probabilities: <float32>[B, E] softmax(logits / temperature).
+        expert_index: <int32>[B, k] experts each sample is dispatched to (k = E when dense).
+        combine_weights: <float32>[B, k] weight of each dispatched expert's readouts; zero where
+            capacity dropped the pair.
+        kept: <bool>[B, k] False where the expert was over capacity.
+    """
+
+    logits: tf.Tensor
+    probabilities: tf.Tensor
+    expert_index: tf.Tensor
+    combine_weights: tf.Tensor
+    kept: tf.Tensor
+
+    def gate_matrix(self) -> tf.Tensor:
+        """<float32>[B, E] combine weight of every expert for every sample (zero if unselected)."""
+        n_experts = tf.shape(self.probabilities)[1]
+        # one_hot <float32>[B, k, E]
+        one_hot = tf.one_hot(self.expert_index, n_experts, dtype=self.combine_weights.dtype)
+        return tf.reduce_sum(one_hot * self.combine_weights[..., None], axis=1)
+
+
+def select_experts(probabilities: tf.Tensor, top_k: int | None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Dispatch targets and their weights: every expert (dense) or the k most probable, renormalised.
+
+    Returns:
+        expert_index <int32>[B, k] and combine_weights <float32>[B, k].
+    """
+    if top_k is None:
+        batch = tf.shape(probabilities)[0]
+        n_experts = tf.shape(probabilities)[1]
+        expert_index = tf.tile(tf.range(n_experts)[None, :], [batch, 1])
+        return expert_index, probabilities
+    top_values, expert_index = tf.math.top_k(probabilities, k=top_k)
+    return expert_index, top_values / tf.reduce_sum(top_values, axis=1, keepdims=True)
+
+
+def expert_capacity(batch_size: tf.Tensor, slots: int, n_experts: int, capacity_factor: float) -> tf.Tensor:
+    """Pairs one expert takes per batch: ceil(capacity_factor * batch * slots / n_experts)."""
+    fair_share = tf.cast(batch_size * slots, tf.float32) / float(n_experts)
+    return tf.cast(tf.math.ceil(capacity_factor * fair_share), tf.int32)
+
+
+def capacity_mask(expert_index: tf.Tensor, n_experts: int, capacity: tf.Tensor) -> tf.Tensor:
+    """<bool>[B, k]: which (sample, slot) pairs fit in their expert's capacity.
+
+    Priority follows GShard/Switch: every sample's first choice before any second choice, and
+    within a slot, earlier samples first. Pairs past an expert's capacity are dropped.
+    """
+    # slot_major <int32>[k, B] so a cumulative count visits slot 0 of all samples first.
+    slot_major = tf.transpose(expert_index)
+    one_hot = tf.one_hot(tf.reshape(slot_major, [-1]), n_experts, dtype=tf.int32)
+    # position <int32>[k * B]: how many earlier pairs went to the same expert.
+    position = tf.reduce_sum((tf.cumsum(one_hot, axis=0) - 1) * one_hot, axis=1)
+    keep = tf.reshape(position < capacity, tf.shape(slot_major))
+    return tf.transpose(keep)
+
+
+def routing_fractions(expert_index: tf.Tensor, n_experts: int) -> tf.Tensor:
+    """<float32>[E] share of dispatched (sample, slot) pairs that each expert receives."""
+    one_hot = tf.one_hot(expert_index, n_experts, dtype=tf.float32)
+    return tf.reduce_mean(tf.reduce_sum(one_hot, axis=1), axis=0) / tf.cast(
+        tf.shape(expert_index)[1], tf.float32)
+
+
+def load_balancing_loss(probabilities: tf.Tensor, expert_index: tf.Tensor) -> tf.Tensor:
+    """Switch Transformer's balance loss: E * sum_i fraction_routed_i * mean_probability_i.
+
+    Equals 1 when routing is uniform and grows to E when one expert takes everything.
+    """
+    n_experts = probabilities.shape[-1]
+    fractions = routing_fractions(expert_index, n_experts)
+    return float(n_experts) * tf.reduce_sum(fractions * tf.reduce_mean(probabilities, axis=0))
+
+
+def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
+    """ST-MoE's z-loss: mean over samples of logsumexp(logits)^2; keeps logits small."""
+    return tf.reduce_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
+
+
+def validate_routing(n_experts: int, top_k: int | None, temperature: float, router_noise: float,
+                     capacity_factor: float | None, load_balance_weight: float,
+                     z_loss_weight: float) -> None:
+    """Checks routing hyper-parameters, naming the argument, its value and what is allowed."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                              or not 1 <= top_k <= n_experts):
+        raise ValueError(f"top_k must be None (dense) or an integer in 1..n_experts={n_experts}, got {top_k!r}.")
+    if not _is_number(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+    for name, value in (("router_noise", router_noise), ("load_balance_weight", load_balance_weight),
+                        ("z_loss_weight", z_loss_weight)):
+        if not _is_number(value) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
+    if capacity_factor is not None and (not _is_number(capacity_factor) or capacity_factor <= 0):
+        raise ValueError(f"capacity_factor must be None (no limit) or a number > 0, got {capacity_factor!r}.")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

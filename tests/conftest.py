@@ -1,0 +1,31 @@
+"""Shared fixtures: small qubit counts and seeded data keep the suite fast and deterministic."""
+import numpy as np
+import pytest
+
+import qmoe_tfq  # noqa: F401  (selects tf_keras before TensorFlow is imported by tests)
+import cirq
+import tensorflow as tf
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    np.random.seed(0)
+    tf.random.set_seed(0)
+
+
+@pytest.fixture
+def qubits():
+    return cirq.GridQubit.rect(1, 3)
+
+
+@pytest.fixture
+def features():
+    return np.random.default_rng(1).uniform(0, 1, size=(6, 3)).astype(np.float32)
+
+
+def separable_data(n: int = 64, n_features: int = 2, seed: int = 0):
+    """Points in [0, 1]^d labelled by which side of x0 = 0.5 they fall (a margin of 0.1 kept clear)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, size=(4 * n, n_features)).astype(np.float32)
+    x = x[np.abs(x[:, 0] - 0.5) > 0.1][:n]
+    return x, (x[:, 0] > 0.5).astype(np.int32)

@@ -40,6 +40,10 @@ class Routing(NamedTuple):
 def select_experts(probabilities: tf.Tensor, top_k: int | None) -> tuple[tf.Tensor, tf.Tensor]:
     """Dispatch targets and their weights: every expert (dense) or the k most probable, renormalised.
 
+    The renormalising sum is held constant in the backward pass. The forward values are the
+    renormalised gates (summing to 1), and the task loss still trains the router at ``k = 1``,
+    where a fully differentiated renormalisation would make every weight the constant 1.
+
     Returns:
         expert_index <int32>[B, k] and combine_weights <float32>[B, k].
     """
@@ -49,7 +53,7 @@ def select_experts(probabilities: tf.Tensor, top_k: int | None) -> tuple[tf.Tens
         expert_index = tf.tile(tf.range(n_experts)[None, :], [batch, 1])
         return expert_index, probabilities
     top_values, expert_index = tf.math.top_k(probabilities, k=top_k)
-    return expert_index, top_values / tf.reduce_sum(top_values, axis=1, keepdims=True)
+    return expert_index, top_values / tf.stop_gradient(tf.reduce_sum(top_values, axis=1, keepdims=True))
 
 
 def expert_capacity(batch_size: tf.Tensor, slots: int, n_experts: int, capacity_factor: float) -> tf.Tensor:

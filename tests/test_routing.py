@@ -1,0 +1,158 @@
+import cirq
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import qmoe_tfq as qmoe
+from qmoe_tfq import routing
+
+LOGITS = tf.constant([[2.0, 1.0, 0.0, -1.0],
+                      [0.0, 3.0, 1.0, 0.5],
+                      [1.0, 1.0, 4.0, 0.0]])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_top_k_masks_have_k_nonzeros_summing_to_one(k):
+    probabilities = tf.nn.softmax(LOGITS)
+    expert_index, weights = routing.select_experts(probabilities, k)
+    gates = routing.Routing(LOGITS, probabilities, expert_index, weights,
+                            tf.ones_like(expert_index, tf.bool)).gate_matrix().numpy()
+    assert ((gates > 0).sum(axis=1) == k).all()
+    np.testing.assert_allclose(gates.sum(axis=1), 1.0, atol=1e-6)
+    assert gates[0].argmax() == 0 and gates[1].argmax() == 1 and gates[2].argmax() == 2
+
+
+def test_capacity_keeps_first_choices_first():
+    # First choices are placed before second choices, each in batch order, capacity 2:
+    # expert 0 takes samples 0 and 1 (sample 2's first choice overflows), expert 1 takes sample 3's
+    # first choice and sample 0's second, so sample 2's second choice (expert 1) overflows too.
+    expert_index = tf.constant([[0, 1], [0, 2], [0, 1], [1, 0]])
+    kept = routing.capacity_mask(expert_index, n_experts=3, capacity=tf.constant(2)).numpy()
+    assert kept.tolist() == [[True, True], [True, True], [False, False], [True, False]]
+    assert int(routing.expert_capacity(tf.constant(6), 1, 4, 1.0)) == 2  # ceil(6 / 4)
+
+
+def test_aux_losses_on_hand_made_routing():
+    probabilities = tf.constant([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
+    expert_index = tf.constant([[0], [0], [1], [0]])
+    # fractions [0.75, 0.25], mean probabilities [0.6, 0.4]: 2 * (0.45 + 0.1) = 1.1
+    assert float(routing.load_balancing_loss(probabilities, expert_index)) == pytest.approx(1.1)
+    logits = tf.constant([[0.0, 0.0], [1.0, -1.0]])
+    expected = np.mean([np.log(2.0) ** 2, np.log(np.e + np.exp(-1)) ** 2])
+    assert float(routing.router_z_loss(logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_layer_adds_weighted_aux_losses_and_metrics(qubits, features):
+    moe = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1, top_k=1,
+                         load_balance_weight=0.5, z_loss_weight=0.25, name="moe")
+    circuits = qmoe.encode(features, qubits)
+    inputs = keras.Input(shape=(), dtype=tf.string)
+    model = keras.Model(inputs, moe(inputs))
+    model(circuits)
+    route = moe.route(circuits)
+    balance = routing.load_balancing_loss(route.probabilities, route.expert_index)
+    z_loss = routing.router_z_loss(route.logits)
+    np.testing.assert_allclose([float(v) for v in model.losses],
+                               [0.5 * float(balance), 0.25 * float(z_loss)], rtol=1e-5)
+    model.compile("adam", "mse")
+    logs = model.evaluate(circuits, np.zeros((len(features), 3)), verbose=0, return_dict=True)
+    assert logs["moe_load_balance"] == pytest.approx(float(balance), rel=1e-4)
+    fractions = [logs[f"moe_expert_{i}_fraction"] for i in range(3)]
+    assert sum(fractions) == pytest.approx(1.0, abs=1e-5)
+    assert fractions == pytest.approx(np.bincount(route.expert_index.numpy()[:, 0], minlength=3) / len(features))
+
+
+def test_zero_weights_turn_aux_losses_off(qubits, features):
+    moe = qmoe.QMoELayer(qubits, n_experts=2, expert_layers=1, router_layers=1,
+                         load_balance_weight=0, z_loss_weight=0)
+    moe(qmoe.encode(features, qubits))
+    assert moe.losses == []
+
+
+class RowCounter:
+    """Wraps an executor and records how many (program, values) rows reach the simulator."""
+
+    def __init__(self, executor):
+        self.executor, self.rows, self.expert_weights = executor, [], []
+
+    def __call__(self, programs, names, values, operators):
+        self.rows.append(int(tf.shape(programs)[0]))
+        self.expert_weights.append(values.numpy()[:, -names.shape[0]:] if names.shape[0] else None)
+        return self.executor(programs, names, values, operators)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_only_routed_experts_are_simulated(qubits, features, top_k):
+    moe = qmoe.QMoELayer(qubits, n_experts=4, expert_layers=1, router_layers=1, top_k=top_k)
+    circuits = qmoe.encode(features, qubits)
+    moe(circuits)
+    counter = RowCounter(moe._expert_executor)
+    moe._expert_executor = counter
+    moe(circuits)
+    assert counter.rows == [len(features) * top_k]  # one op call, k rows per sample, not 4
+    chosen = moe.route(circuits).expert_index.numpy().reshape(-1)
+    stacked = np.stack([e.parameters.numpy() for e in moe.experts])
+    np.testing.assert_allclose(counter.expert_weights[0], stacked[chosen])
+
+
+def test_capacity_drops_overflow_rows(qubits, features):
+    moe = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1, top_k=1,
+                         capacity_factor=0.5)
+    circuits = qmoe.encode(features, qubits)
+    moe(circuits)
+    counter = RowCounter(moe._expert_executor)
+    moe._expert_executor = counter
+    out = moe(circuits).numpy()
+    route = moe.route(circuits)
+    capacity = int(np.ceil(0.5 * len(features) / 3))
+    counts = np.bincount(route.expert_index.numpy()[route.kept.numpy()], minlength=3)
+    assert counts.max() <= capacity and counter.rows == [int(route.kept.numpy().sum())]
+    dropped = ~route.kept.numpy()[:, 0]
+    np.testing.assert_allclose(out[dropped], 0.0)
+
+
+def test_dense_equals_top_k_all_experts(qubits, features):
+    circuits = qmoe.encode(features, qubits)
+    dense = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1)
+    full = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1, top_k=3)
+    dense(circuits), full(circuits)
+    full.set_weights(dense.get_weights())
+    np.testing.assert_allclose(dense(circuits).numpy(), full(circuits).numpy(), atol=1e-5)
+
+
+def test_top_k_gradients_reach_router_and_selected_experts_only(qubits, features):
+    moe = qmoe.QMoELayer(qubits, n_experts=4, expert_layers=1, router_layers=1, top_k=1,
+                         load_balance_weight=0, z_loss_weight=0)
+    circuits = qmoe.encode(features[:2], qubits)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(moe(circuits) - 0.5))
+    chosen = set(moe.route(circuits).expert_index.numpy().reshape(-1))
+    grads = dict(zip([id(v) for v in moe.trainable_variables],
+                     tape.gradient(loss, moe.trainable_variables)))
+    assert np.abs(grads[id(moe.router.parameters)].numpy()).sum() > 0
+    for index, expert in enumerate(moe.experts):
+        grad = grads[id(expert.parameters)]
+        touched = grad is not None and np.abs(tf.convert_to_tensor(grad).numpy()).sum() > 0
+        assert touched == (index in chosen), index
+
+
+def test_router_noise_only_in_training(qubits, features):
+    moe = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1, router_noise=1.0)
+    circuits = qmoe.encode(features, qubits)
+    clean = moe.route(circuits).logits.numpy()
+    np.testing.assert_allclose(moe.route(circuits, training=False).logits.numpy(), clean)
+    assert not np.allclose(moe.route(circuits, training=True).logits.numpy(), clean)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"top_k": 0}, r"top_k must be None \(dense\) or an integer in 1..n_experts=3, got 0"),
+    ({"top_k": 4}, "got 4"),
+    ({"load_balance_weight": -0.1}, "load_balance_weight must be a number >= 0, got -0.1"),
+    ({"z_loss_weight": -1}, "z_loss_weight must be a number >= 0, got -1"),
+    ({"router_noise": -1.0}, "router_noise must be a number >= 0"),
+    ({"capacity_factor": 0}, r"capacity_factor must be None \(no limit\) or a number > 0, got 0"),
+])
+def test_routing_validation(qubits, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        qmoe.QMoELayer(qubits, n_experts=3, **kwargs)

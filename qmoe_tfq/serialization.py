@@ -94,13 +94,41 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> tf.Tensor
     return spec
 
 
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """True when `path` is a SavedModel directory."""
+    return os.path.isfile(os.path.join(os.fspath(path), "saved_model.pb"))
+
+
 def load_saved_model(path: str | os.PathLike) -> Any:
     """Loads a SavedModel exported by `export_saved_model` (or any SavedModel with TFQ ops).
 
     Returns the `tf.saved_model.load` object; call ``loaded.signatures["serving_default"]``.
     """
     path = os.fspath(path)
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if not is_saved_model(path):
         raise ValueError(f"{path!r} is not a SavedModel directory (no saved_model.pb inside).")
     register_tfq_ops()
     return tf.saved_model.load(path)
+
+
+def run_serving(loaded: Any, inputs: Any) -> tf.Tensor:
+    """Calls a loaded SavedModel's ``serving_default`` on `inputs`, checking dtype and shape first.
+
+    Raises:
+        ValueError: the model has no serving signature, or `inputs` do not fit it; the message
+            gives the expected and the received dtype and shape.
+    """
+    if "serving_default" not in getattr(loaded, "signatures", {}):
+        raise ValueError("this SavedModel has no 'serving_default' signature; export it with "
+                         "qmoe_tfq.export_saved_model.")
+    signature = loaded.signatures["serving_default"]
+    (name, spec), = signature.structured_input_signature[1].items()
+    inputs = tf.convert_to_tensor(inputs)
+    if spec.dtype.is_floating and (inputs.dtype.is_floating or inputs.dtype.is_integer):
+        inputs = tf.cast(inputs, spec.dtype)
+    if inputs.dtype != spec.dtype or not spec.shape.is_compatible_with(inputs.shape):
+        expected = "[" + ", ".join("batch" if d is None else str(d) for d in spec.shape) + "]"
+        raise ValueError(
+            f"the SavedModel expects {name} of dtype {spec.dtype.name} and shape {expected}, "
+            f"got dtype {inputs.dtype.name} and shape {list(inputs.shape)}.")
+    return signature(**{name: inputs})[SERVING_OUTPUT]

@@ -1,0 +1,164 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import cirq
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import qmoe_tfq as qmoe
+from conftest import separable_data
+from qmoe_tfq.serialization import FORMAT_VERSION
+
+QUBITS = cirq.GridQubit.rect(1, 3)
+CUSTOM_OBSERVABLES = [cirq.Z(QUBITS[0]), 0.5 * cirq.X(QUBITS[1]) * cirq.X(QUBITS[2]) + cirq.Y(QUBITS[2])]
+SMALL = {"n_experts": 3, "expert_layers": 1, "router_layers": 1}
+
+
+def models_and_inputs():
+    """The round-trip matrix: dense/top-k, with/without encoder, custom observables, the QNN."""
+    x = np.random.default_rng(3).uniform(0, 1, size=(5, 3)).astype(np.float32)
+    circuits = qmoe.encode(x, QUBITS)
+    return {
+        "dense_circuits_custom_observables": (
+            qmoe.build_qmoe_classifier(QUBITS, 2, observables=CUSTOM_OBSERVABLES, **SMALL), circuits),
+        "top2_encoder_capacity": (
+            qmoe.build_qmoe_classifier(QUBITS, 3, n_features=3, top_k=2, capacity_factor=1.5,
+                                       encoder_rotations=("rx",), **SMALL), x),
+        "top1_circuits": (qmoe.build_qmoe_classifier(QUBITS, 2, top_k=1, **SMALL), circuits),
+        "qnn_encoder": (qmoe.build_qnn_classifier(QUBITS, 2, n_features=3, n_layers=2), x),
+    }
+
+
+MODELS = models_and_inputs()
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("suffix", [".keras", ".h5", "_tf"])
+def test_keras_formats_round_trip(tmp_path, name, suffix):
+    model, inputs = MODELS[name]
+    expected = model.predict(inputs, verbose=0)
+    path = str(tmp_path / f"model{suffix}")
+    model.save(path)
+    reloaded = keras.models.load_model(path)  # no custom_objects: our classes are registered
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), expected, atol=1e-6)
+
+
+def test_layer_config_round_trip_keeps_every_argument():
+    moe = qmoe.QMoELayer(QUBITS, 3, 2, 1, top_k=2, temperature=0.7, observables=CUSTOM_OBSERVABLES,
+                         rotations=("rx",), entangler="chain", router_noise=0.1, capacity_factor=2.0,
+                         load_balance_weight=0.2, z_loss_weight=0.0, encoder=qmoe.AngleEncoder(QUBITS, scale=1.0))
+    config = moe.get_config()
+    json.dumps(config)  # configs are plain JSON: circuits travel as Cirq JSON text
+    clone = qmoe.QMoELayer.from_config(config)
+    assert clone.get_config() == {**config, "name": clone.name}
+    assert clone.observables == moe.observables and clone.qubits == moe.qubits
+    assert clone.encoder.scale == 1.0
+
+
+def test_newer_format_version_is_refused():
+    config = qmoe.QMoELayer(QUBITS, 2).get_config()
+    config["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(ValueError, match=f"format_version={FORMAT_VERSION + 1}.*upgrade qmoe_tfq"):
+        qmoe.QMoELayer.from_config(config)
+
+
+def test_weights_checkpoints_round_trip(tmp_path):
+    model, inputs = MODELS["top2_encoder_capacity"]
+    expected = model.predict(inputs, verbose=0)
+    fresh = keras.models.clone_model(model)
+    model.save_weights(str(tmp_path / "w.weights.h5"))
+    fresh.load_weights(str(tmp_path / "w.weights.h5"))
+    np.testing.assert_allclose(fresh.predict(inputs, verbose=0), expected, atol=1e-6)
+
+    again = keras.models.clone_model(model)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=again).read(path).assert_existing_objects_matched()
+    np.testing.assert_allclose(again.predict(inputs, verbose=0), expected, atol=1e-6)
+
+
+SUBPROCESS_LOAD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_quantum as tfq
+    from tensorflow_quantum.core.ops import tfq_adj_grad_op, tfq_simulate_ops, tfq_utility_ops
+    for library in (tfq_adj_grad_op.SIM_OP_MODULE, tfq_simulate_ops.SIM_OP_MODULE,
+                    tfq_utility_ops.UTILITY_OP_MODULE):
+        dir(library)  # TFQ loads its ops lazily; SavedModel loading needs them registered
+    assert "qmoe_tfq" not in sys.modules
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    name, spec = list(serve.structured_input_signature[1].items())[0]
+    inputs = tf.io.parse_tensor(tf.io.read_file(sys.argv[2]), out_type=spec.dtype)
+    out = serve(**{name: inputs})["output"].numpy()
+    np.save(sys.argv[3], out)
+    print(name)
+""")
+
+
+@pytest.mark.parametrize("name", ["dense_circuits_custom_observables", "top2_encoder_capacity", "qnn_encoder"])
+def test_saved_model_serves_in_a_fresh_process(tmp_path, name):
+    model, inputs = MODELS[name]
+    expected = model.predict(inputs, verbose=0)
+    spec = qmoe.export_saved_model(model, tmp_path / "sm")
+    # Serialized circuits are bytes with NULs, so the inputs travel as a serialized tensor.
+    tf.io.write_file(str(tmp_path / "inputs.pb"), tf.io.serialize_tensor(tf.constant(inputs)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS_LOAD, str(tmp_path / "sm"), str(tmp_path / "inputs.pb"),
+         str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == spec.name == ("features" if "encoder" in name else "circuits")
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+
+
+def test_saved_model_input_errors_are_clear(tmp_path):
+    model, inputs = MODELS["top2_encoder_capacity"]
+    qmoe.export_saved_model(model, tmp_path / "sm")
+    loaded = qmoe.load_saved_model(tmp_path / "sm")
+    from qmoe_tfq.serialization import run_serving
+    np.testing.assert_allclose(run_serving(loaded, inputs).numpy(), model.predict(inputs, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match=r"expects features of dtype float32 and shape \[batch, 3\], "
+                                         r"got dtype float32 and shape \[5, 2\]"):
+        run_serving(loaded, inputs[:, :2])
+    with pytest.raises(ValueError, match="expects features of dtype float32 .* got dtype string"):
+        run_serving(loaded, tf.constant(["a"]))
+    with pytest.raises(ValueError, match="is not a SavedModel directory"):
+        qmoe.load_saved_model(tmp_path / "nothing_here")
+
+
+def make_model(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return qmoe.build_qmoe_classifier(cirq.GridQubit.rect(1, 2), 2, n_features=2, n_experts=2,
+                                      expert_layers=1, router_layers=1, top_k=1, learning_rate=0.1)
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_to_identical_weights(tmp_path):
+    x, y = separable_data(32, 2)
+    reference = make_model(7)
+    reference.fit(x, y, epochs=4, batch_size=8, shuffle=False, verbose=0)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    interrupted = make_model(7)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        interrupted.fit(x, y, epochs=4, batch_size=8, shuffle=False, verbose=0, callbacks=[backup, StopAtEpoch(2)])
+    resumed = make_model(7)
+    history = resumed.fit(x, y, epochs=4, batch_size=8, shuffle=False, verbose=0, callbacks=[backup])
+    assert len(history.epoch) == 2  # epochs 2 and 3 only: the first two came from the backup
+    for ours, theirs in zip(resumed.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)

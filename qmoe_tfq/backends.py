@@ -2,7 +2,8 @@
 
 `CircuitExecutor` wraps the three ways TFQ can evaluate a batch of parameterised programs:
 
-* ``"noiseless"``: exact state-vector expectations, Adjoint differentiator (fastest).
+* ``"noiseless"``: TFQ's state-vector simulator: exact expectations with the Adjoint differentiator
+  (fastest), or shot-based ones (ParameterShift) when `repetitions` is given.
 * ``"noisy"``: TFQ's trajectory simulator for circuits carrying Cirq noise channels, averaging
   `repetitions` trajectories; ParameterShift differentiator.
 * a Cirq object: a `cirq.Sampler` with `repetitions` gives shot-based expectations (ParameterShift),
@@ -25,6 +26,9 @@ BACKEND_NAMES = ("noiseless", "noisy")
 Backend = str | cirq.Sampler | cirq.SimulatesExpectationValues
 
 
+Noise = cirq.NoiseModel | cirq.Gate
+
+
 def validate_backend(backend: Backend, repetitions: int | None) -> None:
     """Checks a backend/repetitions pair, naming what is wrong and what is allowed."""
     if repetitions is not None and (
@@ -38,10 +42,6 @@ def validate_backend(backend: Backend, repetitions: int | None) -> None:
                 "or a cirq.SimulatesExpectationValues simulator.")
         if backend == "noisy" and repetitions is None:
             raise ValueError("backend='noisy' averages noise trajectories: give repetitions=N (e.g. 1000).")
-        if backend == "noiseless" and repetitions is not None:
-            raise ValueError(
-                f"backend='noiseless' computes exact expectations, so repetitions={repetitions} "
-                "has no meaning; pass a cirq.Sampler as backend for shot-based expectations.")
         return
     if repetitions is not None and not isinstance(backend, cirq.Sampler):
         raise TypeError(f"backend={backend!r} with repetitions={repetitions} must be a cirq.Sampler.")
@@ -73,7 +73,7 @@ class CircuitExecutor:
         self.repetitions = repetitions
         sampled = backend == "noisy" or repetitions is not None
         if differentiator is None:
-            exact = backend == "noiseless"
+            exact = backend == "noiseless" and not sampled
             differentiator = tfq.differentiators.Adjoint() if exact else tfq.differentiators.ParameterShift()
         # A differentiator instance binds to the one op it generated, so every executor gets a copy.
         differentiator = copy.copy(differentiator).refresh()
@@ -81,7 +81,7 @@ class CircuitExecutor:
             self._op = differentiator.generate_differentiable_op(sampled_op=tfq.noise.expectation)
         elif sampled:
             self._op = differentiator.generate_differentiable_op(
-                sampled_op=tfq.get_sampled_expectation_op(backend=backend))
+                sampled_op=tfq.get_sampled_expectation_op(backend=None if backend == "noiseless" else backend))
         else:
             self._op = differentiator.generate_differentiable_op(
                 analytic_op=tfq.get_expectation_op(backend=None if backend == "noiseless" else backend))
@@ -107,3 +107,21 @@ class CircuitExecutor:
             num_samples = tf.fill(tf.shape(operators), tf.constant(self.repetitions, tf.int32))
             return self._op(programs, symbol_names, symbol_values, operators, num_samples)
         return self._op(programs, symbol_names, symbol_values, operators)
+
+
+def validate_noise(noise: Noise | None, backend: Backend) -> None:
+    """Noise channels need a simulator that can apply them: 'noisy' or a Cirq backend."""
+    if noise is None:
+        return
+    if not isinstance(noise, (cirq.NoiseModel, cirq.Gate)):
+        raise TypeError(f"noise must be a cirq.NoiseModel or a cirq channel such as cirq.depolarize(0.01), "
+                        f"got {noise!r}.")
+    if backend == "noiseless":
+        raise ValueError(
+            f"noise={noise!r} needs a simulator of noisy circuits: use backend='noisy' with "
+            "repetitions=N trajectories, or a Cirq simulator/sampler that applies noise.")
+
+
+def apply_noise(circuit: cirq.Circuit, noise: Noise | None) -> cirq.Circuit:
+    """`circuit` with `noise` after every moment on every qubit (or as the noise model says)."""
+    return circuit if noise is None else circuit.with_noise(noise)

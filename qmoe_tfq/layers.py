@@ -21,7 +21,7 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import routing
-from qmoe_tfq.backends import Backend, CircuitExecutor
+from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, apply_noise, validate_noise
 from qmoe_tfq.circuits import (
     Observable,
     default_readouts,
@@ -39,10 +39,16 @@ EXPERT_PREFIX = "theta"
 ROUTER_PREFIX = "route"
 
 
-def _serializable_backend(backend: Backend) -> str:
-    # Cirq samplers and simulators are run-time choices that do not travel in a config; a reloaded
-    # layer runs exactly, on the noiseless simulator, until it is given a backend again.
-    return backend if isinstance(backend, str) else "noiseless"
+def _execution_config(backend: Backend, repetitions: int | None, noise: Noise | None) -> dict:
+    """The backend part of a layer config.
+
+    Cirq samplers and simulators are run-time choices that do not travel in a config: a layer
+    that ran on one reloads on the exact, noiseless simulator until it is given a backend again.
+    """
+    if not isinstance(backend, str):
+        return {"backend": "noiseless", "repetitions": None, "noise": None}
+    return {"backend": backend, "repetitions": repetitions,
+            "noise": None if noise is None else to_cirq_json(noise)}
 
 
 def _circuit_batch(inputs: tf.Tensor, layer: str) -> tf.Tensor:
@@ -81,6 +87,8 @@ class ExpertPQC(tfq.layers.PQC):
         operators: `cirq.PauliSum`/`cirq.PauliString` or a list of them, measured at the end.
         backend: ``"noiseless"``, ``"noisy"``, or a Cirq sampler/simulator (see `backends`).
         repetitions: shots (sampler) or trajectories (``"noisy"``); None for exact expectations.
+        noise: a `cirq.NoiseModel` or channel (``cirq.depolarize(0.01)``) applied to the model
+            circuit; needs ``backend="noisy"`` or a Cirq backend.
         differentiator: a `tfq.differentiators.Differentiator`; Adjoint when exact, else
             ParameterShift.
         initializer, regularizer, constraint: as for `tfq.layers.PQC`; the initializer defaults to
@@ -90,17 +98,20 @@ class ExpertPQC(tfq.layers.PQC):
     def __init__(self, model_circuit: cirq.Circuit, operators: Observable | Sequence[Observable], *,
                  backend: Backend = "noiseless", repetitions: int | None = None,
                  differentiator: tfq.differentiators.Differentiator | None = None,
+                 noise: Noise | None = None,
                  initializer: keras.initializers.Initializer | str | None = None,
                  regularizer: keras.regularizers.Regularizer | str | None = None,
                  constraint: keras.constraints.Constraint | str | None = None, **kwargs) -> None:
+        validate_noise(noise, backend)
         if initializer is None:
             initializer = keras.initializers.RandomUniform(0.0, 2.0 * np.pi)
         # PQC creates its weight here, outside any layer's name scope; scoping by the layer name keeps
         # weight names unique (``expert_3/parameters``), which the HDF5 format requires.
         with tf.name_scope(kwargs.get("name") or "expert_pqc"):
-            super().__init__(model_circuit, operators, initializer=initializer, regularizer=regularizer,
-                             constraint=constraint, **kwargs)
+            super().__init__(apply_noise(model_circuit, noise), operators, initializer=initializer,
+                             regularizer=regularizer, constraint=constraint, **kwargs)
         self.model_circuit = model_circuit
+        self.noise = noise
         self.readouts = tuple(validate_observables(operators, sorted(model_circuit.all_qubits()), "operators"))
         self.backend = backend
         self.repetitions = repetitions
@@ -108,7 +119,7 @@ class ExpertPQC(tfq.layers.PQC):
 
     @property
     def program(self) -> tf.Tensor:
-        """<string>[1] the serialized model circuit."""
+        """<string>[1] the serialized model circuit (with its noise channels)."""
         return self._model_circuit
 
     @property
@@ -133,8 +144,7 @@ class ExpertPQC(tfq.layers.PQC):
             **super().get_config(),
             "model_circuit": to_cirq_json(self.model_circuit),
             "operators": to_cirq_json(list(self.readouts)),
-            "backend": _serializable_backend(self.backend),
-            "repetitions": self.repetitions if isinstance(self.backend, str) else None,
+            **_execution_config(self.backend, self.repetitions, self.noise),
             "initializer": keras.initializers.serialize(self.initializer),
             "regularizer": keras.regularizers.serialize(self.regularizer),
             "constraint": keras.constraints.serialize(self.constraint),
@@ -146,6 +156,7 @@ class ExpertPQC(tfq.layers.PQC):
         config = check_format_version(config, cls.__name__)
         config["model_circuit"] = from_cirq_json(config["model_circuit"])
         config["operators"] = from_cirq_json(config["operators"])
+        config["noise"] = from_cirq_json(config.get("noise"))
         config["initializer"] = keras.initializers.deserialize(config["initializer"])
         config["regularizer"] = keras.regularizers.deserialize(config["regularizer"])
         config["constraint"] = keras.constraints.deserialize(config["constraint"])
@@ -210,7 +221,10 @@ class QMoELayer(keras.layers.Layer):
             then batch order) and contribute nothing, without renormalising the others.
         load_balance_weight: weight of the Switch load-balancing loss (0 turns it off).
         z_loss_weight: weight of the router z-loss (0 turns it off).
-        backend, repetitions, differentiator: where circuits run, see `backends.CircuitExecutor`.
+        backend, repetitions, differentiator: where circuits run, see `backends.CircuitExecutor`;
+            a `hardware.DeviceSampler` runs them on a Google processor or its virtual machine.
+        noise: a `cirq.NoiseModel` or channel applied to the router and expert circuits (and the
+            encoder's), e.g. ``cirq.depolarize(0.01)``; needs ``backend="noisy"`` or a Cirq backend.
     """
 
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int = 4, expert_layers: int = 2,
@@ -221,7 +235,8 @@ class QMoELayer(keras.layers.Layer):
                  capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
                  z_loss_weight: float = 1e-3, backend: Backend = "noiseless",
                  repetitions: int | None = None,
-                 differentiator: tfq.differentiators.Differentiator | None = None, **kwargs) -> None:
+                 differentiator: tfq.differentiators.Differentiator | None = None,
+                 noise: Noise | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.qubits = validate_qubits(qubits)
         self.n_experts = validate_positive_int(n_experts, "n_experts")
@@ -246,6 +261,7 @@ class QMoELayer(keras.layers.Layer):
         self.z_loss_weight = float(z_loss_weight)
         self.backend = backend
         self.repetitions = repetitions
+        self.noise = noise
         self.observables = validate_observables(
             default_readouts(self.qubits) if observables is None else observables, self.qubits,
             "observables")
@@ -254,10 +270,10 @@ class QMoELayer(keras.layers.Layer):
         router_circuit = hardware_efficient_ansatz(self.qubits, router_layers, ROUTER_PREFIX, rotations, entangler)
         executor_args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator}
         with tf.name_scope(self.name):
-            self.experts = [ExpertPQC(expert_circuit, self.observables, name=f"expert_{i}", **executor_args)
-                            for i in range(n_experts)]
+            self.experts = [ExpertPQC(expert_circuit, self.observables, name=f"expert_{i}", noise=noise,
+                                      **executor_args) for i in range(n_experts)]
             self.router = ExpertPQC(router_circuit, router_readouts(self.qubits, n_experts),
-                                    name="router", **executor_args)
+                                    name="router", noise=noise, **executor_args)
         # One executor for the fused expert rows; the router runs on its own.
         self._expert_executor = CircuitExecutor(**executor_args)
 
@@ -273,9 +289,9 @@ class QMoELayer(keras.layers.Layer):
             if not self.encoder.built:
                 self.encoder.build(input_shape)
             self._fused_expert_program = tfq.convert_to_tensor(
-                [self.encoder.circuit + self.experts[0].model_circuit])
+                [apply_noise(self.encoder.circuit + self.experts[0].model_circuit, self.noise)])
             self._fused_router_program = tfq.convert_to_tensor(
-                [self.encoder.circuit + self.router.model_circuit])
+                [apply_noise(self.encoder.circuit + self.router.model_circuit, self.noise)])
         super().build(input_shape)
 
     def _programs(self, inputs: tf.Tensor) -> _Programs:
@@ -406,8 +422,7 @@ class QMoELayer(keras.layers.Layer):
             "capacity_factor": self.capacity_factor,
             "load_balance_weight": self.load_balance_weight,
             "z_loss_weight": self.z_loss_weight,
-            "backend": _serializable_backend(self.backend),
-            "repetitions": self.repetitions if isinstance(self.backend, str) else None,
+            **_execution_config(self.backend, self.repetitions, self.noise),
             "format_version": FORMAT_VERSION,
         }
 
@@ -416,6 +431,7 @@ class QMoELayer(keras.layers.Layer):
         config = check_format_version(config, cls.__name__)
         config["qubits"] = from_cirq_json(config["qubits"])
         config["observables"] = from_cirq_json(config["observables"])
+        config["noise"] = from_cirq_json(config.get("noise"))
         if config.get("encoder") is not None:
             config["encoder"] = keras.layers.deserialize(
                 config["encoder"], custom_objects={"AngleEncoder": AngleEncoder})

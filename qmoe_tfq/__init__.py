@@ -28,7 +28,7 @@ from qmoe_tfq.circuits import (  # noqa: E402
 )
 from qmoe_tfq.encoding import AngleEncoder, encode  # noqa: E402
 from qmoe_tfq.layers import ExpertPQC, QMoELayer  # noqa: E402
-from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier  # noqa: E402
+from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier, with_backend  # noqa: E402
 from qmoe_tfq.serialization import export_saved_model, load_saved_model, register_tfq_ops  # noqa: E402
 
 __version__ = "0.1.0"
@@ -46,4 +46,5 @@ __all__ = [
     "load_saved_model",
     "register_tfq_ops",
     "router_readouts",
+    "with_backend",
 ]

@@ -78,16 +78,24 @@ def compile_for_device(circuit: cirq.Circuit, device: cirq.Device,
             raise DeviceCompilationError(
                 f"operation {op} acts on {len(op.qubits)} qubits; decompose it into one- and "
                 "two-qubit gates first.")
+    # Terminal measurements are routed apart and put back at the end: a SWAP after a measurement
+    # would make it mid-circuit, and simulators then rerun the whole circuit for every shot.
+    terminal = circuit.are_all_measurements_terminal()
+    body = cirq.Circuit(op for op in circuit.all_operations() if not (terminal and cirq.is_measurement(op)))
+    body.append(cirq.I.on_each(sorted(circuit.all_qubits() - body.all_qubits())))  # keep measured-only qubits placed
     placement = embed(circuit, graph)
     mapper = cirq.HardCodedInitialMapper(placement) if placement else None
-    routed, initial_map, swap_map = cirq.RouteCQC(graph).route_circuit(circuit, initial_mapper=mapper)
+    routed, initial_map, swap_map = cirq.RouteCQC(graph).route_circuit(body, initial_mapper=mapper)
+    final_map = {q: swap_map[initial_map[q]] for q in initial_map}
     compiled = cirq.optimize_for_target_gateset(
         routed, gateset=gateset or cirq_google.GoogleCZTargetGateset())
+    if terminal:
+        compiled.append(cirq.Moment(op.transform_qubits(final_map)
+                                    for op in circuit.all_operations() if cirq.is_measurement(op)))
     try:
         device.validate_circuit(compiled)
     except ValueError as error:
         raise DeviceCompilationError(f"the compiled circuit does not run on the device: {error}") from error
-    final_map = {q: swap_map[initial_map[q]] for q in initial_map}
     return CompiledCircuit(compiled, initial_map, final_map)
 
 

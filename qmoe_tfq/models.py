@@ -8,10 +8,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq.circuits import hardware_efficient_ansatz, validate_positive_int, validate_qubits
-from qmoe_tfq.circuits import default_readouts
+from qmoe_tfq.backends import Backend, Noise
+from qmoe_tfq.circuits import default_readouts, hardware_efficient_ansatz, validate_positive_int, validate_qubits
 from qmoe_tfq.encoding import AngleEncoder
 from qmoe_tfq.layers import EXPERT_PREFIX, ExpertPQC, QMoELayer
+from qmoe_tfq.serialization import to_cirq_json
 
 
 def _classifier_inputs(qubits: Sequence[cirq.Qid], n_features: int | None,
@@ -83,3 +84,31 @@ def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featur
     pqc = ExpertPQC(hardware_efficient_ansatz(qubits, n_layers, EXPERT_PREFIX, rotations, entangler),
                     default_readouts(qubits), name="qnn", **pqc_kwargs)
     return _classifier(inputs, pqc(circuits), n_classes, learning_rate, "qnn_classifier")
+
+
+def with_backend(model: keras.Model, backend: Backend, repetitions: int | None = None,
+                 noise: Noise | None = None, metrics: Sequence[str] = ("accuracy",)) -> keras.Model:
+    """A copy of `model`, same weights, whose QMoE and PQC layers run on another backend.
+
+    Use it to train exactly and then evaluate with shots, under noise, or on a Google processor::
+
+        on_qvm = with_backend(model, qmoe_tfq.hardware.google_virtual_machine("weber"), repetitions=1000)
+        on_qvm.evaluate(x_test, y_test)
+
+    The copy is compiled with a fresh optimizer of the same kind, the same loss and `metrics`.
+    """
+    quantum_layers = (QMoELayer, ExpertPQC)
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if isinstance(layer, quantum_layers):
+            config.update(backend=backend, repetitions=repetitions,
+                          noise=None if noise is None else to_cirq_json(noise))
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    if model.optimizer is not None:
+        copy.compile(optimizer=model.optimizer.__class__.from_config(model.optimizer.get_config()),
+                     loss=model.loss, metrics=list(metrics))
+    return copy

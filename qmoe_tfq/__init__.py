@@ -28,6 +28,7 @@ from qmoe_tfq.circuits import (  # noqa: E402
 )
 from qmoe_tfq.encoding import AngleEncoder, encode  # noqa: E402
 from qmoe_tfq.layers import ExpertPQC, QMoELayer  # noqa: E402
+from qmoe_tfq.interpretability import RoutingLogger, plot_gate_heatmap, routing_statistics  # noqa: E402
 from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier, with_backend  # noqa: E402
 from qmoe_tfq.serialization import export_saved_model, load_saved_model, register_tfq_ops  # noqa: E402
 
@@ -37,6 +38,7 @@ __all__ = [
     "AngleEncoder",
     "ExpertPQC",
     "QMoELayer",
+    "RoutingLogger",
     "build_qmoe_classifier",
     "build_qnn_classifier",
     "default_readouts",
@@ -44,7 +46,9 @@ __all__ = [
     "export_saved_model",
     "hardware_efficient_ansatz",
     "load_saved_model",
+    "plot_gate_heatmap",
     "register_tfq_ops",
     "router_readouts",
+    "routing_statistics",
     "with_backend",
 ]

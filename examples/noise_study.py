@@ -5,7 +5,7 @@ Noise is applied after every moment of the encoder, router and expert circuits (
 gradients come from parameter shift. Amplitude damping works the same way (`--channel damp`).
 
     python examples/noise_study.py            # 4 qubits, 160 training samples, 6 epochs
-    python examples/noise_study.py --quick    # 3 qubits, 60 samples, 2 epochs
+    python examples/noise_study.py --quick    # 3 qubits, 60 training samples, 4 epochs
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import time
 
 import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras first)
 import cirq
-import numpy as np
-import tensorflow as tf
+import tf_keras as keras
 
 from qmoe_tfq import datasets
 
@@ -33,7 +32,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.qubits, args.samples, args.epochs, args.trajectories = 3, 86, 2, 50
+        args.qubits, args.samples, args.epochs, args.trajectories = 3, 86, 4, 50
 
     x_train, x_test, y_train, y_test = datasets.load(
         "digits", args.qubits, classes=(3, 5), n_samples=args.samples, seed=0)
@@ -49,7 +48,7 @@ def main() -> None:
     for level in args.levels:
         row = [level]
         for name, build in builders.items():
-            tf.random.set_seed(0)
+            keras.utils.set_random_seed(0)
             noisy = {} if level == 0 else {"backend": "noisy", "repetitions": args.trajectories,
                                            "noise": CHANNELS[args.channel](level)}
             model = build(**noisy)
@@ -65,5 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.random.seed(0)
     main()

@@ -61,3 +61,41 @@ def test_module_entry_point_shows_help():
     result = subprocess.run([sys.executable, "-m", "qmoe_tfq", "frobnicate"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_train_then_evaluate_and_predict(tmp_path, capsys):
+    from conftest import separable_data
+
+    x, y = separable_data(60, 2)
+    np.save(tmp_path / "x.npy", x)
+    np.savetxt(tmp_path / "y.csv", y, fmt="%d")
+    out = tmp_path / "run"
+    assert main(["train", "--features", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.csv"),
+                 "--experts", "2", "--top-k", "1", "--expert-layers", "1", "--router-layers", "1",
+                 "--epochs", "8", "--batch-size", "16", "--lr", "0.1", "--out", str(out)]) == 0
+    import json
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.75 and metrics["n_train"] == 42
+    assert np.array(metrics["class_gates"]).shape == (2, 2)
+    assert (out / "gates.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out / "model.keras"), "--features", str(tmp_path / "x.npy"),
+                 "--labels", str(tmp_path / "y.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] >= 0.75
+    assert main(["predict", "--model", str(out / "model.keras"), "--input", str(tmp_path / "x.npy")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 60
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "1"], "give --dataset NAME, or both --features FILE and --labels FILE"),
+    (["train", "--features", "{x}", "--labels", "{bad_labels}"], "has 3 labels for 60 samples"),
+    (["train", "--features", "{x}", "--labels", "{y}", "--top-k", "9"], "top_k must be None"),
+])
+def test_train_errors(tmp_path, capsys, args, message):
+    x = np.random.default_rng(0).uniform(size=(60, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", (x[:, 0] > 0.5).astype(np.int32))
+    np.save(tmp_path / "bad.npy", np.zeros(3, np.int32))
+    paths = {"x": tmp_path / "x.npy", "y": tmp_path / "y.npy", "bad_labels": tmp_path / "bad.npy"}
+    assert main([a.format(**paths) for a in args]) == 2
+    assert re.search(message, capsys.readouterr().err)

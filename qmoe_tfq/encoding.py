@@ -16,7 +16,7 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq.circuits import ROTATIONS, validate_positive_int, validate_qubits, validate_rotations
-from qmoe_tfq.serialization import from_cirq_json, to_cirq_json
+from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 ENCODER_PREFIX = "x"
 
@@ -115,13 +115,12 @@ class AngleEncoder(keras.layers.Layer):
             "rotations": list(self.rotations),
             "scale": self.scale,
             "n_features": self.n_features,
+            "format_version": FORMAT_VERSION,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> AngleEncoder:
-        config = dict(config)
-        config["qubits"] = from_cirq_json(config["qubits"])
-        return cls(**config)
+        return cls(**read_layer_config(config, cls.__name__, ("qubits",)))
 
 
 def encode(features: np.ndarray, qubits: Sequence[cirq.Qid], rotations: Sequence[str] = ("ry",),

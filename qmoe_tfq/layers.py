@@ -33,7 +33,7 @@ from qmoe_tfq.circuits import (
     validate_rotations,
 )
 from qmoe_tfq.encoding import AngleEncoder
-from qmoe_tfq.serialization import FORMAT_VERSION, check_format_version, from_cirq_json, to_cirq_json
+from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 EXPERT_PREFIX = "theta"
 ROUTER_PREFIX = "route"
@@ -153,10 +153,7 @@ class ExpertPQC(tfq.layers.PQC):
 
     @classmethod
     def from_config(cls, config: dict) -> ExpertPQC:
-        config = check_format_version(config, cls.__name__)
-        config["model_circuit"] = from_cirq_json(config["model_circuit"])
-        config["operators"] = from_cirq_json(config["operators"])
-        config["noise"] = from_cirq_json(config.get("noise"))
+        config = read_layer_config(config, cls.__name__, ("model_circuit", "operators", "noise"))
         config["initializer"] = keras.initializers.deserialize(config["initializer"])
         config["regularizer"] = keras.regularizers.deserialize(config["regularizer"])
         config["constraint"] = keras.constraints.deserialize(config["constraint"])
@@ -428,10 +425,7 @@ class QMoELayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict) -> QMoELayer:
-        config = check_format_version(config, cls.__name__)
-        config["qubits"] = from_cirq_json(config["qubits"])
-        config["observables"] = from_cirq_json(config["observables"])
-        config["noise"] = from_cirq_json(config.get("noise"))
+        config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise"))
         if config.get("encoder") is not None:
             config["encoder"] = keras.layers.deserialize(
                 config["encoder"], custom_objects={"AngleEncoder": AngleEncoder})

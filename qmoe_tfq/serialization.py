@@ -40,6 +40,14 @@ def check_format_version(config: dict, layer: str) -> dict:
     return config
 
 
+def read_layer_config(config: dict, layer: str, cirq_fields: tuple[str, ...]) -> dict:
+    """A layer config ready for ``cls(**config)``: version checked, `cirq_fields` decoded from Cirq JSON."""
+    config = check_format_version(config, layer)
+    for name in cirq_fields:
+        config[name] = from_cirq_json(config.get(name))
+    return config
+
+
 def register_tfq_ops() -> None:
     """Loads every TFQ op library, so a SavedModel with TFQ ops can be loaded in a fresh process.
 

@@ -2,7 +2,8 @@
 
 1. Accuracy: QMoE vs a single QNN with the same number of circuit parameters, on classical data
    (digits 0-3, breast cancer, moons; PCA to the qubit count) and quantum data (excited cluster
-   states, fed as circuits), mean +- std over seeds, for several expert counts, dense and top-1.
+   states, fed as circuits), mean +- std over seeds, for several expert counts, dense and top-1,
+   and QMoE+ with data re-uploading experts.
 2. Scaling: parameters, training time per epoch and accuracy against the number of experts.
 3. Interpretability: mean gate per class and expert (heatmap), routing entropy and how
    specialised each expert is.
@@ -33,6 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
+REUPLOAD = "QMoE+ re-upload"
 CLASS_NAMES = {"digits": ["digit 0", "digit 1", "digit 2", "digit 3"], "breast_cancer": ["malignant", "benign"],
                "moons": ["moon 0", "moon 1"], "cluster": ["ground", "excited"]}
 
@@ -63,7 +65,8 @@ def run(name: str, model_kind: str, n_experts: int, seed: int, args) -> dict:
                                           n_layers=matching_qnn_layers(n_experts, 1, 1), learning_rate=args.lr)
     else:
         model = qmoe.build_qmoe_classifier(qubits, n_classes, n_features=n_features, n_experts=n_experts,
-                                           expert_layers=1, router_layers=1, learning_rate=args.lr,
+                                           expert_layers=1 + (model_kind == REUPLOAD), router_layers=1,
+                                           learning_rate=args.lr, reuploading=model_kind == REUPLOAD,
                                            top_k=1 if model_kind == "QMoE top-1" else None)
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
@@ -89,11 +92,13 @@ def main() -> None:
         args.datasets, args.experts, args.seeds, args.samples, args.epochs = ["moons", "cluster"], [2], 1, 80, 3
     args.out.mkdir(parents=True, exist_ok=True)
 
-    kinds = ["QNN", "QMoE dense", "QMoE top-1"]
+    kinds = ["QNN", "QMoE dense", "QMoE top-1", REUPLOAD]
     results: dict[tuple[str, str, int], list[dict]] = {}
     for name in args.datasets:
         for n_experts in args.experts:
             for kind in kinds:
+                if kind == REUPLOAD and name == "cluster":
+                    continue  # quantum data has no classical features to re-upload
                 runs = [run(name, kind, n_experts, seed, args) for seed in range(args.seeds)]
                 results[(name, kind, n_experts)] = runs
                 accuracies = [r["accuracy"] for r in runs]
@@ -106,11 +111,16 @@ def main() -> None:
              f"{args.samples} samples (70/30 split), {args.epochs} epochs, {args.seeds} seed(s); one-layer "
              "experts and router; the QNN has the same number of circuit parameters "
              "(E + 1 layers). Test accuracy, mean +- std over seeds.", "",
-             "| data set | E | QNN | QMoE dense | QMoE top-1 |", "|---|---:|---:|---:|---:|"]
+             f"QMoE+ re-upload: dense, two-layer experts with the features re-uploaded before each layer "
+             "and learnable input scaling (so more parameters than the others; not defined for quantum data).",
+             "", "| data set | E | " + " | ".join(kinds) + " |", "|---|---:|" + "---:|" * len(kinds)]
     for name in args.datasets:
         for n_experts in args.experts:
             cells = []
             for kind in kinds:
+                if (name, kind, n_experts) not in results:
+                    cells.append("n/a")
+                    continue
                 accuracies = [r["accuracy"] for r in results[(name, kind, n_experts)]]
                 cells.append(f"{np.mean(accuracies):.3f} +- {np.std(accuracies):.3f}")
             lines.append(f"| {name} | {n_experts} | " + " | ".join(cells) + " |")
@@ -119,7 +129,7 @@ def main() -> None:
               "| E | model | circuit params | s/epoch | accuracy |", "|---:|---|---:|---:|---:|"]
     first = args.datasets[0]
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for kind in kinds:
+    for kind in [k for k in kinds if (first, k, args.experts[0]) in results]:
         params, seconds, accuracy = [], [], []
         for n_experts in args.experts:
             runs = results[(first, kind, n_experts)]

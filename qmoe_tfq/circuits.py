@@ -64,6 +64,16 @@ def entangling_pairs(qubits: Sequence[cirq.Qid], entangler: str) -> list[tuple[c
     return pairs
 
 
+def _ansatz_layer(qubits: Sequence[cirq.Qid], layer: int, prefix: str, rotations: Sequence[str],
+                  pairs: Sequence[tuple[cirq.Qid, cirq.Qid]]) -> cirq.Circuit:
+    circuit = cirq.Circuit(
+        ROTATIONS[gate](sympy.Symbol(f"{prefix}_l{layer:02d}_q{index:02d}_{gate}")).on(qubit)
+        for index, qubit in enumerate(qubits)
+        for gate in rotations)
+    circuit.append(cirq.CZ(a, b) for a, b in pairs)
+    return circuit
+
+
 def hardware_efficient_ansatz(
     qubits: Sequence[cirq.Qid],
     n_layers: int,
@@ -86,14 +96,39 @@ def hardware_efficient_ansatz(
     validate_positive_int(n_layers, "n_layers")
     rotations = validate_rotations(rotations)
     pairs = entangling_pairs(qubits, entangler)
-    circuit = cirq.Circuit()
+    return sum((_ansatz_layer(qubits, layer, prefix, rotations, pairs) for layer in range(n_layers)),
+               cirq.Circuit())
+
+
+def reuploading_ansatz(
+    qubits: Sequence[cirq.Qid],
+    n_layers: int,
+    encoding: cirq.Circuit,
+    prefix: str = "theta",
+    rotations: Sequence[str] = ("ry", "rz"),
+    entangler: str = "ring",
+) -> tuple[cirq.Circuit, list[sympy.Symbol]]:
+    """Data re-uploading: the `encoding` circuit again before each layer of the ansatz.
+
+    The encoding's symbols are renamed per layer (``x_000`` becomes ``x_000_l00``, ``x_000_l01``,
+    ...), so each upload can carry its own (learnably scaled) angles; the variational symbols are
+    exactly those of `hardware_efficient_ansatz` with the same arguments.
+
+    Returns:
+        The circuit, and the data symbols in (layer, encoding symbol) order.
+    """
+    qubits = validate_qubits(qubits)
+    validate_positive_int(n_layers, "n_layers")
+    rotations = validate_rotations(rotations)
+    pairs = entangling_pairs(qubits, entangler)
+    data_symbols = sorted(cirq.parameter_symbols(encoding), key=str)
+    circuit, uploaded = cirq.Circuit(), []
     for layer in range(n_layers):
-        circuit.append(
-            ROTATIONS[gate](sympy.Symbol(f"{prefix}_l{layer:02d}_q{index:02d}_{gate}")).on(qubit)
-            for index, qubit in enumerate(qubits)
-            for gate in rotations)
-        circuit.append(cirq.CZ(a, b) for a, b in pairs)
-    return circuit
+        renamed = {s: sympy.Symbol(f"{s}_l{layer:02d}") for s in data_symbols}
+        circuit += cirq.resolve_parameters(encoding, renamed)
+        circuit += _ansatz_layer(qubits, layer, prefix, rotations, pairs)
+        uploaded += renamed.values()
+    return circuit, uploaded
 
 
 def default_readouts(qubits: Sequence[cirq.Qid]) -> list[cirq.PauliString]:

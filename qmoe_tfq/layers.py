@@ -26,6 +26,7 @@ from qmoe_tfq.circuits import (
     Observable,
     default_readouts,
     hardware_efficient_ansatz,
+    reuploading_ansatz,
     router_readouts,
     validate_observables,
     validate_positive_int,
@@ -211,6 +212,10 @@ class QMoELayer(keras.layers.Layer):
         rotations, entangler: ansatz options, see `hardware_efficient_ansatz`.
         encoder: an `AngleEncoder` to accept float features; its angles are fed to the simulator
             with the weights, so no circuit is built per sample.
+        reuploading: QMoE+ data re-uploading experts: the encoder runs again before every expert
+            layer, with a learnable scale per expert, layer and feature (the ``input_scaling``
+            weight ``[E, expert_layers, n_features]``, initialised to 1). Needs `encoder`; the
+            router still encodes once.
         router_noise: std of Gaussian noise added to the logits while training (exploration).
         capacity_factor: None (no limit), or each expert takes at most
             ``ceil(capacity_factor * B * k / E)`` (sample, expert) pairs per batch; pairs over
@@ -228,7 +233,8 @@ class QMoELayer(keras.layers.Layer):
                  router_layers: int = 2, *, top_k: int | None = None, temperature: float = 1.0,
                  observables: Sequence[Observable] | None = None,
                  rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
-                 encoder: AngleEncoder | None = None, router_noise: float = 0.0,
+                 encoder: AngleEncoder | None = None, reuploading: bool = False,
+                 router_noise: float = 0.0,
                  capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
                  z_loss_weight: float = 1e-3, backend: Backend = "noiseless",
                  repetitions: int | None = None,
@@ -248,6 +254,10 @@ class QMoELayer(keras.layers.Layer):
             raise ValueError(
                 f"encoder qubits {[str(q) for q in encoder.qubits]} must be among the layer's "
                 f"qubits {[str(q) for q in self.qubits]}.")
+        if reuploading and encoder is None:
+            raise ValueError("reuploading=True re-encodes float features before every expert layer: "
+                             "pass encoder=qmoe_tfq.AngleEncoder(qubits) too.")
+        self.reuploading = bool(reuploading)
         self.top_k = top_k
         self.temperature = float(temperature)
         self.entangler = entangler
@@ -285,8 +295,17 @@ class QMoELayer(keras.layers.Layer):
         if self.encoder is not None and input_shape.rank == 2 and input_shape[-1] != 1:
             if not self.encoder.built:
                 self.encoder.build(input_shape)
-            self._fused_expert_program = tfq.convert_to_tensor(
-                [apply_noise(self.encoder.circuit + self.experts[0].model_circuit, self.noise)])
+            expert_circuit = self.encoder.circuit + self.experts[0].model_circuit
+            self._expert_data_names = self.encoder.symbol_names
+            if self.reuploading:
+                expert_circuit, uploads = reuploading_ansatz(
+                    self.qubits, self.expert_layers, self.encoder.circuit, EXPERT_PREFIX, self.rotations,
+                    self.entangler)
+                self._expert_data_names = tf.constant([str(s) for s in uploads])
+                self.input_scaling = self.add_weight(
+                    "input_scaling", shape=(self.n_experts, self.expert_layers, self.encoder.n_features),
+                    initializer="ones", trainable=True)
+            self._fused_expert_program = tfq.convert_to_tensor([apply_noise(expert_circuit, self.noise)])
             self._fused_router_program = tfq.convert_to_tensor(
                 [apply_noise(self.encoder.circuit + self.router.model_circuit, self.noise)])
         super().build(input_shape)
@@ -295,6 +314,9 @@ class QMoELayer(keras.layers.Layer):
         """Per-sample programs and data symbol values, for circuit or float-feature inputs."""
         expert, router = self.experts[0], self.router
         if inputs.dtype == tf.string:
+            if self.reuploading:
+                raise TypeError(f"{self.name} re-uploads float features and cannot take circuits; feed "
+                                "the features themselves.")
             circuits = _circuit_batch(inputs, self.name)
             batch = tf.shape(circuits)[0]
             return _Programs(
@@ -315,12 +337,11 @@ class QMoELayer(keras.layers.Layer):
                 f"{self.name} expects float features of shape [batch, {self.encoder.n_features}], "
                 f"got {inputs.shape}.")
         batch = tf.shape(inputs)[0]
-        data_names = self.encoder.symbol_names
         return _Programs(
             expert=tf.tile(self._fused_expert_program, [batch]),
             router=tf.tile(self._fused_router_program, [batch]),
-            expert_names=tf.concat([data_names, expert.symbol_names], 0),
-            router_names=tf.concat([data_names, router.symbol_names], 0),
+            expert_names=tf.concat([self._expert_data_names, expert.symbol_names], 0),
+            router_names=tf.concat([self.encoder.symbol_names, router.symbol_names], 0),
             data_values=self.encoder.angles(inputs))
 
     def _route(self, programs: _Programs, training: bool | None) -> routing.Routing:
@@ -358,9 +379,12 @@ class QMoELayer(keras.layers.Layer):
                 tf.boolean_mask(t, kept) for t in (sample_index, expert_index, weight))
         # expert_weights <float32>[E, n_expert_symbols]
         expert_weights = tf.stack([expert.parameters for expert in self.experts])
-        # values <float32>[rows, F + n_expert_symbols]
-        values = tf.concat([tf.gather(programs.data_values, sample_index),
-                            tf.gather(expert_weights, expert_index)], axis=1)
+        # data <float32>[rows, F], or [rows, expert_layers * F] scaled per expert when re-uploading
+        data = tf.gather(programs.data_values, sample_index)
+        if self.reuploading:
+            scaling = tf.gather(self.input_scaling, expert_index)  # [rows, expert_layers, F]
+            data = tf.reshape(scaling * data[:, None, :], [tf.shape(data)[0], -1])
+        values = tf.concat([data, tf.gather(expert_weights, expert_index)], axis=1)
         # readouts <float32>[rows, n_readouts]
         readouts = self._expert_executor(tf.gather(programs.expert, sample_index),
                                          programs.expert_names, values, self.experts[0].operator_tensor)
@@ -415,6 +439,7 @@ class QMoELayer(keras.layers.Layer):
             "rotations": list(self.rotations),
             "entangler": self.entangler,
             "encoder": None if self.encoder is None else keras.layers.serialize(self.encoder),
+            "reuploading": self.reuploading,
             "router_noise": self.router_noise,
             "capacity_factor": self.capacity_factor,
             "load_balance_weight": self.load_balance_weight,

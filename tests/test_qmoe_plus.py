@@ -1,0 +1,63 @@
+"""QMoE+ options: data re-uploading experts."""
+import cirq
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import qmoe_tfq as qmoe
+from conftest import separable_data
+
+QUBITS = cirq.GridQubit.rect(1, 2)
+
+
+def reuploading_layer(**kwargs):
+    return qmoe.QMoELayer(QUBITS, 3, 2, 1, encoder=qmoe.AngleEncoder(QUBITS), reuploading=True, **kwargs)
+
+
+def test_reuploading_output_weights_and_gradients(features):
+    x = tf.constant(features[:, :2])
+    moe = reuploading_layer(top_k=2)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(moe(x) - 0.5))
+    assert moe(x).shape == (6, 2)
+    assert moe.input_scaling.shape == (3, 2, 2)
+    np.testing.assert_allclose(moe.input_scaling.numpy(), 1.0)
+    grads = dict(zip([v.name for v in moe.trainable_variables], tape.gradient(loss, moe.trainable_variables)))
+    scaling_grad = grads[moe.input_scaling.name]
+    assert np.abs(tf.convert_to_tensor(scaling_grad).numpy()).sum() > 0
+    assert np.abs(grads[moe.router.parameters.name].numpy()).sum() > 0
+
+
+def test_one_layer_reuploading_equals_plain_encoding(features):
+    x = tf.constant(features[:, :2])
+    plain = qmoe.QMoELayer(QUBITS, 3, 1, 1, encoder=qmoe.AngleEncoder(QUBITS))
+    reup = qmoe.QMoELayer(QUBITS, 3, 1, 1, encoder=qmoe.AngleEncoder(QUBITS), reuploading=True)
+    plain(x), reup(x)
+    for a, b in zip(plain.experts + [plain.router], reup.experts + [reup.router]):
+        b.set_weights(a.get_weights())
+    reup.logit_scale.assign(plain.logit_scale)
+    np.testing.assert_allclose(reup(x).numpy(), plain(x).numpy(), atol=1e-5)
+    reup.input_scaling.assign(2.0 * tf.ones_like(reup.input_scaling))  # scaling changes the experts' angles
+    assert not np.allclose(reup(x).numpy(), plain(x).numpy(), atol=1e-3)
+
+
+def test_reuploading_saves_and_trains(tmp_path):
+    x, y = separable_data(48, 2)
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, n_experts=2, expert_layers=2,
+                                       router_layers=1, reuploading=True, learning_rate=0.1)
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] >= 0.8
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    assert reloaded.get_layer("qmoe").reuploading
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_reuploading_needs_float_features(features):
+    with pytest.raises(ValueError, match="reuploading=True re-encodes float features"):
+        qmoe.QMoELayer(QUBITS, 2, reuploading=True)
+    moe = reuploading_layer()
+    moe(tf.constant(features[:, :2]))
+    with pytest.raises(TypeError, match="re-uploads float features and cannot take circuits"):
+        moe(qmoe.encode(features[:, :2], QUBITS))

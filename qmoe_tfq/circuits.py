@@ -6,6 +6,7 @@ circuits are concatenated into one program.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterable, Sequence
 
@@ -183,3 +184,48 @@ def validate_observables(
         checked.append(cirq.PauliSum.wrap(observable))
     return checked
 
+
+
+def ancilla_register(qubits: Sequence[cirq.Qid], n: int) -> list[cirq.Qid]:
+    """`n` fresh qubits of the same kind beside `qubits`: the next grid row, or the next line indices."""
+    qubits = validate_qubits(qubits)
+    if all(isinstance(q, cirq.GridQubit) for q in qubits):
+        row = max(q.row for q in qubits) + 1
+        column = min(q.col for q in qubits)
+        return [cirq.GridQubit(row, column + i) for i in range(n)]
+    if all(isinstance(q, cirq.LineQubit) for q in qubits):
+        return cirq.LineQubit.range(max(q.x for q in qubits) + 1, max(q.x for q in qubits) + 1 + n)
+    raise TypeError("coherent aggregation needs all-GridQubit or all-LineQubit qubits to place its register.")
+
+
+def basis_bits(index: int, width: int) -> list[int]:
+    """`index` in binary over `width` qubits, most significant first (cirq's state-vector order)."""
+    return [(index >> (width - 1 - j)) & 1 for j in range(width)]
+
+
+def basis_projectors(register: Sequence[cirq.Qid]) -> list[cirq.PauliSum]:
+    """|e><e| on `register` for e = 0 .. 2^n - 1, as Pauli sums: their expectations are the Born
+    probabilities of the register's basis states."""
+    projectors = []
+    for index in range(2 ** len(register)):
+        projector = cirq.PauliSum.from_pauli_strings([cirq.PauliString()])
+        for qubit, bit in zip(register, basis_bits(index, len(register))):
+            projector *= 0.5 * cirq.PauliString() + (-0.5 if bit else 0.5) * cirq.Z(qubit)
+        projectors.append(projector)
+    return projectors
+
+
+def controlled(circuit: cirq.Circuit, controls: Sequence[cirq.Qid], values: Sequence[int]) -> cirq.Circuit:
+    """Every operation of `circuit` controlled on `controls` being in the basis state `values`."""
+    # Built directly: op.controlled_by would turn a controlled CZ into CCZ, which TFQ cannot serialize.
+    # Each gate is copied: TFQ 0.7.6 records control values on the gate object while serializing,
+    # so two controlled uses of the shared cirq.CZ instance would both get the last values.
+    return cirq.Circuit(cirq.ControlledOperation(list(controls), op.with_gate(copy.copy(op.gate)),
+                                                 control_values=list(values))
+                        for op in circuit.all_operations())
+
+
+def rename_symbols(circuit: cirq.Circuit, prefix: str) -> cirq.Circuit:
+    """`circuit` with every symbol ``s`` renamed ``{prefix}_{s}``."""
+    return cirq.resolve_parameters(
+        circuit, {s: sympy.Symbol(f"{prefix}_{s}") for s in cirq.parameter_symbols(circuit)})

@@ -24,7 +24,12 @@ from qmoe_tfq import routing
 from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, apply_noise, validate_noise
 from qmoe_tfq.circuits import (
     Observable,
+    ancilla_register,
+    basis_bits,
+    basis_projectors,
+    controlled,
     default_readouts,
+    rename_symbols,
     hardware_efficient_ansatz,
     reuploading_ansatz,
     router_readouts,
@@ -38,6 +43,7 @@ from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_js
 
 EXPERT_PREFIX = "theta"
 ROUTER_PREFIX = "route"
+AGGREGATIONS = ("classical", "coherent")
 
 
 def _execution_config(backend: Backend, repetitions: int | None, noise: Noise | None) -> dict:
@@ -171,6 +177,19 @@ class _Programs(NamedTuple):
     data_values: tf.Tensor  # <float32>[B, F] encoded angles (F = 0 for circuit inputs)
 
 
+def _check_coherent(n_experts: int, encoder: AngleEncoder | None, top_k: int | None,
+                    capacity_factor: float | None, reuploading: bool) -> None:
+    if n_experts < 2 or n_experts & (n_experts - 1):
+        raise ValueError(f"aggregation='coherent' addresses experts by the basis states of a qubit "
+                         f"register, so n_experts must be a power of two >= 2, got {n_experts}.")
+    if encoder is None:
+        raise ValueError("aggregation='coherent' uploads float features into the router register: "
+                         "pass encoder=qmoe_tfq.AngleEncoder(qubits).")
+    if top_k is not None or capacity_factor is not None or reuploading:
+        raise ValueError("aggregation='coherent' mixes every expert in one circuit: it takes no top_k, "
+                         "capacity_factor or reuploading.")
+
+
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
 class QMoELayer(keras.layers.Layer):
     """Quantum mixture of experts: a PQC router weights PQC experts, per input.
@@ -216,6 +235,12 @@ class QMoELayer(keras.layers.Layer):
             layer, with a learnable scale per expert, layer and feature (the ``input_scaling``
             weight ``[E, expert_layers, n_features]``, initialised to 1). Needs `encoder`; the
             router still encodes once.
+        aggregation: ``"classical"`` (default: gates weight the experts' readouts) or
+            ``"coherent"`` (QMoE+): the router is a circuit on a register of log2(n_experts)
+            extra qubits (features re-uploaded before each router layer), every expert acts
+            controlled on its basis state of that register, and one circuit per sample measures
+            ``sum_e p_e(x) <O>_e(x)`` with the register's Born probabilities ``p_e`` as gates.
+            Needs `encoder`, dense routing, no capacity, and a power-of-two `n_experts`.
         router_noise: std of Gaussian noise added to the logits while training (exploration).
         capacity_factor: None (no limit), or each expert takes at most
             ``ceil(capacity_factor * B * k / E)`` (sample, expert) pairs per batch; pairs over
@@ -234,6 +259,7 @@ class QMoELayer(keras.layers.Layer):
                  observables: Sequence[Observable] | None = None,
                  rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
                  encoder: AngleEncoder | None = None, reuploading: bool = False,
+                 aggregation: str = "classical",
                  router_noise: float = 0.0,
                  capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
                  z_loss_weight: float = 1e-3, backend: Backend = "noiseless",
@@ -258,6 +284,11 @@ class QMoELayer(keras.layers.Layer):
             raise ValueError("reuploading=True re-encodes float features before every expert layer: "
                              "pass encoder=qmoe_tfq.AngleEncoder(qubits) too.")
         self.reuploading = bool(reuploading)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation={aggregation!r} is not allowed; use one of {AGGREGATIONS}.")
+        if aggregation == "coherent":
+            _check_coherent(n_experts, encoder, top_k, capacity_factor, reuploading)
+        self.aggregation = aggregation
         self.top_k = top_k
         self.temperature = float(temperature)
         self.entangler = entangler
@@ -274,13 +305,17 @@ class QMoELayer(keras.layers.Layer):
             "observables")
 
         expert_circuit = hardware_efficient_ansatz(self.qubits, expert_layers, EXPERT_PREFIX, rotations, entangler)
-        router_circuit = hardware_efficient_ansatz(self.qubits, router_layers, ROUTER_PREFIX, rotations, entangler)
+        router_qubits, router_observables = self.qubits, router_readouts(self.qubits, n_experts)
+        if aggregation == "coherent":
+            self.register = ancilla_register(self.qubits, n_experts.bit_length() - 1)
+            router_qubits, router_observables = self.register, basis_projectors(self.register)
+        router_circuit = hardware_efficient_ansatz(router_qubits, router_layers, ROUTER_PREFIX, rotations, entangler)
         executor_args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator}
         with tf.name_scope(self.name):
             self.experts = [ExpertPQC(expert_circuit, self.observables, name=f"expert_{i}", noise=noise,
                                       **executor_args) for i in range(n_experts)]
-            self.router = ExpertPQC(router_circuit, router_readouts(self.qubits, n_experts),
-                                    name="router", noise=noise, **executor_args)
+            self.router = ExpertPQC(router_circuit, router_observables, name="router", noise=noise,
+                                    **executor_args)
         # One executor for the fused expert rows; the router runs on its own.
         self._expert_executor = CircuitExecutor(**executor_args)
 
@@ -290,8 +325,9 @@ class QMoELayer(keras.layers.Layer):
 
     def build(self, input_shape: tf.TensorShape) -> None:
         input_shape = tf.TensorShape(input_shape)
-        self.logit_scale = self.add_weight(
-            "logit_scale", shape=(), initializer=keras.initializers.Constant(3.0), trainable=True)
+        if self.aggregation == "classical":
+            self.logit_scale = self.add_weight(
+                "logit_scale", shape=(), initializer=keras.initializers.Constant(3.0), trainable=True)
         if self.encoder is not None and input_shape.rank == 2 and input_shape[-1] != 1:
             if not self.encoder.built:
                 self.encoder.build(input_shape)
@@ -308,15 +344,40 @@ class QMoELayer(keras.layers.Layer):
             self._fused_expert_program = tfq.convert_to_tensor([apply_noise(expert_circuit, self.noise)])
             self._fused_router_program = tfq.convert_to_tensor(
                 [apply_noise(self.encoder.circuit + self.router.model_circuit, self.noise)])
+            if self.aggregation == "coherent":
+                self._build_coherent()
         super().build(input_shape)
+
+    def _build_coherent(self) -> None:
+        """Programs of coherent aggregation: the router on the register, then controlled experts."""
+        n_features = self.encoder.n_features
+        slots = -(-n_features // len(self.register))  # rotations per register qubit to hold every feature
+        register_encoder = AngleEncoder(self.register, rotations=("ry", "rz") * (-(-slots // 2)),
+                                        scale=self.encoder.scale, n_features=n_features)
+        router_circuit, uploads = reuploading_ansatz(
+            self.register, self.router_layers, register_encoder.circuit, ROUTER_PREFIX, self.rotations,
+            self.entangler)
+        width = len(self.register)
+        experts = [controlled(rename_symbols(expert.model_circuit, f"e{index:02d}"), self.register,
+                              basis_bits(index, width))
+                   for index, expert in enumerate(self.experts)]
+        self._fused_router_program = tfq.convert_to_tensor([apply_noise(router_circuit, self.noise)])
+        self._router_upload_names = tf.constant([str(s) for s in uploads])
+        self._coherent_program = tfq.convert_to_tensor(
+            [apply_noise(self.encoder.circuit + router_circuit + sum(experts, cirq.Circuit()), self.noise)])
+        expert_names = [f"e{index:02d}_{name}" for index in range(self.n_experts)
+                        for name in self.experts[0].symbol_names.numpy().astype(str)]
+        self._coherent_names = tf.concat(
+            [self.encoder.symbol_names, self._router_upload_names, self.router.symbol_names,
+             tf.constant(expert_names)], axis=0)
 
     def _programs(self, inputs: tf.Tensor) -> _Programs:
         """Per-sample programs and data symbol values, for circuit or float-feature inputs."""
         expert, router = self.experts[0], self.router
         if inputs.dtype == tf.string:
-            if self.reuploading:
-                raise TypeError(f"{self.name} re-uploads float features and cannot take circuits; feed "
-                                "the features themselves.")
+            if self.reuploading or self.aggregation == "coherent":
+                raise TypeError(f"{self.name} uploads float features more than once (reuploading or "
+                                "coherent aggregation) and cannot take circuits; feed the features.")
             circuits = _circuit_batch(inputs, self.name)
             batch = tf.shape(circuits)[0]
             return _Programs(
@@ -337,6 +398,12 @@ class QMoELayer(keras.layers.Layer):
                 f"{self.name} expects float features of shape [batch, {self.encoder.n_features}], "
                 f"got {inputs.shape}.")
         batch = tf.shape(inputs)[0]
+        if self.aggregation == "coherent":
+            return _Programs(
+                expert=self._coherent_program, router=tf.tile(self._fused_router_program, [batch]),
+                expert_names=self._coherent_names,
+                router_names=tf.concat([self._router_upload_names, router.symbol_names], 0),
+                data_values=tf.tile(self.encoder.angles(inputs), [1, self.router_layers]))
         return _Programs(
             expert=tf.tile(self._fused_expert_program, [batch]),
             router=tf.tile(self._fused_router_program, [batch]),
@@ -346,12 +413,20 @@ class QMoELayer(keras.layers.Layer):
 
     def _route(self, programs: _Programs, training: bool | None) -> routing.Routing:
         batch = tf.shape(programs.data_values)[0]
-        # router_values <float32>[B, F + n_router_symbols]
+        # router_values <float32>[B, F + n_router_symbols] (coherent: F per router layer)
         router_values = tf.concat(
             [programs.data_values, tf.tile(self.router.parameters[None, :], [batch, 1])], axis=1)
-        # logits <float32>[B, E]
-        logits = self.logit_scale * self.router.executor(
+        readouts = self.router.executor(
             programs.router, programs.router_names, router_values, self.router.operator_tensor)
+        if self.aggregation == "coherent":
+            # readouts are the register's Born probabilities: they are the gates.
+            probabilities = tf.maximum(readouts, 0.0)
+            probabilities /= tf.reduce_sum(probabilities, axis=-1, keepdims=True)
+            expert_index, combine_weights = routing.select_experts(probabilities, None)
+            return routing.Routing(tf.math.log(probabilities + 1e-9), probabilities, expert_index,
+                                   combine_weights, tf.ones_like(expert_index, dtype=tf.bool))
+        # logits <float32>[B, E]
+        logits = self.logit_scale * readouts
         if training and self.router_noise > 0:
             logits += self.router_noise * tf.random.normal(tf.shape(logits))
         probabilities = tf.nn.softmax(logits / self.temperature, axis=-1)
@@ -406,10 +481,23 @@ class QMoELayer(keras.layers.Layer):
         for index in range(self.n_experts):
             self.add_metric(fractions[index], name=f"{self.name}_expert_{index}_fraction")
 
+    def _run_coherent(self, inputs: tf.Tensor) -> tf.Tensor:
+        """One circuit per sample: router register + controlled experts, readouts already mixed."""
+        angles = self.encoder.angles(inputs)
+        batch = tf.shape(angles)[0]
+        weights = tf.concat([self.router.parameters] + [expert.parameters for expert in self.experts], 0)
+        # values <float32>[B, F + router_layers * F + n_router_symbols + E * n_expert_symbols]
+        values = tf.concat([angles, tf.tile(angles, [1, self.router_layers]),
+                            tf.tile(weights[None, :], [batch, 1])], axis=1)
+        return self._expert_executor(tf.tile(self._coherent_program, [batch]), self._coherent_names,
+                                     values, self.experts[0].operator_tensor)
+
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         programs = self._programs(inputs)
         route = self._route(programs, training)
         self._add_routing_terms(route)
+        if self.aggregation == "coherent":
+            return self._run_coherent(inputs)
         return self._run_experts(programs, route)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
@@ -440,6 +528,7 @@ class QMoELayer(keras.layers.Layer):
             "entangler": self.entangler,
             "encoder": None if self.encoder is None else keras.layers.serialize(self.encoder),
             "reuploading": self.reuploading,
+            "aggregation": self.aggregation,
             "router_noise": self.router_noise,
             "capacity_factor": self.capacity_factor,
             "load_balance_weight": self.load_balance_weight,

@@ -1,4 +1,4 @@
-"""QMoE+ options: data re-uploading experts."""
+"""QMoE+ options: data re-uploading experts and coherent aggregation."""
 import cirq
 import numpy as np
 import pytest
@@ -59,5 +59,54 @@ def test_reuploading_needs_float_features(features):
         qmoe.QMoELayer(QUBITS, 2, reuploading=True)
     moe = reuploading_layer()
     moe(tf.constant(features[:, :2]))
-    with pytest.raises(TypeError, match="re-uploads float features and cannot take circuits"):
+    with pytest.raises(TypeError, match="uploads float features more than once .* cannot take circuits"):
         moe(qmoe.encode(features[:, :2], QUBITS))
+
+
+def coherent_layer(n_experts=4, **kwargs):
+    return qmoe.QMoELayer(QUBITS, n_experts, 1, 2, encoder=qmoe.AngleEncoder(QUBITS),
+                          aggregation="coherent", **kwargs)
+
+
+@pytest.mark.parametrize("n_experts", [2, 4])
+def test_coherent_output_is_born_weighted_mixture_of_experts(features, n_experts):
+    x = features[:, :2]
+    moe = coherent_layer(n_experts)
+    out = moe(tf.constant(x)).numpy()
+    assert out.shape == (6, 2) and len(moe.register) == n_experts.bit_length() - 1
+    gates = moe.gate_weights(x).numpy()
+    np.testing.assert_allclose(gates.sum(axis=1), 1.0, atol=1e-5)
+    assert gates.std(axis=0).max() > 1e-3  # the register's state depends on the input
+    circuits = qmoe.encode(x, QUBITS)
+    mixture = sum(gates[:, [e]] * expert(circuits).numpy() for e, expert in enumerate(moe.experts))
+    np.testing.assert_allclose(out, mixture, atol=1e-4)
+
+
+def test_coherent_gradients_save_and_train(tmp_path):
+    x, y = separable_data(48, 2)
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, n_experts=2, expert_layers=1,
+                                       router_layers=1, aggregation="coherent", learning_rate=0.1)
+    moe = model.get_layer("qmoe")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x)[:, 0])  # not the full softmax sum, which is constant
+    for variable, grad in zip(moe.trainable_variables, tape.gradient(loss, moe.trainable_variables)):
+        assert grad is not None and np.abs(grad.numpy()).sum() > 0, variable.name
+    model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] >= 0.8
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    assert reloaded.get_layer("qmoe").aggregation == "coherent"
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_experts": 3}, "n_experts must be a power of two >= 2, got 3"),
+    ({"n_experts": 2, "top_k": 1}, "takes no top_k, capacity_factor or reuploading"),
+    ({"n_experts": 2, "aggregation": "quantum"}, "aggregation='quantum' is not allowed"),
+])
+def test_coherent_validation(kwargs, message):
+    kwargs = {"encoder": qmoe.AngleEncoder(QUBITS), "aggregation": "coherent", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        qmoe.QMoELayer(QUBITS, **kwargs)
+    with pytest.raises(ValueError, match="uploads float features into the router register"):
+        qmoe.QMoELayer(QUBITS, 2, aggregation="coherent")

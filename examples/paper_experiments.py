@@ -3,7 +3,7 @@
 1. Accuracy: QMoE vs a single QNN with the same number of circuit parameters, on classical data
    (digits 0-3, breast cancer, moons; PCA to the qubit count) and quantum data (excited cluster
    states, fed as circuits), mean +- std over seeds, for several expert counts, dense and top-1,
-   and QMoE+ with data re-uploading experts.
+   and the QMoE+ options: data re-uploading experts and coherent aggregation.
 2. Scaling: parameters, training time per epoch and accuracy against the number of experts.
 3. Interpretability: mean gate per class and expert (heatmap), routing entropy and how
    specialised each expert is.
@@ -35,6 +35,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 REUPLOAD = "QMoE+ re-upload"
+COHERENT = "QMoE+ coherent"
+CLASSICAL_ONLY = (REUPLOAD, COHERENT)  # both upload classical features more than once
 CLASS_NAMES = {"digits": ["digit 0", "digit 1", "digit 2", "digit 3"], "breast_cancer": ["malignant", "benign"],
                "moons": ["moon 0", "moon 1"], "cluster": ["ground", "excited"]}
 
@@ -67,6 +69,7 @@ def run(name: str, model_kind: str, n_experts: int, seed: int, args) -> dict:
         model = qmoe.build_qmoe_classifier(qubits, n_classes, n_features=n_features, n_experts=n_experts,
                                            expert_layers=1 + (model_kind == REUPLOAD), router_layers=1,
                                            learning_rate=args.lr, reuploading=model_kind == REUPLOAD,
+                                           aggregation="coherent" if model_kind == COHERENT else "classical",
                                            top_k=1 if model_kind == "QMoE top-1" else None)
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
@@ -92,13 +95,13 @@ def main() -> None:
         args.datasets, args.experts, args.seeds, args.samples, args.epochs = ["moons", "cluster"], [2], 1, 80, 3
     args.out.mkdir(parents=True, exist_ok=True)
 
-    kinds = ["QNN", "QMoE dense", "QMoE top-1", REUPLOAD]
+    kinds = ["QNN", "QMoE dense", "QMoE top-1", REUPLOAD, COHERENT]
     results: dict[tuple[str, str, int], list[dict]] = {}
     for name in args.datasets:
         for n_experts in args.experts:
             for kind in kinds:
-                if kind == REUPLOAD and name == "cluster":
-                    continue  # quantum data has no classical features to re-upload
+                if kind in CLASSICAL_ONLY and name == "cluster":
+                    continue  # quantum data has no classical features to upload again
                 runs = [run(name, kind, n_experts, seed, args) for seed in range(args.seeds)]
                 results[(name, kind, n_experts)] = runs
                 accuracies = [r["accuracy"] for r in runs]
@@ -111,8 +114,10 @@ def main() -> None:
              f"{args.samples} samples (70/30 split), {args.epochs} epochs, {args.seeds} seed(s); one-layer "
              "experts and router; the QNN has the same number of circuit parameters "
              "(E + 1 layers). Test accuracy, mean +- std over seeds.", "",
-             f"QMoE+ re-upload: dense, two-layer experts with the features re-uploaded before each layer "
-             "and learnable input scaling (so more parameters than the others; not defined for quantum data).",
+             "QMoE+ re-upload: dense, two-layer experts with the features re-uploaded before each layer "
+             "and learnable input scaling (so more parameters than the others). QMoE+ coherent: the router "
+             "is a log2(E)-qubit register that controls every expert in one circuit. Neither is defined "
+             "for quantum data.",
              "", "| data set | E | " + " | ".join(kinds) + " |", "|---|---:|" + "---:|" * len(kinds)]
     for name in args.datasets:
         for n_experts in args.experts:

@@ -18,12 +18,14 @@ def run_example(name: str, *args: str) -> str:
 
 def test_paper_experiments_quick(tmp_path):
     out = run_example("paper_experiments.py", "--out", str(tmp_path))
-    rows = re.findall(r"^\| (moons|cluster) \| 2 \| ([\d.]+) \+- [\d.]+ \| ([\d.]+) \+- [\d.]+ \| ([\d.]+)"
-                      r" \+- [\d.]+ \| ([\d.]+ \+- [\d.]+|n/a) \|$", out, re.M)
-    assert [r[0] for r in rows] == ["moons", "cluster"]
-    assert rows[0][4] != "n/a" and rows[1][4] == "n/a"  # re-uploading needs classical features
-    assert all(0.5 < float(a) <= 1.0 for row in rows for a in row[1:2])  # the QNN baseline learns
-    assert max(float(row[3]) for row in rows) > 0.6                       # and so does top-1 QMoE
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[3:-1]]
+            for line in out.splitlines() if re.match(r"^\| (moons|cluster) \| 2 \|", line)}
+    assert sorted(rows) == ["cluster", "moons"]
+    accuracy = {name: [float(c.split(" +- ")[0]) if c != "n/a" else None for c in cells] for name, cells in rows.items()}
+    qnn, dense, top1, reupload, coherent = zip(*[accuracy["moons"], accuracy["cluster"]])
+    assert all(0.5 < a <= 1.0 for a in qnn)                  # the QNN baseline learns both
+    assert max(top1) > 0.6 and reupload[0] > 0.6 and coherent[0] > 0.6
+    assert reupload[1] is None and coherent[1] is None     # QMoE+ options need classical features
     for png in ("scaling.png", "gates_moons.png", "gates_cluster.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert "| 2 | QMoE top-1 | 24 |" in (tmp_path / "results.md").read_text()  # scaling table

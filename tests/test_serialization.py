@@ -31,6 +31,10 @@ def models_and_inputs():
                                        encoder_rotations=("rx",), **SMALL), x),
         "top1_circuits": (qmoe.build_qmoe_classifier(QUBITS, 2, top_k=1, **SMALL), circuits),
         "qnn_encoder": (qmoe.build_qnn_classifier(QUBITS, 2, n_features=3, n_layers=2), x),
+        "reuploading_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, top_k=1, reuploading=True,
+                                                           **{**SMALL, "expert_layers": 2}), x),
+        "coherent_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, aggregation="coherent",
+                                                        **{**SMALL, "n_experts": 2}), x),
     }
 
 
@@ -100,7 +104,8 @@ SUBPROCESS_LOAD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("name", ["dense_circuits_custom_observables", "top2_encoder_capacity", "qnn_encoder"])
+@pytest.mark.parametrize("name", ["dense_circuits_custom_observables", "top2_encoder_capacity", "qnn_encoder",
+                                  "coherent_encoder"])
 def test_saved_model_serves_in_a_fresh_process(tmp_path, name):
     model, inputs = MODELS[name]
     expected = model.predict(inputs, verbose=0)

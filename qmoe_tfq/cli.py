@@ -208,6 +208,11 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help=".keras or .h5 model file")
     export.add_argument("--output", required=True, help="SavedModel directory to write")
     export.set_defaults(run=command_export)
+    from qmoe_tfq import benchmark
+
+    bench = commands.add_parser("bench", help="run the throughput benchmark",
+                                description=benchmark.__doc__.splitlines()[0])
+    benchmark.arguments(bench).set_defaults(run=benchmark.run)
     return root
 
 

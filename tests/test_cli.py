@@ -99,3 +99,11 @@ def test_train_errors(tmp_path, capsys, args, message):
     paths = {"x": tmp_path / "x.npy", "y": tmp_path / "y.npy", "bad_labels": tmp_path / "bad.npy"}
     assert main([a.format(**paths) for a in args]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_bench_quick_writes_table_and_plot(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "results.md").read_text()
+    ratios = [float(r) for r in re.findall(r"\| ([\d.]+)x \|", table)]
+    assert len(ratios) == 6 and ratios[0] == 1.0 and all(r > 0 for r in ratios)
+    assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"

@@ -39,6 +39,7 @@ from qmoe_tfq.circuits import (
     validate_rotations,
 )
 from qmoe_tfq.encoding import AngleEncoder
+from qmoe_tfq.hybrid import QUANTUM, ClassicalExpert
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 EXPERT_PREFIX = "theta"
@@ -175,6 +176,7 @@ class _Programs(NamedTuple):
     expert_names: tf.Tensor  # <string>[F + n_expert_symbols]
     router_names: tf.Tensor  # <string>[F + n_router_symbols]
     data_values: tf.Tensor  # <float32>[B, F] encoded angles (F = 0 for circuit inputs)
+    features: tf.Tensor | None  # <float32>[B, F] raw features for classical parts (None for circuits)
 
 
 def _check_coherent(n_experts: int, encoder: AngleEncoder | None, top_k: int | None,
@@ -188,6 +190,29 @@ def _check_coherent(n_experts: int, encoder: AngleEncoder | None, top_k: int | N
     if top_k is not None or capacity_factor is not None or reuploading:
         raise ValueError("aggregation='coherent' mixes every expert in one circuit: it takes no top_k, "
                          "capacity_factor or reuploading.")
+
+
+def _expert_kinds(experts: Sequence[str | keras.layers.Layer] | None,
+                  n_experts: int | None) -> tuple[list[str | keras.layers.Layer], int]:
+    """The expert list (``"quantum"`` or a classical layer per expert) and its length, checked."""
+    if experts is None:
+        n_experts = 4 if n_experts is None else n_experts
+        return [QUANTUM] * validate_positive_int(n_experts, "n_experts"), n_experts
+    if isinstance(experts, (str, keras.layers.Layer)) or not isinstance(experts, Sequence):
+        raise TypeError(f"experts must be a list of 'quantum' or tf_keras layers, got {experts!r}.")
+    experts = list(experts)
+    if not experts:
+        raise ValueError("experts is empty; give at least one expert ('quantum' or a tf_keras layer).")
+    for index, expert in enumerate(experts):
+        if isinstance(expert, ExpertPQC) or not (expert == QUANTUM or isinstance(expert, keras.layers.Layer)):
+            raise TypeError(f"experts[{index}] = {expert!r} is neither 'quantum' (a PQC expert built from the "
+                            "layer's ansatz options) nor a classical tf_keras layer.")
+    if n_experts is not None and n_experts != len(experts):
+        raise ValueError(f"n_experts={n_experts} but experts has {len(experts)} entries.")
+    layers = [e for e in experts if e != QUANTUM]
+    if len({id(e) for e in layers}) != len(layers):
+        raise ValueError("experts contains the same layer object twice; give each expert its own layer.")
+    return experts, len(experts)
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
@@ -248,13 +273,20 @@ class QMoELayer(keras.layers.Layer):
             then batch order) and contribute nothing, without renormalising the others.
         load_balance_weight: weight of the Switch load-balancing loss (0 turns it off).
         z_loss_weight: weight of the router z-loss (0 turns it off).
+        experts: hybrid mixtures: a list with one entry per expert, each ``"quantum"`` (an
+            `ExpertPQC` built from the ansatz options) or any `tf_keras` layer mapping the float
+            features to ``len(observables)`` outputs (e.g. `hybrid.ClassicalExpert`). Classical
+            experts need float features. Default: `n_experts` quantum experts.
+        router: None for the PQC router, or any `tf_keras` layer mapping the float features to
+            `n_experts` logits (e.g. ``Dense(n_experts)``). Gates, top-k, noise, capacity and the
+            auxiliary losses work the same way for every combination.
         backend, repetitions, differentiator: where circuits run, see `backends.CircuitExecutor`;
             a `hardware.DeviceSampler` runs them on a Google processor or its virtual machine.
         noise: a `cirq.NoiseModel` or channel applied to the router and expert circuits (and the
             encoder's), e.g. ``cirq.depolarize(0.01)``; needs ``backend="noisy"`` or a Cirq backend.
     """
 
-    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int = 4, expert_layers: int = 2,
+    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None, expert_layers: int = 2,
                  router_layers: int = 2, *, top_k: int | None = None, temperature: float = 1.0,
                  observables: Sequence[Observable] | None = None,
                  rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
@@ -265,9 +297,14 @@ class QMoELayer(keras.layers.Layer):
                  z_loss_weight: float = 1e-3, backend: Backend = "noiseless",
                  repetitions: int | None = None,
                  differentiator: tfq.differentiators.Differentiator | None = None,
-                 noise: Noise | None = None, **kwargs) -> None:
+                 noise: Noise | None = None,
+                 experts: Sequence[str | keras.layers.Layer] | None = None,
+                 router: keras.layers.Layer | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.qubits = validate_qubits(qubits)
+        experts, n_experts = _expert_kinds(experts, n_experts)
+        if router is not None and not isinstance(router, keras.layers.Layer):
+            raise TypeError(f"router must be None (the PQC router) or a tf_keras layer, got {router!r}.")
         self.n_experts = validate_positive_int(n_experts, "n_experts")
         self.expert_layers = validate_positive_int(expert_layers, "expert_layers")
         self.router_layers = validate_positive_int(router_layers, "router_layers")
@@ -288,6 +325,9 @@ class QMoELayer(keras.layers.Layer):
             raise ValueError(f"aggregation={aggregation!r} is not allowed; use one of {AGGREGATIONS}.")
         if aggregation == "coherent":
             _check_coherent(n_experts, encoder, top_k, capacity_factor, reuploading)
+            if router is not None or any(kind != QUANTUM for kind in experts):
+                raise ValueError("aggregation='coherent' controls quantum experts with a quantum router; "
+                                 "it takes no classical experts or router.")
         self.aggregation = aggregation
         self.top_k = top_k
         self.temperature = float(temperature)
@@ -312,10 +352,18 @@ class QMoELayer(keras.layers.Layer):
         router_circuit = hardware_efficient_ansatz(router_qubits, router_layers, ROUTER_PREFIX, rotations, entangler)
         executor_args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator}
         with tf.name_scope(self.name):
-            self.experts = [ExpertPQC(expert_circuit, self.observables, name=f"expert_{i}", noise=noise,
-                                      **executor_args) for i in range(n_experts)]
-            self.router = ExpertPQC(router_circuit, router_observables, name="router", noise=noise,
-                                    **executor_args)
+            self.experts = [
+                ExpertPQC(expert_circuit, self.observables, name=f"expert_{i}", noise=noise, **executor_args)
+                if kind == QUANTUM else kind for i, kind in enumerate(experts)]
+            self.router = router or ExpertPQC(router_circuit, router_observables, name="router", noise=noise,
+                                              **executor_args)
+        # The experts' shared program parts, whichever experts are quantum (PQC sorts its symbols by name).
+        self._expert_circuit = expert_circuit
+        self._expert_symbol_names = tf.constant(sorted(str(s) for s in cirq.parameter_symbols(expert_circuit)))
+        self._readout_tensor = tfq.convert_to_tensor([self.observables])
+        self._quantum = [i for i, kind in enumerate(experts) if kind == QUANTUM]
+        self._classical = [i for i, kind in enumerate(experts) if kind != QUANTUM]
+        self._custom_parts = any(kind != QUANTUM for kind in experts) or router is not None
         # One executor for the fused expert rows; the router runs on its own.
         self._expert_executor = CircuitExecutor(**executor_args)
 
@@ -323,15 +371,40 @@ class QMoELayer(keras.layers.Layer):
     def n_readouts(self) -> int:
         return len(self.observables)
 
+    @property
+    def quantum_router(self) -> bool:
+        return isinstance(self.router, ExpertPQC)
+
+    def _classical_parts(self) -> list[str]:
+        parts = [f"experts[{i}] ({self.experts[i].name})" for i in self._classical]
+        return parts + ([] if self.quantum_router else [f"router ({self.router.name})"])
+
+    def _check_classical_widths(self, n_features: int) -> None:
+        """Builds the classical parts on [batch, n_features] and checks their output widths."""
+        probe = tf.zeros([1, n_features])
+        for index in self._classical:
+            width = self.experts[index](probe).shape[-1]
+            if width != self.n_readouts:
+                raise ValueError(
+                    f"experts[{index}] ({self.experts[index].name}) outputs {width} values per sample, but "
+                    f"every expert must output len(observables) = {self.n_readouts}.")
+        if not self.quantum_router:
+            width = self.router(probe).shape[-1]
+            if width != self.n_experts:
+                raise ValueError(f"router ({self.router.name}) outputs {width} logits per sample, but the "
+                                 f"layer has n_experts = {self.n_experts}.")
+
     def build(self, input_shape: tf.TensorShape) -> None:
         input_shape = tf.TensorShape(input_shape)
-        if self.aggregation == "classical":
+        if self.aggregation == "classical" and self.quantum_router:
             self.logit_scale = self.add_weight(
                 "logit_scale", shape=(), initializer=keras.initializers.Constant(3.0), trainable=True)
+        if self._classical_parts() and input_shape.rank == 2 and input_shape[-1] is not None:
+            self._check_classical_widths(int(input_shape[-1]))
         if self.encoder is not None and input_shape.rank == 2 and input_shape[-1] != 1:
             if not self.encoder.built:
                 self.encoder.build(input_shape)
-            expert_circuit = self.encoder.circuit + self.experts[0].model_circuit
+            expert_circuit = self.encoder.circuit + self._expert_circuit
             self._expert_data_names = self.encoder.symbol_names
             if self.reuploading:
                 expert_circuit, uploads = reuploading_ansatz(
@@ -342,8 +415,9 @@ class QMoELayer(keras.layers.Layer):
                     "input_scaling", shape=(self.n_experts, self.expert_layers, self.encoder.n_features),
                     initializer="ones", trainable=True)
             self._fused_expert_program = tfq.convert_to_tensor([apply_noise(expert_circuit, self.noise)])
-            self._fused_router_program = tfq.convert_to_tensor(
-                [apply_noise(self.encoder.circuit + self.router.model_circuit, self.noise)])
+            if self.quantum_router:
+                self._fused_router_program = tfq.convert_to_tensor(
+                    [apply_noise(self.encoder.circuit + self.router.model_circuit, self.noise)])
             if self.aggregation == "coherent":
                 self._build_coherent()
         super().build(input_shape)
@@ -366,58 +440,67 @@ class QMoELayer(keras.layers.Layer):
         self._coherent_program = tfq.convert_to_tensor(
             [apply_noise(self.encoder.circuit + router_circuit + sum(experts, cirq.Circuit()), self.noise)])
         expert_names = [f"e{index:02d}_{name}" for index in range(self.n_experts)
-                        for name in self.experts[0].symbol_names.numpy().astype(str)]
+                        for name in self._expert_symbol_names.numpy().astype(str)]
         self._coherent_names = tf.concat(
             [self.encoder.symbol_names, self._router_upload_names, self.router.symbol_names,
              tf.constant(expert_names)], axis=0)
 
     def _programs(self, inputs: tf.Tensor) -> _Programs:
         """Per-sample programs and data symbol values, for circuit or float-feature inputs."""
-        expert, router = self.experts[0], self.router
+        router = self.router
         if inputs.dtype == tf.string:
+            if self._classical_parts():
+                raise TypeError(
+                    f"{self.name}: {', '.join(self._classical_parts())} are classical and need float features, "
+                    "but the input is circuits; feed features (with an encoder for the quantum parts).")
             if self.reuploading or self.aggregation == "coherent":
                 raise TypeError(f"{self.name} uploads float features more than once (reuploading or "
                                 "coherent aggregation) and cannot take circuits; feed the features.")
             circuits = _circuit_batch(inputs, self.name)
             batch = tf.shape(circuits)[0]
             return _Programs(
-                expert=tfq.append_circuit(circuits, tf.tile(expert.program, [batch])),
+                expert=tfq.append_circuit(circuits, tf.tile(self.experts[0].program, [batch])),
                 router=tfq.append_circuit(circuits, tf.tile(router.program, [batch])),
-                expert_names=expert.symbol_names, router_names=router.symbol_names,
-                data_values=tf.zeros([batch, 0]))
+                expert_names=self._expert_symbol_names, router_names=router.symbol_names,
+                data_values=tf.zeros([batch, 0]), features=None)
         if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
             raise TypeError(
                 f"{self.name} expects serialized circuits <string>[batch] or float features "
                 f"[batch, n_features], got a tensor of dtype {inputs.dtype.name}.")
+        features = tf.cast(inputs, tf.float32)
+        batch = tf.shape(inputs)[0]
         if self.encoder is None:
-            raise TypeError(
-                f"{self.name} got float features of shape {inputs.shape} but has no encoder: pass "
-                "encoder=qmoe_tfq.AngleEncoder(qubits), or feed circuits from qmoe_tfq.encode(x, qubits).")
+            if self._quantum or self.quantum_router:
+                raise TypeError(
+                    f"{self.name} got float features of shape {inputs.shape} but has no encoder: pass "
+                    "encoder=qmoe_tfq.AngleEncoder(qubits), or feed circuits from qmoe_tfq.encode(x, qubits).")
+            return _Programs(None, None, None, None, tf.zeros([batch, 0]), features)
         if inputs.shape.rank != 2 or inputs.shape[-1] != self.encoder.n_features:
             raise ValueError(
                 f"{self.name} expects float features of shape [batch, {self.encoder.n_features}], "
                 f"got {inputs.shape}.")
-        batch = tf.shape(inputs)[0]
         if self.aggregation == "coherent":
             return _Programs(
                 expert=self._coherent_program, router=tf.tile(self._fused_router_program, [batch]),
                 expert_names=self._coherent_names,
                 router_names=tf.concat([self._router_upload_names, router.symbol_names], 0),
-                data_values=tf.tile(self.encoder.angles(inputs), [1, self.router_layers]))
+                data_values=tf.tile(self.encoder.angles(inputs), [1, self.router_layers]), features=features)
         return _Programs(
             expert=tf.tile(self._fused_expert_program, [batch]),
-            router=tf.tile(self._fused_router_program, [batch]),
-            expert_names=tf.concat([self._expert_data_names, expert.symbol_names], 0),
-            router_names=tf.concat([self.encoder.symbol_names, router.symbol_names], 0),
-            data_values=self.encoder.angles(inputs))
+            router=tf.tile(self._fused_router_program, [batch]) if self.quantum_router else None,
+            expert_names=tf.concat([self._expert_data_names, self._expert_symbol_names], 0),
+            router_names=tf.concat([self.encoder.symbol_names, router.symbol_names], 0)
+            if self.quantum_router else None,
+            data_values=self.encoder.angles(inputs), features=features)
 
     def _route(self, programs: _Programs, training: bool | None) -> routing.Routing:
         batch = tf.shape(programs.data_values)[0]
-        # router_values <float32>[B, F + n_router_symbols] (coherent: F per router layer)
-        router_values = tf.concat(
-            [programs.data_values, tf.tile(self.router.parameters[None, :], [batch, 1])], axis=1)
-        readouts = self.router.executor(
-            programs.router, programs.router_names, router_values, self.router.operator_tensor)
+        if self.quantum_router:
+            # router_values <float32>[B, F + n_router_symbols] (coherent: F per router layer)
+            router_values = tf.concat(
+                [programs.data_values, tf.tile(self.router.parameters[None, :], [batch, 1])], axis=1)
+            readouts = self.router.executor(
+                programs.router, programs.router_names, router_values, self.router.operator_tensor)
         if self.aggregation == "coherent":
             # readouts are the register's Born probabilities: they are the gates.
             probabilities = tf.maximum(readouts, 0.0)
@@ -426,7 +509,7 @@ class QMoELayer(keras.layers.Layer):
             return routing.Routing(tf.math.log(probabilities + 1e-9), probabilities, expert_index,
                                    combine_weights, tf.ones_like(expert_index, dtype=tf.bool))
         # logits <float32>[B, E]
-        logits = self.logit_scale * readouts
+        logits = self.logit_scale * readouts if self.quantum_router else self.router(programs.features)
         if training and self.router_noise > 0:
             logits += self.router_noise * tf.random.normal(tf.shape(logits))
         probabilities = tf.nn.softmax(logits / self.temperature, axis=-1)
@@ -452,17 +535,40 @@ class QMoELayer(keras.layers.Layer):
             kept = tf.reshape(route.kept, [-1])
             sample_index, expert_index, weight = (
                 tf.boolean_mask(t, kept) for t in (sample_index, expert_index, weight))
-        # expert_weights <float32>[E, n_expert_symbols]
-        expert_weights = tf.stack([expert.parameters for expert in self.experts])
+        # outputs <float32>[B, n_readouts]
+        outputs = tf.zeros([batch, self.n_readouts])
+        if self._quantum:
+            outputs += self._run_quantum_experts(programs, sample_index, expert_index, weight, batch)
+        for index in self._classical:
+            # Only the samples routed to this expert go through it.
+            mine = tf.equal(expert_index, index)
+            rows, row_weight = tf.boolean_mask(sample_index, mine), tf.boolean_mask(weight, mine)
+            readouts = self.experts[index](tf.gather(programs.features, rows))
+            outputs += tf.math.unsorted_segment_sum(readouts * row_weight[:, None], rows, batch)
+        return outputs
+
+    def _run_quantum_experts(self, programs: _Programs, sample_index: tf.Tensor, expert_index: tf.Tensor,
+                             weight: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+        """All rows routed to PQC experts in one TFQ op call."""
+        if self._classical:
+            is_quantum = tf.constant([index in self._quantum for index in range(self.n_experts)])
+            mine = tf.gather(is_quantum, expert_index)
+            sample_index, expert_index, weight = (
+                tf.boolean_mask(t, mine) for t in (sample_index, expert_index, weight))
+        # slot <int32>[rows]: the row of each routed expert in the stacked PQC weights
+        slot = tf.gather(tf.constant([self._quantum.index(i) if i in self._quantum else 0
+                                      for i in range(self.n_experts)]), expert_index)
+        # expert_weights <float32>[n_quantum_experts, n_expert_symbols]
+        expert_weights = tf.stack([self.experts[i].parameters for i in self._quantum])
         # data <float32>[rows, F], or [rows, expert_layers * F] scaled per expert when re-uploading
         data = tf.gather(programs.data_values, sample_index)
         if self.reuploading:
             scaling = tf.gather(self.input_scaling, expert_index)  # [rows, expert_layers, F]
             data = tf.reshape(scaling * data[:, None, :], [tf.shape(data)[0], -1])
-        values = tf.concat([data, tf.gather(expert_weights, expert_index)], axis=1)
+        values = tf.concat([data, tf.gather(expert_weights, slot)], axis=1)
         # readouts <float32>[rows, n_readouts]
-        readouts = self._expert_executor(tf.gather(programs.expert, sample_index),
-                                         programs.expert_names, values, self.experts[0].operator_tensor)
+        readouts = self._expert_executor(tf.gather(programs.expert, sample_index), programs.expert_names,
+                                         values, self._readout_tensor)
         return tf.math.unsorted_segment_sum(readouts * weight[:, None], sample_index, batch)
 
     def _add_routing_terms(self, route: routing.Routing) -> None:
@@ -490,7 +596,7 @@ class QMoELayer(keras.layers.Layer):
         values = tf.concat([angles, tf.tile(angles, [1, self.router_layers]),
                             tf.tile(weights[None, :], [batch, 1])], axis=1)
         return self._expert_executor(tf.tile(self._coherent_program, [batch]), self._coherent_names,
-                                     values, self.experts[0].operator_tensor)
+                                     values, self._readout_tensor)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         programs = self._programs(inputs)
@@ -529,6 +635,9 @@ class QMoELayer(keras.layers.Layer):
             "encoder": None if self.encoder is None else keras.layers.serialize(self.encoder),
             "reuploading": self.reuploading,
             "aggregation": self.aggregation,
+            "experts": [QUANTUM if i in self._quantum else keras.layers.serialize(self.experts[i])
+                        for i in range(self.n_experts)] if self._custom_parts else None,
+            "router": None if self.quantum_router else keras.layers.serialize(self.router),
             "router_noise": self.router_noise,
             "capacity_factor": self.capacity_factor,
             "load_balance_weight": self.load_balance_weight,
@@ -540,6 +649,12 @@ class QMoELayer(keras.layers.Layer):
     @classmethod
     def from_config(cls, config: dict) -> QMoELayer:
         config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise"))
+        custom = {"ClassicalExpert": ClassicalExpert}
+        if config.get("experts") is not None:
+            config["experts"] = [kind if kind == QUANTUM else keras.layers.deserialize(kind, custom_objects=custom)
+                                 for kind in config["experts"]]
+        if config.get("router") is not None:
+            config["router"] = keras.layers.deserialize(config["router"], custom_objects=custom)
         if config.get("encoder") is not None:
             config["encoder"] = keras.layers.deserialize(
                 config["encoder"], custom_objects={"AngleEncoder": AngleEncoder})

@@ -11,6 +11,7 @@ import tf_keras as keras
 from qmoe_tfq.backends import Backend, Noise
 from qmoe_tfq.circuits import default_readouts, hardware_efficient_ansatz, validate_positive_int, validate_qubits
 from qmoe_tfq.encoding import AngleEncoder
+from qmoe_tfq.hybrid import QUANTUM, ClassicalExpert, classical_router
 from qmoe_tfq.layers import EXPERT_PREFIX, ExpertPQC, QMoELayer
 from qmoe_tfq.serialization import to_cirq_json
 
@@ -37,24 +38,57 @@ def _classifier(inputs: keras.Input, readouts: tf.Tensor, n_classes: int, learni
     return model
 
 
+def _hybrid_parts(expert_kind: str | tuple[int, int], router_kind: str, n_experts: int, n_readouts: int,
+                  classical_hidden: int) -> tuple[list | None, keras.layers.Layer | None]:
+    """(experts, router) arguments of `QMoELayer` for the builder's kind options."""
+    if expert_kind == "quantum":
+        experts = None
+    elif expert_kind == "classical":
+        experts = [ClassicalExpert(n_readouts, classical_hidden, name=f"classical_expert_{i}")
+                   for i in range(n_experts)]
+    elif (isinstance(expert_kind, tuple) and len(expert_kind) == 2
+          and all(isinstance(n, int) and n >= 0 for n in expert_kind) and sum(expert_kind) > 0):
+        n_quantum, n_classical = expert_kind
+        experts = [QUANTUM] * n_quantum + [
+            ClassicalExpert(n_readouts, classical_hidden, name=f"classical_expert_{i}")
+            for i in range(n_quantum, n_quantum + n_classical)]
+    else:
+        raise ValueError(f"expert_kind={expert_kind!r} is not allowed; use 'quantum', 'classical' or a "
+                         "(n_quantum, n_classical) pair of counts.")
+    if router_kind not in ("quantum", "classical"):
+        raise ValueError(f"router_kind={router_kind!r} is not allowed; use 'quantum' or 'classical'.")
+    n_total = n_experts if experts is None else len(experts)
+    return experts, (classical_router(n_total) if router_kind == "classical" else None)
+
+
 def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_features: int | None = None,
                           n_experts: int = 4, expert_layers: int = 2, router_layers: int = 2,
                           top_k: int | None = None, learning_rate: float = 0.05,
                           encoder_rotations: Sequence[str] = ("ry",), encoder_scale: float = np.pi,
-                          **layer_kwargs) -> keras.Model:
+                          expert_kind: str | tuple[int, int] = "quantum", router_kind: str = "quantum",
+                          classical_hidden: int = 8, **layer_kwargs) -> keras.Model:
     """A compiled QMoE classifier: (encoder) -> `QMoELayer` -> softmax `Dense(n_classes)`.
 
     With `n_features` the model takes float features ``[batch, n_features]`` and angle-encodes them
     in-graph; without, it takes serialized circuits ``<string>[batch]`` (quantum data).
-    Extra keyword arguments go to `QMoELayer`.
+    `expert_kind` is ``"quantum"`` (PQC experts, the paper), ``"classical"`` (`ClassicalExpert`
+    MLPs) or a ``(n_quantum, n_classical)`` pair; `router_kind` is ``"quantum"`` (the PQC router)
+    or ``"classical"`` (a dense layer). Classical parts need `n_features`. Extra keyword arguments
+    go to `QMoELayer`.
 
     >>> model = build_qmoe_classifier(cirq.GridQubit.rect(1, 4), n_classes=2, n_features=4, top_k=1)
     >>> model.predict(np.random.rand(8, 4), verbose=0).shape
     (8, 2)
     """
     qubits = validate_qubits(qubits)
+    experts, router = _hybrid_parts(expert_kind, router_kind, n_experts, len(layer_kwargs.get("observables") or qubits),
+                                    classical_hidden)
+    if n_features is None and (experts is not None or router is not None):
+        raise ValueError("classical experts or routers read float features: give n_features.")
     inputs, encoder = _classifier_inputs(qubits, n_features, encoder_rotations, encoder_scale)
-    moe = QMoELayer(qubits, n_experts, expert_layers, router_layers, top_k=top_k, encoder=encoder,
+    all_classical = router is not None and experts is not None and QUANTUM not in experts
+    moe = QMoELayer(qubits, None if experts is not None else n_experts, expert_layers, router_layers,
+                    top_k=top_k, encoder=None if all_classical else encoder, experts=experts, router=router,
                     name="qmoe", **layer_kwargs)
     return _classifier(inputs, moe(inputs), n_classes, learning_rate, "qmoe_classifier")
 

@@ -33,6 +33,8 @@ def models_and_inputs():
         "qnn_encoder": (qmoe.build_qnn_classifier(QUBITS, 2, n_features=3, n_layers=2), x),
         "reuploading_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, top_k=1, reuploading=True,
                                                            **{**SMALL, "expert_layers": 2}), x),
+        "hybrid_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, top_k=2, expert_kind=(2, 1),
+                                                      router_kind="classical", **SMALL), x),
         "coherent_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, aggregation="coherent",
                                                         **{**SMALL, "n_experts": 2}), x),
     }
@@ -105,7 +107,7 @@ SUBPROCESS_LOAD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("name", ["dense_circuits_custom_observables", "top2_encoder_capacity", "qnn_encoder",
-                                  "coherent_encoder"])
+                                  "coherent_encoder", "hybrid_encoder"])
 def test_saved_model_serves_in_a_fresh_process(tmp_path, name):
     model, inputs = MODELS[name]
     expected = model.predict(inputs, verbose=0)

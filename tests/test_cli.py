@@ -107,3 +107,18 @@ def test_bench_quick_writes_table_and_plot(tmp_path, capsys):
     ratios = [float(r) for r in re.findall(r"\| ([\d.]+)x \|", table)]
     assert len(ratios) == 6 and ratios[0] == 1.0 and all(r > 0 for r in ratios)
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "export", "bench"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: qmoe-tfq {command}" in capsys.readouterr().out
+
+
+def test_unknown_option_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--colour", "blue"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --colour blue" in capsys.readouterr().err

@@ -45,3 +45,13 @@ def test_google_hardware_quick():
     assert exact > 0.6 and on_qvm > 0.6
     assert re.search(r"encoder \+ expert 0, sample 0\s+\d+\s+\d+\s+->\s+\d+\s+\d+", out)
     assert "QVM fine-tuning step 1 (parameter shift): loss" in out
+
+
+def test_hybrid_comparison_quick():
+    out = run_example("hybrid_comparison.py")
+    rows = re.findall(r"^\| (.+?) \| (\d+) \| ([\d.]+) \+- [\d.]+ \| [\d.]+ \|$", out, re.M)
+    assert [r[0] for r in rows] == ["quantum router + PQC experts (paper)", "quantum router + classical experts",
+                                    "classical router + PQC experts", "classical router + classical experts",
+                                    "single QNN"]
+    assert all(float(r[2]) > 0.6 for r in rows)  # moons: every variant learns
+    assert re.search(r"^best: .+ \([\d.]+\)$", out, re.M)

@@ -550,14 +550,13 @@ class QMoELayer(keras.layers.Layer):
     def _run_quantum_experts(self, programs: _Programs, sample_index: tf.Tensor, expert_index: tf.Tensor,
                              weight: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
         """All rows routed to PQC experts in one TFQ op call."""
+        slot = expert_index  # the row of each routed expert in the stacked PQC weights
         if self._classical:
-            is_quantum = tf.constant([index in self._quantum for index in range(self.n_experts)])
-            mine = tf.gather(is_quantum, expert_index)
+            mine = tf.gather(tf.constant([i in self._quantum for i in range(self.n_experts)]), expert_index)
             sample_index, expert_index, weight = (
                 tf.boolean_mask(t, mine) for t in (sample_index, expert_index, weight))
-        # slot <int32>[rows]: the row of each routed expert in the stacked PQC weights
-        slot = tf.gather(tf.constant([self._quantum.index(i) if i in self._quantum else 0
-                                      for i in range(self.n_experts)]), expert_index)
+            slot = tf.gather(tf.constant([self._quantum.index(i) if i in self._quantum else 0
+                                          for i in range(self.n_experts)]), expert_index)
         # expert_weights <float32>[n_quantum_experts, n_expert_symbols]
         expert_weights = tf.stack([self.experts[i].parameters for i in self._quantum])
         # data <float32>[rows, F], or [rows, expert_layers * F] scaled per expert when re-uploading

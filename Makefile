@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest  # tests/ and the package's docstring examples (pytest.ini)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

@@ -26,16 +26,21 @@ from qmoe_tfq.circuits import (  # noqa: E402
     hardware_efficient_ansatz,
     router_readouts,
 )
-from qmoe_tfq.encoding import AngleEncoder, encode  # noqa: E402
-from qmoe_tfq.layers import ExpertPQC, QMoELayer  # noqa: E402
+from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder, encode  # noqa: E402
+from qmoe_tfq.experts import ExpertPQC  # noqa: E402
+from qmoe_tfq.layers import QMoELayer  # noqa: E402
 from qmoe_tfq.interpretability import RoutingLogger, plot_gate_heatmap, routing_statistics  # noqa: E402
 from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier, with_backend  # noqa: E402
-from qmoe_tfq.serialization import export_saved_model, load_saved_model, register_tfq_ops  # noqa: E402
+from qmoe_tfq.saving import export_saved_model, load_model, load_saved_model, save_model  # noqa: E402
+from qmoe_tfq.serialization import register_tfq_ops  # noqa: E402
+
+register_tfq_ops()  # so keras/tf loaders in this process find every TFQ op a saved model may use
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AngleEncoder",
+    "CircuitEncoder",
     "ExpertPQC",
     "QMoELayer",
     "RoutingLogger",
@@ -45,10 +50,12 @@ __all__ = [
     "encode",
     "export_saved_model",
     "hardware_efficient_ansatz",
+    "load_model",
     "load_saved_model",
     "plot_gate_heatmap",
     "register_tfq_ops",
     "router_readouts",
     "routing_statistics",
+    "save_model",
     "with_backend",
 ]

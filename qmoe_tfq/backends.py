@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 
 BACKEND_NAMES = ("noiseless", "noisy")
+MAX_REPETITIONS = 1_000_000  # shots or trajectories per row; TFQ keeps every sample in memory
 Backend = str | cirq.Sampler | cirq.SimulatesExpectationValues
 
 
@@ -35,6 +36,9 @@ def validate_backend(backend: Backend, repetitions: int | None) -> None:
             isinstance(repetitions, bool) or not isinstance(repetitions, numbers.Integral)
             or repetitions < 1):
         raise ValueError(f"repetitions must be None or a positive integer, got {repetitions!r}.")
+    if repetitions is not None and repetitions > MAX_REPETITIONS:
+        raise ValueError(f"repetitions={repetitions} is more than {MAX_REPETITIONS:,} samples per circuit row, "
+                         "which would take minutes and gigabytes per batch; use at most that.")
     if isinstance(backend, str):
         if backend not in BACKEND_NAMES:
             raise ValueError(
@@ -95,14 +99,13 @@ class CircuitExecutor:
             programs: <string>[rows] serialized circuits.
             symbol_names: <string>[n_symbols].
             symbol_values: <float32>[rows, n_symbols].
-            operators: <string>[1, n_ops] serialized Pauli sums, measured on every row.
+            operators: <string>[rows, n_ops] serialized Pauli sums per row, or [1, n_ops] for every row.
 
         Returns:
             <float32>[rows, n_ops] expectation values.
         """
-        rows = tf.shape(programs)[0]
         # operators <string>[rows, n_ops]
-        operators = tf.tile(operators, [rows, 1])
+        operators = tf.broadcast_to(operators, [tf.shape(programs)[0], tf.shape(operators)[1]])
         if self._sampled:
             num_samples = tf.fill(tf.shape(operators), tf.constant(self.repetitions, tf.int32))
             return self._op(programs, symbol_names, symbol_values, operators, num_samples)
@@ -125,3 +128,28 @@ def validate_noise(noise: Noise | None, backend: Backend) -> None:
 def apply_noise(circuit: cirq.Circuit, noise: Noise | None) -> cirq.Circuit:
     """`circuit` with `noise` after every moment on every qubit (or as the noise model says)."""
     return circuit if noise is None else circuit.with_noise(noise)
+
+
+def runs_in_python(backend: Backend | CircuitExecutor) -> bool:
+    """True for Cirq samplers and simulators: TFQ calls them back in Python (no SavedModel export)."""
+    return not isinstance(backend.backend if isinstance(backend, CircuitExecutor) else backend, str)
+
+
+def execution_config(backend: Backend | CircuitExecutor, repetitions: int | None, noise: Noise | None) -> dict:
+    """The backend part of a layer config.
+
+    Cirq samplers, simulators and executor objects are run-time choices that do not travel in a
+    config: a layer that ran on one reloads on the exact, noiseless simulator until it is given a
+    backend again.
+    """
+    if not isinstance(backend, str):
+        return {"backend": "noiseless", "repetitions": None, "noise": None}
+    return {"backend": backend, "repetitions": repetitions, "noise": None if noise is None else cirq.to_json(noise)}
+
+
+def make_executor(backend: Backend | CircuitExecutor, repetitions: int | None,
+                  differentiator: tfq.differentiators.Differentiator | None) -> CircuitExecutor:
+    """`backend` itself when it is already an executor (e.g. a wrapped one in tests), else a new one."""
+    if isinstance(backend, CircuitExecutor):
+        return backend
+    return CircuitExecutor(backend, repetitions, differentiator)

@@ -5,7 +5,10 @@ All models are built and timed in this one process, on the same data, as the sam
   (a) naive: n_experts separate `tfq.layers.PQC` + a router PQC, softmax-combined densely
       (one TFQ op call per expert and per step);
   (b) `QMoELayer`, dense routing (one fused op call for all (sample, expert) pairs);
-  (c) `QMoELayer`, top_k=1 (only routed pairs are simulated).
+  (c) `QMoELayer`, top_k=1 (only routed pairs are simulated);
+  (d), (e) the same as (b), (c) with heterogeneous experts: every expert its own circuit of the same
+      size (rotation order and CZ/CNOT ring alternate, own symbol names), to measure what distinct
+      programs and the union of their symbols cost in the one fused call.
 
 Two input kinds: float features (the naive model angle-encodes them with `AngleEncoder` in front
 of its PQCs; `QMoELayer(encoder=...)` feeds the angles straight to the simulator), and quantum
@@ -56,8 +59,16 @@ class NaiveMoE(keras.layers.Layer):
         return tf.add_n([gates[:, i:i + 1] * expert(inputs) for i, expert in enumerate(self.experts)])
 
 
+def heterogeneous_experts(qubits, n_experts: int, n_layers: int) -> list[cirq.Circuit]:
+    """`n_experts` different circuits with the built-in expert's gate and parameter counts."""
+    rotations = [("ry", "rz"), ("rz", "ry")]
+    entanglers = ["ring", "cnot_ring"]
+    return [hardware_efficient_ansatz(qubits, n_layers, f"h{index}", rotations[index % 2], entanglers[index // 2 % 2])
+            for index in range(n_experts)]
+
+
 def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool) -> keras.Model:
-    """Model `kind` ("naive", "dense" or "top1") on float features or on circuits."""
+    """Model `kind` ("naive", "dense", "top1", "dense_het", "top1_het") on float features or circuits."""
     if float_input:
         inputs = keras.Input(shape=(len(qubits),), dtype=tf.float32)
     else:
@@ -67,8 +78,9 @@ def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool) -
         readouts = NaiveMoE(qubits, n_experts, n_layers)(circuits)
     else:
         encoder = qmoe.AngleEncoder(qubits) if float_input else None
-        readouts = qmoe.QMoELayer(qubits, n_experts, n_layers, n_layers, encoder=encoder,
-                                  top_k=1 if kind == "top1" else None)(inputs)
+        experts = heterogeneous_experts(qubits, n_experts, n_layers) if kind.endswith("_het") else None
+        readouts = qmoe.QMoELayer(qubits, None if experts else n_experts, n_layers, n_layers, encoder=encoder,
+                                  experts=experts, top_k=1 if kind.startswith("top1") else None)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(readouts))
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -121,7 +133,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"throughput: {setting}")
 
     labels = {"naive": "(a) naive PQC composition, dense", "dense": "(b) QMoELayer dense",
-              "top1": "(c) QMoELayer top_k=1"}
+              "top1": "(c) QMoELayer top_k=1", "dense_het": "(d) dense, heterogeneous experts",
+              "top1_het": "(e) top_k=1, heterogeneous experts"}
     tables = {}
     for float_input, inputs in ((True, x), (False, circuits)):
         rows = tables["float features" if float_input else "quantum data (circuits)"] = {}
@@ -150,6 +163,12 @@ def run(args: argparse.Namespace) -> None:
             train, infer = rows[kind]
             lines.append(f"| {label} | {train:.1f} | {infer:.1f} | {train / base_train:.2f}x | "
                          f"{infer / base_infer:.2f}x |")
+    lines += ["", "Heterogeneous experts against the same model with identical ones (train / inference):", ""]
+    for input_kind, rows in tables.items():
+        for kind in ("dense", "top1"):
+            (train, infer), (het_train, het_infer) = rows[kind], rows[f"{kind}_het"]
+            lines.append(f"- {input_kind}, {'dense' if kind == 'dense' else 'top_k=1'}: "
+                         f"{het_train / train:.2f}x / {het_infer / infer:.2f}x")
     lines += ["", "Time per training sample (ms, float input) against the number of experts:", "",
               "| n_experts | " + " | ".join(str(n) for n in args.sweep) + " |",
               "|---|" + "---:|" * len(args.sweep)]

@@ -1,12 +1,12 @@
-"""Cirq circuits for QMoE: the hardware-efficient ansatz, readout observables and their checks.
+"""Cirq circuits for QMoE: the hardware-efficient ansatz, readout observables, symbol naming, checks.
 
-Every parameterised circuit of a QMoE model is built here, and each kind of circuit gets its own
-symbol prefix (experts ``theta``, router ``route``, encoder ``x``), so symbols never clash when
-circuits are concatenated into one program.
+Every parameterised circuit of a QMoE model is built or renamed here. Each kind of circuit gets its
+own symbol prefix (experts ``theta``, router ``route``, encoder ``x``), and when experts with
+different circuits share one executor call each gets its own prefix too (`expert_symbol_prefix`),
+so symbols never clash when circuits are concatenated into one program or resolved together.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Iterable, Sequence
 
@@ -14,7 +14,9 @@ import cirq
 import sympy
 
 ROTATIONS = {"rx": cirq.rx, "ry": cirq.ry, "rz": cirq.rz}
-ENTANGLERS = ("ring", "chain", "none")
+# entangler name -> (two-qubit gate, closed ring?)
+ENTANGLERS = {"ring": (cirq.CZ, True), "chain": (cirq.CZ, False), "cnot_ring": (cirq.CNOT, True),
+              "cnot_chain": (cirq.CNOT, False), "none": (None, False)}
 Observable = cirq.PauliSum | cirq.PauliString
 
 
@@ -53,25 +55,48 @@ def validate_positive_int(value: int, argument: str) -> int:
     return value
 
 
+def validate_entangler(entangler: str) -> str:
+    """Checks that `entangler` names one of `ENTANGLERS`."""
+    if not isinstance(entangler, str) or entangler not in ENTANGLERS:
+        raise ValueError(f"entangler={entangler!r} is not allowed; use one of {tuple(ENTANGLERS)}.")
+    return entangler
+
+
 def entangling_pairs(qubits: Sequence[cirq.Qid], entangler: str) -> list[tuple[cirq.Qid, cirq.Qid]]:
-    """The CZ pairs of one entangling block: nearest neighbours in list order, closed for `ring`."""
-    if entangler not in ENTANGLERS:
-        raise ValueError(f"entangler={entangler!r} is not allowed; use one of {ENTANGLERS}.")
-    if entangler == "none" or len(qubits) < 2:
+    """The gate pairs of one entangling block: nearest neighbours in list order, closed for rings."""
+    gate, ring = ENTANGLERS[validate_entangler(entangler)]
+    if gate is None or len(qubits) < 2:
         return []
     pairs = list(zip(qubits[:-1], qubits[1:]))
-    if entangler == "ring" and len(qubits) > 2:
+    if ring and len(qubits) > 2:
         pairs.append((qubits[-1], qubits[0]))
     return pairs
 
 
+def _rotation_names(rotations: Sequence[str]) -> list[str]:
+    """Symbol suffixes of one qubit's rotations: the gate name, numbered where a gate repeats.
+
+    >>> _rotation_names(("rz", "ry", "rz"))
+    ['rz0', 'ry', 'rz1']
+    """
+    counts = {gate: rotations.count(gate) for gate in rotations}
+    seen = dict.fromkeys(rotations, 0)
+    names = []
+    for gate in rotations:
+        names.append(f"{gate}{seen[gate]}" if counts[gate] > 1 else gate)
+        seen[gate] += 1
+    return names
+
+
 def _ansatz_layer(qubits: Sequence[cirq.Qid], layer: int, prefix: str, rotations: Sequence[str],
-                  pairs: Sequence[tuple[cirq.Qid, cirq.Qid]]) -> cirq.Circuit:
+                  entangler: str) -> cirq.Circuit:
+    names = _rotation_names(rotations)
     circuit = cirq.Circuit(
-        ROTATIONS[gate](sympy.Symbol(f"{prefix}_l{layer:02d}_q{index:02d}_{gate}")).on(qubit)
+        ROTATIONS[gate](sympy.Symbol(f"{prefix}_l{layer:02d}_q{index:02d}_{name}")).on(qubit)
         for index, qubit in enumerate(qubits)
-        for gate in rotations)
-    circuit.append(cirq.CZ(a, b) for a, b in pairs)
+        for gate, name in zip(rotations, names))
+    gate = ENTANGLERS[entangler][0]
+    circuit.append(gate(a, b) for a, b in entangling_pairs(qubits, entangler))
     return circuit
 
 
@@ -82,12 +107,14 @@ def hardware_efficient_ansatz(
     rotations: Sequence[str] = ("ry", "rz"),
     entangler: str = "ring",
 ) -> cirq.Circuit:
-    """Builds a hardware-efficient ansatz: `n_layers` blocks of rotations followed by CZs.
+    """Builds a hardware-efficient ansatz: `n_layers` blocks of rotations followed by entanglers.
 
     Each block applies every gate of `rotations` to every qubit, each with its own sympy symbol
     named ``{prefix}_l{layer}_q{qubit}_{gate}`` (zero padded, so the sorted order that
-    `tfq.layers.PQC` uses for its weights is layer, then qubit, then gate), then a CZ on each
-    pair from `entangling_pairs`.
+    `tfq.layers.PQC` uses for its weights is layer, then qubit, then gate; a gate named twice,
+    as in the general rotation ``("rz", "ry", "rz")``, is numbered ``rz0``, ``rz1``), then the
+    `entangler`'s gate (CZ for ``"ring"``/``"chain"``, CNOT for ``"cnot_ring"``/``"cnot_chain"``)
+    on each pair from `entangling_pairs`.
 
     >>> circuit = hardware_efficient_ansatz(cirq.LineQubit.range(2), n_layers=1)
     >>> sorted(str(s) for s in cirq.parameter_symbols(circuit))
@@ -96,8 +123,8 @@ def hardware_efficient_ansatz(
     qubits = validate_qubits(qubits)
     validate_positive_int(n_layers, "n_layers")
     rotations = validate_rotations(rotations)
-    pairs = entangling_pairs(qubits, entangler)
-    return sum((_ansatz_layer(qubits, layer, prefix, rotations, pairs) for layer in range(n_layers)),
+    validate_entangler(entangler)
+    return sum((_ansatz_layer(qubits, layer, prefix, rotations, entangler) for layer in range(n_layers)),
                cirq.Circuit())
 
 
@@ -121,13 +148,13 @@ def reuploading_ansatz(
     qubits = validate_qubits(qubits)
     validate_positive_int(n_layers, "n_layers")
     rotations = validate_rotations(rotations)
-    pairs = entangling_pairs(qubits, entangler)
+    validate_entangler(entangler)
     data_symbols = sorted(cirq.parameter_symbols(encoding), key=str)
     circuit, uploaded = cirq.Circuit(), []
     for layer in range(n_layers):
         renamed = {s: sympy.Symbol(f"{s}_l{layer:02d}") for s in data_symbols}
         circuit += cirq.resolve_parameters(encoding, renamed)
-        circuit += _ansatz_layer(qubits, layer, prefix, rotations, pairs)
+        circuit += _ansatz_layer(qubits, layer, prefix, rotations, entangler)
         uploaded += renamed.values()
     return circuit, uploaded
 
@@ -143,8 +170,8 @@ def router_readouts(qubits: Sequence[cirq.Qid], n_experts: int) -> list[cirq.Pau
     Single-qubit Z first, then ZZ on every pair, then the same with X and with Y, so small
     routers read out simple, low-weight observables.
 
-    >>> router_readouts(cirq.LineQubit.range(2), 3)
-    [cirq.Z(cirq.LineQubit(0)), cirq.Z(cirq.LineQubit(1)), cirq.Z(cirq.LineQubit(0))*cirq.Z(cirq.LineQubit(1))]
+    >>> [str(readout) for readout in router_readouts(cirq.LineQubit.range(2), 3)]
+    ['Z(q(0))', 'Z(q(1))', 'Z(q(0))*Z(q(1))']
     """
     qubits = validate_qubits(qubits)
     validate_positive_int(n_experts, "n_experts")
@@ -164,7 +191,7 @@ def router_readouts(qubits: Sequence[cirq.Qid], n_experts: int) -> list[cirq.Pau
 def validate_observables(
     observables: Observable | Iterable[Observable], qubits: Sequence[cirq.Qid], argument: str,
 ) -> list[cirq.PauliSum]:
-    """Checks observables are Pauli sums acting only on `qubits`; returns them as a list."""
+    """Checks observables are Hermitian Pauli sums acting only on `qubits`; returns them as a list."""
     if isinstance(observables, (cirq.PauliSum, cirq.PauliString)):
         observables = [observables]
     observables = list(observables)
@@ -181,51 +208,44 @@ def validate_observables(
             raise ValueError(
                 f"{argument}[{index}] = {observable} acts on qubits {outside} that are not in the "
                 f"circuit's qubits {[str(q) for q in qubits]}.")
-        checked.append(cirq.PauliSum.wrap(observable))
+        observable = cirq.PauliSum.wrap(observable)
+        if any(abs(complex(term.coefficient).imag) > 1e-12 for term in observable):
+            raise ValueError(f"{argument}[{index}] = {observable} is not Hermitian (a coefficient has an "
+                             "imaginary part), so its expectation is not a real number; use real coefficients.")
+        checked.append(observable)
     return checked
 
 
-
-def ancilla_register(qubits: Sequence[cirq.Qid], n: int) -> list[cirq.Qid]:
-    """`n` fresh qubits of the same kind beside `qubits`: the next grid row, or the next line indices."""
-    qubits = validate_qubits(qubits)
-    if all(isinstance(q, cirq.GridQubit) for q in qubits):
-        row = max(q.row for q in qubits) + 1
-        column = min(q.col for q in qubits)
-        return [cirq.GridQubit(row, column + i) for i in range(n)]
-    if all(isinstance(q, cirq.LineQubit) for q in qubits):
-        return cirq.LineQubit.range(max(q.x for q in qubits) + 1, max(q.x for q in qubits) + 1 + n)
-    raise TypeError("coherent aggregation needs all-GridQubit or all-LineQubit qubits to place its register.")
+def expert_symbol_prefix(index: int) -> str:
+    """The prefix that keeps expert `index`'s symbols apart from every other part's: ``e03``."""
+    return f"e{index:02d}"
 
 
-def basis_bits(index: int, width: int) -> list[int]:
-    """`index` in binary over `width` qubits, most significant first (cirq's state-vector order)."""
-    return [(index >> (width - 1 - j)) & 1 for j in range(width)]
-
-
-def basis_projectors(register: Sequence[cirq.Qid]) -> list[cirq.PauliSum]:
-    """|e><e| on `register` for e = 0 .. 2^n - 1, as Pauli sums: their expectations are the Born
-    probabilities of the register's basis states."""
-    projectors = []
-    for index in range(2 ** len(register)):
-        projector = cirq.PauliSum.from_pauli_strings([cirq.PauliString()])
-        for qubit, bit in zip(register, basis_bits(index, len(register))):
-            projector *= 0.5 * cirq.PauliString() + (-0.5 if bit else 0.5) * cirq.Z(qubit)
-        projectors.append(projector)
-    return projectors
-
-
-def controlled(circuit: cirq.Circuit, controls: Sequence[cirq.Qid], values: Sequence[int]) -> cirq.Circuit:
-    """Every operation of `circuit` controlled on `controls` being in the basis state `values`."""
-    # Built directly: op.controlled_by would turn a controlled CZ into CCZ, which TFQ cannot serialize.
-    # Each gate is copied: TFQ 0.7.6 records control values on the gate object while serializing,
-    # so two controlled uses of the shared cirq.CZ instance would both get the last values.
-    return cirq.Circuit(cirq.ControlledOperation(list(controls), op.with_gate(copy.copy(op.gate)),
-                                                 control_values=list(values))
-                        for op in circuit.all_operations())
-
-
-def rename_symbols(circuit: cirq.Circuit, prefix: str) -> cirq.Circuit:
-    """`circuit` with every symbol ``s`` renamed ``{prefix}_{s}``."""
+def rename_symbols(circuit: cirq.Circuit, prefix: str, keep: Iterable[str] = ()) -> cirq.Circuit:
+    """`circuit` with every symbol ``s`` renamed ``{prefix}_{s}``, except those named in `keep`."""
+    keep = set(keep)
     return cirq.resolve_parameters(
-        circuit, {s: sympy.Symbol(f"{prefix}_{s}") for s in cirq.parameter_symbols(circuit)})
+        circuit, {s: sympy.Symbol(f"{prefix}_{s}") for s in cirq.parameter_symbols(circuit) if str(s) not in keep})
+
+
+def sorted_symbol_names(circuit: cirq.Circuit) -> list[str]:
+    """The circuit's symbol names in `tfq.layers.PQC`'s weight order (sorted)."""
+    return sorted(str(s) for s in cirq.parameter_symbols(circuit))
+
+
+def check_circuit_qubits(circuit: cirq.Circuit, qubits: Sequence[cirq.Qid], argument: str) -> None:
+    """Raises when `circuit` acts on a qubit outside `qubits`, naming `argument` and the qubits."""
+    outside = sorted(str(q) for q in circuit.all_qubits() - set(qubits))
+    if outside:
+        raise ValueError(f"{argument} acts on qubits {outside} that are not among the layer's qubits "
+                         f"{[str(q) for q in qubits]}.")
+
+
+def on_qubits(circuit: cirq.Circuit, qubits: Sequence[cirq.Qid]) -> cirq.Circuit:
+    """`circuit` with an identity on each of `qubits` it leaves idle.
+
+    TFQ refuses to measure an observable on a qubit its program does not contain, so every program
+    of a layer is widened to all the layer's qubits; identities cost no simulation.
+    """
+    idle = [q for q in qubits if q not in circuit.all_qubits()]
+    return circuit + cirq.Circuit(cirq.I.on_each(*idle)) if idle else circuit

@@ -14,20 +14,87 @@ class CliError(Exception):
     """A user-facing error: printed as ``qmoe-tfq: error: ...`` with exit code 2."""
 
 
-def read_features(path: str) -> np.ndarray:
-    """Float features [n_samples, n_features] from a .npy or .csv file (CSV: comma separated, no header)."""
+class Parser(argparse.ArgumentParser):
+    """Argument errors as one line, ``qmoe-tfq: error: ...``, exit code 2 (as every other misuse)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def read_array(path: str, what: str) -> np.ndarray:
+    """A numeric 2-D array from a .npy (no pickles) or .csv (comma separated, no header) file."""
     file = Path(path)
     if not file.is_file():
-        raise CliError(f"input file {path!r} does not exist.")
-    if file.suffix == ".npy":
-        data = np.load(file, allow_pickle=False)
-    elif file.suffix == ".csv":
-        data = np.loadtxt(file, delimiter=",", ndmin=2)
-    else:
-        raise CliError(f"input file {path!r} must end in .npy or .csv.")
-    if data.ndim != 2:
+        raise CliError(f"{what} file {path!r} does not exist.")
+    if file.suffix not in (".npy", ".csv"):
+        raise CliError(f"{what} file {path!r} must end in .npy or .csv.")
+    try:
+        data = np.load(file, allow_pickle=False) if file.suffix == ".npy" else np.loadtxt(file, delimiter=",", ndmin=2)
+    except (ValueError, OSError, EOFError) as error:
+        raise CliError(f"{what} file {path!r} cannot be read as numbers: {str(error).splitlines()[0]}") from None
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise CliError(f"{what} file {path!r} must hold real numbers, got dtype {data.dtype}.")
+    if not np.isfinite(data).all():
+        raise CliError(f"{what} file {path!r} contains NaN or inf.")
+    return data
+
+
+def read_features(path: str) -> np.ndarray:
+    """Float features [n_samples, n_features] from a .npy or .csv file."""
+    data = read_array(path, "input")
+    if data.ndim != 2 or len(data) == 0:
         raise CliError(f"input {path!r} must hold a 2-D array [n_samples, n_features], got shape {data.shape}.")
     return data.astype(np.float32)
+
+
+def writable_output(path: str, suffixes: tuple[str, ...] | None = None, exists_ok: bool = True) -> None:
+    """Raises unless `path` can be written: its directory exists, its suffix fits, it is free if required."""
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CliError(f"cannot write {path!r}: the directory {str(parent)!r} does not exist.")
+    if suffixes and not path.endswith(suffixes):
+        raise CliError(f"output {path!r} must end in {' or '.join(suffixes)}.")
+    if not exists_ok and os.path.exists(path):
+        raise CliError(f"output {path!r} already exists; remove it or choose another path.")
+
+
+def load_keras(path: str):
+    """A Keras model file through the safe loader, any failure as a `CliError`."""
+    from qmoe_tfq import saving
+
+    if not (os.path.isfile(path) and path.endswith((".keras", ".h5"))):
+        raise CliError(f"{path!r} is not a Keras model file (.keras or .h5).")
+    try:
+        return saving.load_model(path)
+    except Exception as error:  # noqa: BLE001  (any corrupt or foreign file: one line, exit 2)
+        raise CliError(f"cannot load {path!r}: {str(error).splitlines()[0]}") from None
 
 
 def write_array(path: str, data: np.ndarray) -> None:
@@ -39,14 +106,13 @@ def write_array(path: str, data: np.ndarray) -> None:
 
 def load_predictor(path: str) -> Callable[[np.ndarray], np.ndarray]:
     """A function features -> predictions for a SavedModel directory or a .keras/.h5 Keras file."""
-    from qmoe_tfq import serialization
-    import tf_keras as keras
+    from qmoe_tfq import saving
 
-    if serialization.is_saved_model(path):
-        loaded = serialization.load_saved_model(path)
-        return lambda x: serialization.run_serving(loaded, x).numpy()
+    if saving.is_saved_model(path):
+        loaded = saving.load_saved_model(path)
+        return lambda x: saving.run_serving(loaded, x).numpy()
     if os.path.isfile(path) and path.endswith((".keras", ".h5")):
-        model = keras.models.load_model(path)
+        model = load_keras(path)
         if model.inputs[0].dtype.name == "string":
             raise CliError(f"{path!r} takes circuits; the command line feeds float features, so "
                            "build the model with an in-graph encoder (n_features=...).")
@@ -55,6 +121,8 @@ def load_predictor(path: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def command_predict(args: argparse.Namespace) -> None:
+    if args.output:
+        writable_output(args.output, (".npy", ".csv"))
     features = read_features(args.input)
     try:
         predictions = load_predictor(args.model)(features)
@@ -69,23 +137,20 @@ def command_predict(args: argparse.Namespace) -> None:
 
 
 def command_export(args: argparse.Namespace) -> None:
-    from qmoe_tfq import serialization
-    import tf_keras as keras
+    from qmoe_tfq import saving
 
-    if not (os.path.isfile(args.model) and args.model.endswith((".keras", ".h5"))):
-        raise CliError(f"{args.model!r} is not a Keras model file (.keras or .h5).")
-    spec = serialization.export_saved_model(keras.models.load_model(args.model), args.output)
+    writable_output(args.output, exists_ok=False)
+    try:
+        spec = saving.export_saved_model(load_keras(args.model), args.output)
+    except ValueError as error:
+        raise CliError(str(error)) from None
     print(f"exported SavedModel to {args.output} (serving_default takes {spec.name} "
           f"{spec.dtype.name}{list(spec.shape)})")
 
 
 def read_labels(path: str, n_samples: int) -> np.ndarray:
     """Integer class labels 0..C-1 from a .npy or .csv file, one per sample."""
-    labels = read_features(path).reshape(-1) if path.endswith(".csv") else None
-    if labels is None:
-        if not Path(path).is_file():
-            raise CliError(f"labels file {path!r} does not exist.")
-        labels = np.load(path, allow_pickle=False).reshape(-1)
+    labels = read_array(path, "labels").reshape(-1)
     if len(labels) != n_samples:
         raise CliError(f"labels file {path!r} has {len(labels)} labels for {n_samples} samples.")
     if not np.allclose(labels, np.round(labels)) or labels.min() < 0:
@@ -99,6 +164,8 @@ def training_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.
 
     from qmoe_tfq import datasets
 
+    if args.dataset and (args.features or args.labels):
+        raise CliError("give either --dataset NAME or --features FILE with --labels FILE, not both.")
     if args.dataset:
         return datasets.load(args.dataset, args.features_count, seed=args.seed, test_size=args.test_fraction)
     if not (args.features and args.labels):
@@ -117,6 +184,13 @@ def command_train(args: argparse.Namespace) -> None:
     import qmoe_tfq as qmoe
     from qmoe_tfq.interpretability import plot_gate_heatmap, routing_statistics
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {args.out!r} is a file; give a directory for model.keras, metrics.json and gates.png.")
+    out.mkdir(parents=True, exist_ok=True)
+    writable_output(str(out / "model.keras"))
+    if not os.access(out, os.W_OK):
+        raise CliError(f"--out {args.out!r} is not writable.")
     x_train, x_test, y_train, y_test = training_data(args)
     n_features = x_train.shape[1]
     qubits = cirq.GridQubit.rect(1, args.qubits or n_features)
@@ -131,9 +205,7 @@ def command_train(args: argparse.Namespace) -> None:
         raise CliError(str(error)) from error
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(x_test, y_test), verbose=1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "model.keras")
+    qmoe.save_model(model, out / "model.keras")
     test = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     stats = routing_statistics(model.get_layer("qmoe").gate_weights(x_test).numpy(), y_test)
     plot_gate_heatmap(stats.class_gates, out / "gates.png")
@@ -146,13 +218,11 @@ def command_train(args: argparse.Namespace) -> None:
 def command_evaluate(args: argparse.Namespace) -> None:
     import json
 
-    import tf_keras as keras
-
-    if not (os.path.isfile(args.model) and args.model.endswith((".keras", ".h5"))):
-        raise CliError(f"{args.model!r} is not a Keras model file (.keras or .h5).")
+    model = load_keras(args.model)
     x = read_features(args.features)
     y = read_labels(args.labels, len(x))
-    model = keras.models.load_model(args.model)
+    if y.max() >= model.output_shape[-1]:
+        raise CliError(f"labels in {args.labels!r} go up to {y.max()}, but the model has {model.output_shape[-1]} classes.")
     try:
         logs = model.evaluate(x, y, verbose=0, return_dict=True)
     except ValueError as error:
@@ -161,8 +231,8 @@ def command_evaluate(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="qmoe-tfq", description="Quantum mixture-of-experts models on TFQ.")
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    root = Parser(prog="qmoe-tfq", description="Quantum mixture-of-experts models on TFQ.")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     train = commands.add_parser("train", help="train a QMoE classifier and save it",
                                 description="Train a QMoE classifier on float features; save the model, "
@@ -170,21 +240,21 @@ def parser() -> argparse.ArgumentParser:
     source = train.add_argument_group("data (a built-in data set, or files)")
     source.add_argument("--dataset", choices=["digits", "breast_cancer", "moons"],
                         help="offline data set (digits: 3 vs 5), PCA to --features-count")
-    source.add_argument("--features-count", type=int, default=4, help="features kept for --dataset")
+    source.add_argument("--features-count", type=positive_int, default=4, help="features kept for --dataset")
     source.add_argument("--features", help="features [n_samples, n_features] in [0, 1], .npy or .csv")
     source.add_argument("--labels", help="class indices, .npy or .csv")
-    source.add_argument("--test-fraction", type=float, default=0.3)
-    train.add_argument("--qubits", type=int, help="default: one per feature")
-    train.add_argument("--experts", type=int, default=4)
-    train.add_argument("--top-k", type=int, help="default: dense routing")
-    train.add_argument("--expert-layers", type=int, default=2)
-    train.add_argument("--router-layers", type=int, default=2)
+    source.add_argument("--test-fraction", type=fraction, default=0.3)
+    train.add_argument("--qubits", type=positive_int, help="default: one per feature")
+    train.add_argument("--experts", type=positive_int, default=4)
+    train.add_argument("--top-k", type=positive_int, help="default: dense routing")
+    train.add_argument("--expert-layers", type=positive_int, default=2)
+    train.add_argument("--router-layers", type=positive_int, default=2)
     train.add_argument("--encoder-rotations", nargs="+", default=["ry"], choices=["rx", "ry", "rz"])
     train.add_argument("--backend", choices=["noiseless", "noisy"], default="noiseless")
-    train.add_argument("--repetitions", type=int, help="shots or trajectories (default: exact)")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--repetitions", type=positive_int, help="shots or trajectories (default: exact)")
+    train.add_argument("--epochs", type=positive_int, default=10)
+    train.add_argument("--batch-size", type=positive_int, default=32)
+    train.add_argument("--lr", type=positive_float, default=0.05)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="qmoe_run", help="output directory")
     train.set_defaults(run=command_train)

@@ -109,10 +109,11 @@ def circuit_stats(circuit: cirq.Circuit) -> dict[str, int]:
 class DeviceSampler(cirq.Sampler):
     """A `cirq.Sampler` that compiles every circuit for `device` before `sampler` runs it.
 
-    Measurement keys are kept, so results read exactly as for the uncompiled circuit.
+    Measurement keys are kept, so results read exactly as for the uncompiled circuit. Given a
+    `cirq_google` processor (or the QVM of `google_virtual_machine`)::
 
-    >>> sampler = DeviceSampler(processor.get_sampler(), processor.get_device())
-    >>> moe = qmoe_tfq.QMoELayer(qubits, backend=sampler, repetitions=1000)
+        sampler = DeviceSampler(processor.get_sampler(), processor.get_device())
+        moe = qmoe_tfq.QMoELayer(qubits, backend=sampler, repetitions=1000)
     """
 
     def __init__(self, sampler: cirq.Sampler, device: cirq.Device) -> None:

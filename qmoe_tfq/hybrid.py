@@ -10,8 +10,6 @@ import tf_keras as keras
 
 from qmoe_tfq.circuits import validate_positive_int
 
-QUANTUM = "quantum"
-
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
 class ClassicalExpert(keras.layers.Layer):

@@ -105,11 +105,11 @@ class RoutingLogger(keras.callbacks.Callback):
     Adds ``routing_entropy``, ``routing_usage_entropy`` and ``expert_<i>_mean_gate`` to the epoch
     logs (so `History` and other callbacks see them), keeps every epoch's `RoutingStatistics` in
     ``self.history``, and with `log_dir` writes them, a gate histogram and the class heatmap to
-    TensorBoard.
+    TensorBoard. With a QMoE ``model`` and its data::
 
-    >>> logger = RoutingLogger(x_val, y_val, log_dir="runs/qmoe")
-    >>> model.fit(x_train, y_train, epochs=5, callbacks=[logger])
-    >>> plot_gate_heatmap(logger.history[-1].class_gates, "gates.png")
+        logger = RoutingLogger(x_val, y_val, log_dir="runs/qmoe")
+        model.fit(x_train, y_train, epochs=5, callbacks=[logger])
+        plot_gate_heatmap(logger.history[-1].class_gates, "gates.png")
     """
 
     def __init__(self, inputs, labels=None, log_dir: str | os.PathLike | None = None,

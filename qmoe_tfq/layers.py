@@ -1,17 +1,15 @@
-"""Keras layers: `ExpertPQC` (a savable `tfq.layers.PQC`) and `QMoELayer` (router + experts).
+"""`QMoELayer`: a router weights experts, per input. One batch goes, left to right::
 
-One call of `QMoELayer` runs, left to right::
+    inputs ─► data (circuits, or features -> encoder angles) ─► router logits [B, E]
+           ─► routing.gate ─► dispatch.routed_rows ─► ONE executor call for every quantum row
+           (+ each classical expert on its rows) ─► dispatch.combine ─► outputs [B, n_readouts]
 
-    inputs ──► programs ──► router (one op call) ──► Routing ──► dispatch rows ──► experts
-    (one op call over every routed (sample, expert) pair) ──► combine ──► outputs [B, n_readouts]
-
-Experts share one ansatz and one set of symbol names; each owns its weights. The layer stacks
-those weights ``[E, n_symbols]`` and gathers one row per routed pair, so a single TFQ op serves
-the whole batch and experts that no sample was routed to are never simulated.
+Everything that call needs (programs, symbol layout, the router's program) is built once in
+`build`; `call` only moves tensors.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import cirq
@@ -20,26 +18,14 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq import routing
-from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, apply_noise, validate_noise
-from qmoe_tfq.circuits import (
-    Observable,
-    ancilla_register,
-    basis_bits,
-    basis_projectors,
-    controlled,
-    default_readouts,
-    rename_symbols,
-    hardware_efficient_ansatz,
-    reuploading_ansatz,
-    router_readouts,
-    validate_observables,
-    validate_positive_int,
-    validate_qubits,
-    validate_rotations,
-)
-from qmoe_tfq.encoding import AngleEncoder
-from qmoe_tfq.hybrid import QUANTUM, ClassicalExpert
+from qmoe_tfq import coherent, dispatch, routing
+from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, execution_config, make_executor, validate_noise
+from qmoe_tfq.circuits import (Observable, default_readouts, hardware_efficient_ansatz, reuploading_ansatz,
+                               router_readouts, validate_entangler, validate_observables,
+                               validate_positive_int, validate_qubits, validate_rotations)
+from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
+from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, circuit_batch, deserialize_part, expert_list, make_experts,
+                              make_router)
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 EXPERT_PREFIX = "theta"
@@ -47,325 +33,162 @@ ROUTER_PREFIX = "route"
 AGGREGATIONS = ("classical", "coherent")
 
 
-def _execution_config(backend: Backend, repetitions: int | None, noise: Noise | None) -> dict:
-    """The backend part of a layer config.
-
-    Cirq samplers and simulators are run-time choices that do not travel in a config: a layer
-    that ran on one reloads on the exact, noiseless simulator until it is given a backend again.
-    """
-    if not isinstance(backend, str):
-        return {"backend": "noiseless", "repetitions": None, "noise": None}
-    return {"backend": backend, "repetitions": repetitions,
-            "noise": None if noise is None else to_cirq_json(noise)}
+class _Batch(NamedTuple):
+    circuits: tf.Tensor | None  # <string>[B] input circuits (None for features)
+    features: tf.Tensor | None  # <float32>[B, F] (None for circuits)
+    angles: tf.Tensor  # <float32>[B, D] data symbol values (D = 0 for circuits)
 
 
-def _circuit_batch(inputs: tf.Tensor, layer: str) -> tf.Tensor:
-    """Checks serialized circuits <string>[batch] (or [batch, 1]) and returns them as [batch]."""
-    if inputs.dtype != tf.string:
-        raise TypeError(
-            f"{layer} expects serialized circuits <string>[batch] (from tfq.convert_to_tensor or "
-            f"qmoe_tfq.encode), got a tensor of dtype {inputs.dtype.name}.")
-    if inputs.shape.rank == 2 and inputs.shape[1] == 1:
-        inputs = tf.squeeze(inputs, axis=1)
-    if inputs.shape.rank != 1:
-        raise ValueError(f"{layer} expects circuits of shape [batch] or [batch, 1], got {inputs.shape}.")
-    return inputs
+def _feeds_features(inputs: object) -> bool:
+    try:
+        dtype = tf.as_dtype(getattr(inputs, "dtype", None) or np.asarray(inputs).dtype)
+    except TypeError:
+        return False
+    return dtype.is_floating or dtype.is_integer
 
 
-@keras.utils.register_keras_serializable(package="qmoe_tfq")
-class ExpertPQC(tfq.layers.PQC):
-    """A `tfq.layers.PQC` that saves and reloads, and that `QMoELayer` can evaluate fused.
-
-    It is a `tfq.layers.PQC` in every way a user sees (``symbols``, ``symbol_values()``, the
-    ``parameters`` weight, same input and output), with three differences:
-
-    * `get_config`/`from_config` work: the circuit and operators travel as Cirq JSON;
-    * it evaluates through one differentiable TFQ op (`CircuitExecutor`) rather than TFQ's
-      ``Expectation`` sub-layer, which cannot be exported as a SavedModel;
-    * each instance gets a fresh initializer, so experts do not all start from the same weights
-      (PQC's default initializer is one shared, unseeded instance).
-
-    >>> qubits = cirq.GridQubit.rect(1, 2)
-    >>> expert = ExpertPQC(hardware_efficient_ansatz(qubits, 1), default_readouts(qubits))
-    >>> expert(qmoe_tfq.encode(np.array([[0.3, 0.7]]), qubits)).shape
-    TensorShape([1, 2])
-
-    Args:
-        model_circuit: `cirq.Circuit` with sympy symbols; one trainable weight per symbol.
-        operators: `cirq.PauliSum`/`cirq.PauliString` or a list of them, measured at the end.
-        backend: ``"noiseless"``, ``"noisy"``, or a Cirq sampler/simulator (see `backends`).
-        repetitions: shots (sampler) or trajectories (``"noisy"``); None for exact expectations.
-        noise: a `cirq.NoiseModel` or channel (``cirq.depolarize(0.01)``) applied to the model
-            circuit; needs ``backend="noisy"`` or a Cirq backend.
-        differentiator: a `tfq.differentiators.Differentiator`; Adjoint when exact, else
-            ParameterShift.
-        initializer, regularizer, constraint: as for `tfq.layers.PQC`; the initializer defaults to
-            a new ``RandomUniform(0, 2 pi)``.
-    """
-
-    def __init__(self, model_circuit: cirq.Circuit, operators: Observable | Sequence[Observable], *,
-                 backend: Backend = "noiseless", repetitions: int | None = None,
-                 differentiator: tfq.differentiators.Differentiator | None = None,
-                 noise: Noise | None = None,
-                 initializer: keras.initializers.Initializer | str | None = None,
-                 regularizer: keras.regularizers.Regularizer | str | None = None,
-                 constraint: keras.constraints.Constraint | str | None = None, **kwargs) -> None:
-        validate_noise(noise, backend)
-        if initializer is None:
-            initializer = keras.initializers.RandomUniform(0.0, 2.0 * np.pi)
-        # PQC creates its weight here, outside any layer's name scope; scoping by the layer name keeps
-        # weight names unique (``expert_3/parameters``), which the HDF5 format requires.
-        with tf.name_scope(kwargs.get("name") or "expert_pqc"):
-            super().__init__(apply_noise(model_circuit, noise), operators, initializer=initializer,
-                             regularizer=regularizer, constraint=constraint, **kwargs)
-        self.model_circuit = model_circuit
-        self.noise = noise
-        self.readouts = tuple(validate_observables(operators, sorted(model_circuit.all_qubits()), "operators"))
-        self.backend = backend
-        self.repetitions = repetitions
-        self.executor = CircuitExecutor(backend, repetitions, differentiator)
-
-    @property
-    def program(self) -> tf.Tensor:
-        """<string>[1] the serialized model circuit (with its noise channels)."""
-        return self._model_circuit
-
-    @property
-    def symbol_names(self) -> tf.Tensor:
-        """<string>[n_symbols] symbol names, in the order of ``parameters``."""
-        return self._symbols
-
-    @property
-    def operator_tensor(self) -> tf.Tensor:
-        """<string>[1, n_operators] serialized readout operators."""
-        return self._operators
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        inputs = _circuit_batch(inputs, self.name)
-        batch = tf.shape(inputs)[0]
-        programs = tfq.append_circuit(inputs, tf.tile(self._model_circuit, [batch]))
-        values = tf.tile(self.parameters[None, :], [batch, 1])
-        return self.executor(programs, self._symbols, values, self._operators)
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "model_circuit": to_cirq_json(self.model_circuit),
-            "operators": to_cirq_json(list(self.readouts)),
-            **_execution_config(self.backend, self.repetitions, self.noise),
-            "initializer": keras.initializers.serialize(self.initializer),
-            "regularizer": keras.regularizers.serialize(self.regularizer),
-            "constraint": keras.constraints.serialize(self.constraint),
-            "format_version": FORMAT_VERSION,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> ExpertPQC:
-        config = read_layer_config(config, cls.__name__, ("model_circuit", "operators", "noise"))
-        config["initializer"] = keras.initializers.deserialize(config["initializer"])
-        config["regularizer"] = keras.regularizers.deserialize(config["regularizer"])
-        config["constraint"] = keras.constraints.deserialize(config["constraint"])
-        return cls(**config)
-
-
-class _Programs(NamedTuple):
-    """What the router and the experts evaluate for one batch (B samples, F data symbols)."""
-
-    expert: tf.Tensor  # <string>[B] per-sample expert programs
-    router: tf.Tensor  # <string>[B] per-sample router programs
-    expert_names: tf.Tensor  # <string>[F + n_expert_symbols]
-    router_names: tf.Tensor  # <string>[F + n_router_symbols]
-    data_values: tf.Tensor  # <float32>[B, F] encoded angles (F = 0 for circuit inputs)
-    features: tf.Tensor | None  # <float32>[B, F] raw features for classical parts (None for circuits)
-
-
-def _check_coherent(n_experts: int, encoder: AngleEncoder | None, top_k: int | None,
-                    capacity_factor: float | None, reuploading: bool) -> None:
-    if n_experts < 2 or n_experts & (n_experts - 1):
-        raise ValueError(f"aggregation='coherent' addresses experts by the basis states of a qubit "
-                         f"register, so n_experts must be a power of two >= 2, got {n_experts}.")
-    if encoder is None:
-        raise ValueError("aggregation='coherent' uploads float features into the router register: "
-                         "pass encoder=qmoe_tfq.AngleEncoder(qubits).")
-    if top_k is not None or capacity_factor is not None or reuploading:
-        raise ValueError("aggregation='coherent' mixes every expert in one circuit: it takes no top_k, "
-                         "capacity_factor or reuploading.")
-
-
-def _expert_kinds(experts: Sequence[str | keras.layers.Layer] | None,
-                  n_experts: int | None) -> tuple[list[str | keras.layers.Layer], int]:
-    """The expert list (``"quantum"`` or a classical layer per expert) and its length, checked."""
-    if experts is None:
-        n_experts = 4 if n_experts is None else n_experts
-        return [QUANTUM] * validate_positive_int(n_experts, "n_experts"), n_experts
-    if isinstance(experts, (str, keras.layers.Layer)) or not isinstance(experts, Sequence):
-        raise TypeError(f"experts must be a list of 'quantum' or tf_keras layers, got {experts!r}.")
-    experts = list(experts)
-    if not experts:
-        raise ValueError("experts is empty; give at least one expert ('quantum' or a tf_keras layer).")
-    for index, expert in enumerate(experts):
-        if isinstance(expert, ExpertPQC) or not (expert == QUANTUM or isinstance(expert, keras.layers.Layer)):
-            raise TypeError(f"experts[{index}] = {expert!r} is neither 'quantum' (a PQC expert built from the "
-                            "layer's ansatz options) nor a classical tf_keras layer.")
-    if n_experts is not None and n_experts != len(experts):
-        raise ValueError(f"n_experts={n_experts} but experts has {len(experts)} entries.")
-    layers = [e for e in experts if e != QUANTUM]
-    if len({id(e) for e in layers}) != len(layers):
-        raise ValueError("experts contains the same layer object twice; give each expert its own layer.")
-    return experts, len(experts)
+def _depths(expert_layers: int | Sequence[int], n_experts: int) -> int | list[int]:
+    if isinstance(expert_layers, Sequence) and not isinstance(expert_layers, str):
+        if len(expert_layers) != n_experts:
+            raise ValueError(f"expert_layers has {len(expert_layers)} depths but there are {n_experts} experts.")
+        return [validate_positive_int(d, f"expert_layers[{i}]") for i, d in enumerate(expert_layers)]
+    return validate_positive_int(expert_layers, "expert_layers")
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
 class QMoELayer(keras.layers.Layer):
-    """Quantum mixture of experts: a PQC router weights PQC experts, per input.
+    """Quantum mixture of experts: a router weights experts (PQCs or Keras layers), per input.
 
-    Each of the `n_experts` experts is an `ExpertPQC` (a `tfq.layers.PQC`) over the same
-    hardware-efficient ansatz with its own weights; the router is an `ExpertPQC` over its own
-    ansatz whose `n_experts` readouts, times a learned scale, are the gating logits::
+    The router's readouts, times a learned scale (or through ``router_head``), are the logits::
 
-        gates   = softmax(logit_scale * <router readouts> / temperature)        # [B, E]
-        outputs = sum_e gates[:, e] * <expert_e readouts>                       # [B, n_readouts]
+        gates   = softmax(logits / temperature)                          # [B, E]
+        outputs = sum_e gates[:, e] * <expert_e readouts>                # [B, n_readouts]
 
-    With ``top_k=k`` only the k largest gates are kept (renormalised) and only those experts are
-    simulated for that sample. Inputs are serialized circuits ``<string>[batch]`` (quantum data, or
-    classical data through `qmoe_tfq.encode`), or float features ``[batch, n_features]`` when an
-    `encoder` is given.
+    With ``top_k=k`` only the k largest gates are kept (renormalised) and only those experts run.
+    Every quantum expert's rows go through one executor call per step, however different their
+    circuits. Bring your own circuits: each entry of ``experts=`` is ``"quantum"`` (the built-in
+    ansatz), a `cirq.Circuit` (its symbols are its weights; it reads `observables`), a
+    `tfq.layers.PQC`/`ExpertPQC` (its own operators, as many as `observables`) or a `tf_keras`
+    layer on the float features.
 
     >>> import qmoe_tfq as qmoe
     >>> qubits = cirq.GridQubit.rect(1, 4)
     >>> inputs = keras.Input(shape=(), dtype=tf.string)
     >>> moe = qmoe.QMoELayer(qubits, n_experts=4, expert_layers=2, router_layers=2, top_k=2)
-    >>> outputs = keras.layers.Dense(2, activation="softmax")(moe(inputs))
-    >>> model = keras.Model(inputs, outputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(moe(inputs)))
     >>> model(qmoe.encode(np.random.rand(3, 4), qubits)).shape
     TensorShape([3, 2])
     >>> moe.gate_weights(qmoe.encode(np.random.rand(3, 4), qubits)).shape  # [batch, n_experts]
     TensorShape([3, 4])
 
-    Auxiliary terms go through `add_loss` (load balancing, router z-loss) and `add_metric`
-    (those two and each expert's routed fraction), so they show in ``fit`` logs.
+    Input shape: serialized circuits ``<string>[batch]`` (quantum data, or `qmoe_tfq.encode`), or
+    float features ``[batch, n_features]``: with an `encoder`, or `AngleEncoder(qubits)` by default.
+    Output shape: ``[batch, len(observables)]``. Load balancing and z-loss go through `add_loss`,
+    and with each expert's routed fraction through `add_metric`.
 
     Args:
-        qubits: the qubits of the experts' and router's circuits.
-        n_experts: number of experts, >= 1.
-        expert_layers: ansatz depth of each expert.
-        router_layers: ansatz depth of the router.
-        top_k: None for dense routing (every expert, softmax gates), or k in 1..n_experts.
-        temperature: softmax temperature of the gates (> 0); lower is sharper.
-        observables: expert readouts, a list of `cirq.PauliSum`; Z on each qubit by default.
-        rotations, entangler: ansatz options, see `hardware_efficient_ansatz`.
-        encoder: an `AngleEncoder` to accept float features; its angles are fed to the simulator
-            with the weights, so no circuit is built per sample.
-        reuploading: QMoE+ data re-uploading experts: the encoder runs again before every expert
-            layer, with a learnable scale per expert, layer and feature (the ``input_scaling``
-            weight ``[E, expert_layers, n_features]``, initialised to 1). Needs `encoder`; the
-            router still encodes once.
-        aggregation: ``"classical"`` (default: gates weight the experts' readouts) or
-            ``"coherent"`` (QMoE+): the router is a circuit on a register of log2(n_experts)
-            extra qubits (features re-uploaded before each router layer), every expert acts
-            controlled on its basis state of that register, and one circuit per sample measures
-            ``sum_e p_e(x) <O>_e(x)`` with the register's Born probabilities ``p_e`` as gates.
-            Needs `encoder`, dense routing, no capacity, and a power-of-two `n_experts`.
-        router_noise: std of Gaussian noise added to the logits while training (exploration).
-        capacity_factor: None (no limit), or each expert takes at most
-            ``ceil(capacity_factor * B * k / E)`` (sample, expert) pairs per batch; pairs over
-            capacity are dropped (first choices of all samples have priority over second choices,
-            then batch order) and contribute nothing, without renormalising the others.
-        load_balance_weight: weight of the Switch load-balancing loss (0 turns it off).
-        z_loss_weight: weight of the router z-loss (0 turns it off).
-        experts: hybrid mixtures: a list with one entry per expert, each ``"quantum"`` (an
-            `ExpertPQC` built from the ansatz options) or any `tf_keras` layer mapping the float
-            features to ``len(observables)`` outputs (e.g. `hybrid.ClassicalExpert`). Classical
-            experts need float features. Default: `n_experts` quantum experts.
-        router: None for the PQC router, or any `tf_keras` layer mapping the float features to
-            `n_experts` logits (e.g. ``Dense(n_experts)``). Gates, top-k, noise, capacity and the
-            auxiliary losses work the same way for every combination.
-        backend, repetitions, differentiator: where circuits run, see `backends.CircuitExecutor`;
-            a `hardware.DeviceSampler` runs them on a Google processor or its virtual machine.
-        noise: a `cirq.NoiseModel` or channel applied to the router and expert circuits (and the
-            encoder's), e.g. ``cirq.depolarize(0.01)``; needs ``backend="noisy"`` or a Cirq backend.
+        qubits: the qubits every part acts on (parts may use a subset).
+        n_experts: number of experts (default 4, or ``len(experts)``).
+        expert_layers: depth of the built-in experts: one int, or one per expert.
+        router_layers: depth of the built-in router.
+        top_k, temperature, router_noise, capacity_factor, load_balance_weight, z_loss_weight: the
+            gating policy, see `routing.RoutingPolicy`: dense or top-k; softmax temperature; std of
+            the logits' noise in training; None or ``ceil(capacity_factor * B * k / E)`` pairs per
+            expert (first choices first, dropped pairs contribute nothing); aux-loss weights.
+        observables: expert readouts; Z on each qubit by default.
+        rotations, entangler: built-in ansatz options, see `hardware_efficient_ansatz`.
+        encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the
+            simulator with the weights; no circuit is built per sample).
+        reuploading: QMoE+ re-uploading: the encoder again before every built-in expert layer,
+            scaled per expert, layer and feature (weight ``input_scaling`` [E, L, F], init 1).
+        aggregation: ``"classical"`` (gates weight readouts) or ``"coherent"`` (QMoE+: a router
+            register of log2(E) qubits controls every expert in one circuit; gates are its Born
+            probabilities; needs an encoder, dense routing, no capacity, power-of-two E).
+        experts: one entry per expert, as above.
+        router: None (the built-in ansatz), a `cirq.Circuit` (read with `router_observables`), a
+            `tfq.layers.PQC`/`ExpertPQC`, or any `tf_keras` layer mapping features to E logits.
+        router_observables: readouts of a quantum router; `router_readouts(qubits, E)` by default.
+        router_head: a `tf_keras` layer mapping the quantum router's readouts to E logits (e.g.
+            ``Dense(n_experts)``, the hybrid QMoE router); then any number of router readouts works.
+        backend, repetitions, differentiator, noise: where and how circuits run (see `backends`).
     """
 
-    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None, expert_layers: int = 2,
-                 router_layers: int = 2, *, top_k: int | None = None, temperature: float = 1.0,
-                 observables: Sequence[Observable] | None = None,
+    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None,
+                 expert_layers: int | Sequence[int] = 2, router_layers: int = 2, *, top_k: int | None = None,
+                 temperature: float = 1.0, observables: Sequence[Observable] | None = None,
                  rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
-                 encoder: AngleEncoder | None = None, reuploading: bool = False,
-                 aggregation: str = "classical",
-                 router_noise: float = 0.0,
-                 capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
-                 z_loss_weight: float = 1e-3, backend: Backend = "noiseless",
-                 repetitions: int | None = None,
-                 differentiator: tfq.differentiators.Differentiator | None = None,
-                 noise: Noise | None = None,
-                 experts: Sequence[str | keras.layers.Layer] | None = None,
-                 router: keras.layers.Layer | None = None, **kwargs) -> None:
+                 encoder: FeatureEncoder | None = None, reuploading: bool = False, aggregation: str = "classical",
+                 router_noise: float = 0.0, capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
+                 z_loss_weight: float = 1e-3, backend: Backend | CircuitExecutor = "noiseless",
+                 repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
+                 noise: Noise | None = None, experts: Sequence[Part] | None = None, router: Part | None = None,
+                 router_observables: Sequence[Observable] | None = None,
+                 router_head: keras.layers.Layer | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.qubits = validate_qubits(qubits)
-        experts, n_experts = _expert_kinds(experts, n_experts)
-        if router is not None and not isinstance(router, keras.layers.Layer):
-            raise TypeError(f"router must be None (the PQC router) or a tf_keras layer, got {router!r}.")
-        self.n_experts = validate_positive_int(n_experts, "n_experts")
-        self.expert_layers = validate_positive_int(expert_layers, "expert_layers")
+        parts = expert_list(experts, n_experts)
+        self.n_experts = len(parts)
+        self.expert_layers = _depths(expert_layers, self.n_experts)
         self.router_layers = validate_positive_int(router_layers, "router_layers")
         self.rotations = validate_rotations(rotations)
-        routing.validate_routing(n_experts, top_k, temperature, router_noise, capacity_factor,
-                                 load_balance_weight, z_loss_weight)
-        if encoder is not None and not isinstance(encoder, AngleEncoder):
-            raise TypeError(f"encoder must be None or a qmoe_tfq.AngleEncoder, got {encoder!r}.")
+        self.entangler = validate_entangler(entangler)
+        self.policy = routing.RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
+                                            load_balance_weight, z_loss_weight)
+        self.observables = validate_observables(
+            default_readouts(self.qubits) if observables is None else observables, self.qubits, "observables")
+        if encoder is not None and not isinstance(encoder, FeatureEncoder):
+            raise TypeError(f"encoder must be None, a qmoe_tfq.AngleEncoder or a qmoe_tfq.CircuitEncoder, got {encoder!r}.")
         if encoder is not None and not set(encoder.qubits) <= set(self.qubits):
-            raise ValueError(
-                f"encoder qubits {[str(q) for q in encoder.qubits]} must be among the layer's "
-                f"qubits {[str(q) for q in self.qubits]}.")
-        if reuploading and encoder is None:
-            raise ValueError("reuploading=True re-encodes float features before every expert layer: "
-                             "pass encoder=qmoe_tfq.AngleEncoder(qubits) too.")
-        self.reuploading = bool(reuploading)
+            raise ValueError(f"encoder qubits {[str(q) for q in encoder.qubits]} must be among the layer's "
+                             f"qubits {[str(q) for q in self.qubits]}.")
+        if reuploading and (encoder is None or not isinstance(self.expert_layers, int)
+                            or any(p != QUANTUM for p in parts)):
+            raise ValueError("reuploading=True re-encodes float features before every layer of the built-in "
+                             "experts: pass encoder=qmoe_tfq.AngleEncoder(qubits), one int expert_layers and "
+                             "only 'quantum' experts.")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation={aggregation!r} is not allowed; use one of {AGGREGATIONS}.")
+        if router_head is not None and not isinstance(router_head, keras.layers.Layer):
+            raise TypeError(f"router_head must be None or a tf_keras layer, got {router_head!r}.")
+        validate_noise(noise, backend)
+        self.encoder, self.reuploading, self.aggregation = encoder, bool(reuploading), aggregation
+        self.backend, self.repetitions, self.noise = backend, repetitions, noise
+        self.router_head = router_head
         if aggregation == "coherent":
-            _check_coherent(n_experts, encoder, top_k, capacity_factor, reuploading)
-            if router is not None or any(kind != QUANTUM for kind in experts):
-                raise ValueError("aggregation='coherent' controls quantum experts with a quantum router; "
-                                 "it takes no classical experts or router.")
-        self.aggregation = aggregation
-        self.top_k = top_k
-        self.temperature = float(temperature)
-        self.entangler = entangler
-        self.encoder = encoder
-        self.router_noise = float(router_noise)
-        self.capacity_factor = capacity_factor
-        self.load_balance_weight = float(load_balance_weight)
-        self.z_loss_weight = float(z_loss_weight)
-        self.backend = backend
-        self.repetitions = repetitions
-        self.noise = noise
-        self.observables = validate_observables(
-            default_readouts(self.qubits) if observables is None else observables, self.qubits,
-            "observables")
-
-        expert_circuit = hardware_efficient_ansatz(self.qubits, expert_layers, EXPERT_PREFIX, rotations, entangler)
-        router_qubits, router_observables = self.qubits, router_readouts(self.qubits, n_experts)
-        if aggregation == "coherent":
-            self.register = ancilla_register(self.qubits, n_experts.bit_length() - 1)
-            router_qubits, router_observables = self.register, basis_projectors(self.register)
-        router_circuit = hardware_efficient_ansatz(router_qubits, router_layers, ROUTER_PREFIX, rotations, entangler)
-        executor_args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator}
+            coherent.check_coherent(self.n_experts, encoder, top_k, capacity_factor, self.reuploading,
+                                    router is None and all(p == QUANTUM for p in parts))
+            self.register = coherent.ancilla_register(self.qubits, self.n_experts.bit_length() - 1)
+        args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator, "noise": noise}
         with tf.name_scope(self.name):
-            self.experts = [
-                ExpertPQC(expert_circuit, self.observables, name=f"expert_{i}", noise=noise, **executor_args)
-                if kind == QUANTUM else kind for i, kind in enumerate(experts)]
-            self.router = router or ExpertPQC(router_circuit, router_observables, name="router", noise=noise,
-                                              **executor_args)
-        # The experts' shared program parts, whichever experts are quantum (PQC sorts its symbols by name).
-        self._expert_circuit = expert_circuit
-        self._expert_symbol_names = tf.constant(sorted(str(s) for s in cirq.parameter_symbols(expert_circuit)))
-        self._readout_tensor = tfq.convert_to_tensor([self.observables])
-        self._quantum = [i for i, kind in enumerate(experts) if kind == QUANTUM]
-        self._classical = [i for i, kind in enumerate(experts) if kind != QUANTUM]
-        self._custom_parts = any(kind != QUANTUM for kind in experts) or router is not None
-        # One executor for the fused expert rows; the router runs on its own.
-        self._expert_executor = CircuitExecutor(**executor_args)
+            self.experts = make_experts(parts, self._builtin_expert(args), self.qubits, self.observables, **args)
+            router_qubits = self.register if aggregation == "coherent" else self.qubits
+            self.router = make_router(router, router_qubits, self._router_observables(router_observables),
+                                      self._builtin_router_circuit, self.n_experts, router_head is not None, **args)
+        self._builtin = [isinstance(p, str) for p in parts]
+        self._builtin_router = router is None
+        self._quantum = [isinstance(e, ExpertPQC) for e in self.experts]
+        if self.encoder is None and (any(self._quantum) or self.quantum_router) and self._classical_parts():
+            self.encoder = AngleEncoder(self.qubits)  # classical parts need features; quantum ones encode them
+        self._executor = make_executor(backend, repetitions, differentiator)
+
+    def _router_observables(self, given: Sequence[Observable] | None) -> Callable[[], list[cirq.PauliSum]]:
+        """The readouts a router circuit is read with, made only if one is needed (a PQC brings its own)."""
+        if self.aggregation == "coherent":
+            return lambda: coherent.basis_projectors(self.register)
+        if given is not None:
+            return lambda: validate_observables(given, self.qubits, "router_observables")
+        return lambda: router_readouts(self.qubits, self.n_experts)
+
+    def _builtin_router_circuit(self) -> cirq.Circuit:
+        qubits = self.register if self.aggregation == "coherent" else self.qubits
+        return hardware_efficient_ansatz(qubits, self.router_layers, ROUTER_PREFIX, self.rotations, self.entangler)
+
+    def _builtin_expert(self, args: dict) -> Callable[[int], ExpertPQC]:
+        def make(index: int) -> ExpertPQC:
+            depth = self.expert_layers if isinstance(self.expert_layers, int) else self.expert_layers[index]
+            circuit = hardware_efficient_ansatz(self.qubits, depth, EXPERT_PREFIX, self.rotations, self.entangler)
+            return ExpertPQC(circuit, self.observables, name=f"expert_{index}", **args)
+        return make
 
     @property
     def n_readouts(self) -> int:
@@ -375,242 +198,168 @@ class QMoELayer(keras.layers.Layer):
     def quantum_router(self) -> bool:
         return isinstance(self.router, ExpertPQC)
 
+    @property
+    def top_k(self) -> int | None:
+        return self.policy.top_k
+
     def _classical_parts(self) -> list[str]:
-        parts = [f"experts[{i}] ({self.experts[i].name})" for i in self._classical]
+        parts = [f"experts[{i}] ({e.name})" for i, e in enumerate(self.experts) if not self._quantum[i]]
         return parts + ([] if self.quantum_router else [f"router ({self.router.name})"])
 
-    def _check_classical_widths(self, n_features: int) -> None:
-        """Builds the classical parts on [batch, n_features] and checks their output widths."""
-        probe = tf.zeros([1, n_features])
-        for index in self._classical:
-            width = self.experts[index](probe).shape[-1]
-            if width != self.n_readouts:
-                raise ValueError(
-                    f"experts[{index}] ({self.experts[index].name}) outputs {width} values per sample, but "
-                    f"every expert must output len(observables) = {self.n_readouts}.")
-        if not self.quantum_router:
-            width = self.router(probe).shape[-1]
-            if width != self.n_experts:
-                raise ValueError(f"router ({self.router.name}) outputs {width} logits per sample, but the "
-                                 f"layer has n_experts = {self.n_experts}.")
+    def _takes_features_because(self) -> str:
+        parts = self._classical_parts()
+        why = f"{', '.join(parts)} are classical" if parts else f"it encodes them with {self.encoder.name}"
+        return f"{self.name} takes float features [batch, n_features] ({why})"
+
+    def __call__(self, inputs, *args, **kwargs):
+        self._adopt_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _adopt_inputs(self, inputs: object) -> None:
+        """Before the first build: float inputs without an encoder get `AngleEncoder(qubits)`."""
+        if not self.built and self.encoder is None and _feeds_features(inputs) and not self._classical_parts():
+            self.encoder = AngleEncoder(self.qubits)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         input_shape = tf.TensorShape(input_shape)
-        if self.aggregation == "classical" and self.quantum_router:
-            self.logit_scale = self.add_weight(
-                "logit_scale", shape=(), initializer=keras.initializers.Constant(3.0), trainable=True)
-        if self._classical_parts() and input_shape.rank == 2 and input_shape[-1] is not None:
-            self._check_classical_widths(int(input_shape[-1]))
-        if self.encoder is not None and input_shape.rank == 2 and input_shape[-1] != 1:
-            if not self.encoder.built:
-                self.encoder.build(input_shape)
-            expert_circuit = self.encoder.circuit + self._expert_circuit
-            self._expert_data_names = self.encoder.symbol_names
-            if self.reuploading:
-                expert_circuit, uploads = reuploading_ansatz(
-                    self.qubits, self.expert_layers, self.encoder.circuit, EXPERT_PREFIX, self.rotations,
-                    self.entangler)
-                self._expert_data_names = tf.constant([str(s) for s in uploads])
-                self.input_scaling = self.add_weight(
-                    "input_scaling", shape=(self.n_experts, self.expert_layers, self.encoder.n_features),
-                    initializer="ones", trainable=True)
-            self._fused_expert_program = tfq.convert_to_tensor([apply_noise(expert_circuit, self.noise)])
-            if self.quantum_router:
-                self._fused_router_program = tfq.convert_to_tensor(
-                    [apply_noise(self.encoder.circuit + self.router.model_circuit, self.noise)])
-            if self.aggregation == "coherent":
-                self._build_coherent()
+        # Decided once: features when there is an encoder or a classical part, else circuits.
+        self.takes_features = self.encoder is not None or bool(self._classical_parts())
+        if self.takes_features:
+            if input_shape.rank != 2 or input_shape[-1] is None:
+                raise ValueError(f"{self._takes_features_because()}, got inputs of shape {input_shape}.")
+            self._n_features = int(input_shape[-1])
+            self._check_classical_widths(self._n_features)
+        if self.encoder is not None and not self.encoder.built:
+            self.encoder.build(input_shape)
+        data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
+        data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
+        self._table = self._expert_table(data_circuit, data_names)
+        if self.quantum_router and self.aggregation == "classical":
+            self._router_program = self._router_program_on(data_circuit, data_names)
+            if self.router_head is None:
+                self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
+                                                   trainable=True)
+        if self.aggregation == "coherent":
+            self._coherent = coherent.coherent_programs(
+                self.qubits, self.register, self.encoder, self.router_layers, self.rotations, self.entangler,
+                ROUTER_PREFIX, self.router.symbol_names.numpy().astype(str), self.experts, self.observables, self.noise)
         super().build(input_shape)
 
-    def _build_coherent(self) -> None:
-        """Programs of coherent aggregation: the router on the register, then controlled experts."""
-        n_features = self.encoder.n_features
-        slots = -(-n_features // len(self.register))  # rotations per register qubit to hold every feature
-        register_encoder = AngleEncoder(self.register, rotations=("ry", "rz") * (-(-slots // 2)),
-                                        scale=self.encoder.scale, n_features=n_features)
-        router_circuit, uploads = reuploading_ansatz(
-            self.register, self.router_layers, register_encoder.circuit, ROUTER_PREFIX, self.rotations,
-            self.entangler)
-        width = len(self.register)
-        experts = [controlled(rename_symbols(expert.model_circuit, f"e{index:02d}"), self.register,
-                              basis_bits(index, width))
-                   for index, expert in enumerate(self.experts)]
-        self._fused_router_program = tfq.convert_to_tensor([apply_noise(router_circuit, self.noise)])
-        self._router_upload_names = tf.constant([str(s) for s in uploads])
-        self._coherent_program = tfq.convert_to_tensor(
-            [apply_noise(self.encoder.circuit + router_circuit + sum(experts, cirq.Circuit()), self.noise)])
-        expert_names = [f"e{index:02d}_{name}" for index in range(self.n_experts)
-                        for name in self._expert_symbol_names.numpy().astype(str)]
-        self._coherent_names = tf.concat(
-            [self.encoder.symbol_names, self._router_upload_names, self.router.symbol_names,
-             tf.constant(expert_names)], axis=0)
+    def _expert_table(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.ExpertTable:
+        """Every quantum expert's program behind the data encoding (or re-uploading it per layer)."""
+        bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self.experts)]
+        if self.reuploading:
+            body, uploads = reuploading_ansatz(self.qubits, self.expert_layers, self.encoder.circuit, EXPERT_PREFIX,
+                                               self.rotations, self.entangler)
+            bodies, data_names = [body] * self.n_experts, [str(s) for s in uploads]
+            self.input_scaling = self.add_weight(
+                "input_scaling", shape=(self.n_experts, self.expert_layers, self.encoder.n_features),
+                initializer="ones", trainable=True)
+        readouts = [e.readouts if q else None for q, e in zip(self._quantum, self.experts)]
+        return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise)
 
-    def _programs(self, inputs: tf.Tensor) -> _Programs:
-        """Per-sample programs and data symbol values, for circuit or float-feature inputs."""
-        router = self.router
-        if inputs.dtype == tf.string:
-            if self._classical_parts():
-                raise TypeError(
-                    f"{self.name}: {', '.join(self._classical_parts())} are classical and need float features, "
-                    "but the input is circuits; feed features (with an encoder for the quantum parts).")
-            if self.reuploading or self.aggregation == "coherent":
-                raise TypeError(f"{self.name} uploads float features more than once (reuploading or "
-                                "coherent aggregation) and cannot take circuits; feed the features.")
-            circuits = _circuit_batch(inputs, self.name)
-            batch = tf.shape(circuits)[0]
-            return _Programs(
-                expert=tfq.append_circuit(circuits, tf.tile(self.experts[0].program, [batch])),
-                router=tfq.append_circuit(circuits, tf.tile(router.program, [batch])),
-                expert_names=self._expert_symbol_names, router_names=router.symbol_names,
-                data_values=tf.zeros([batch, 0]), features=None)
+    def _router_program_on(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.Program:
+        router_names = list(self.router.symbol_names.numpy().astype(str))
+        clash = sorted(set(data_names) & set(router_names))
+        if clash:
+            raise ValueError(f"router symbols {clash} are also the encoder's feature symbols; rename them.")
+        return dispatch.single_program(data_circuit + self.router.model_circuit, self.router.readouts,
+                                       data_names + router_names, self.qubits, self.noise)
+
+    def _check_classical_widths(self, n_features: int) -> None:
+        """Builds the classical parts on [batch, n_features] and checks their output widths."""
+        probe = tf.zeros([1, n_features])  # <float32>[1, F]
+        for index, expert in enumerate(self.experts):
+            if not self._quantum[index] and expert(probe).shape[-1] != self.n_readouts:
+                raise ValueError(f"experts[{index}] ({expert.name}) outputs {expert(probe).shape[-1]} values per "
+                                 f"sample, but every expert must output len(observables) = {self.n_readouts}.")
+        if not self.quantum_router and self.router(probe).shape[-1] != self.n_experts:
+            raise ValueError(f"router ({self.router.name}) outputs {self.router(probe).shape[-1]} logits per "
+                             f"sample, but the layer has n_experts = {self.n_experts}.")
+
+    def _batch(self, inputs: tf.Tensor) -> _Batch:
+        if not self.takes_features:
+            if inputs.dtype != tf.string:
+                raise TypeError(f"{self.name} was built for serialized circuits <string>[batch], got a tensor of "
+                                f"dtype {inputs.dtype.name}; for float features make a layer with an encoder.")
+            circuits = circuit_batch(inputs, self.name)
+            return _Batch(circuits, None, tf.zeros([tf.shape(circuits)[0], 0]))
         if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
-            raise TypeError(
-                f"{self.name} expects serialized circuits <string>[batch] or float features "
-                f"[batch, n_features], got a tensor of dtype {inputs.dtype.name}.")
-        features = tf.cast(inputs, tf.float32)
-        batch = tf.shape(inputs)[0]
-        if self.encoder is None:
-            if self._quantum or self.quantum_router:
-                raise TypeError(
-                    f"{self.name} got float features of shape {inputs.shape} but has no encoder: pass "
-                    "encoder=qmoe_tfq.AngleEncoder(qubits), or feed circuits from qmoe_tfq.encode(x, qubits).")
-            return _Programs(None, None, None, None, tf.zeros([batch, 0]), features)
-        if inputs.shape.rank != 2 or inputs.shape[-1] != self.encoder.n_features:
-            raise ValueError(
-                f"{self.name} expects float features of shape [batch, {self.encoder.n_features}], "
-                f"got {inputs.shape}.")
-        if self.aggregation == "coherent":
-            return _Programs(
-                expert=self._coherent_program, router=tf.tile(self._fused_router_program, [batch]),
-                expert_names=self._coherent_names,
-                router_names=tf.concat([self._router_upload_names, router.symbol_names], 0),
-                data_values=tf.tile(self.encoder.angles(inputs), [1, self.router_layers]), features=features)
-        return _Programs(
-            expert=tf.tile(self._fused_expert_program, [batch]),
-            router=tf.tile(self._fused_router_program, [batch]) if self.quantum_router else None,
-            expert_names=tf.concat([self._expert_data_names, self._expert_symbol_names], 0),
-            router_names=tf.concat([self.encoder.symbol_names, router.symbol_names], 0)
-            if self.quantum_router else None,
-            data_values=self.encoder.angles(inputs), features=features)
+            raise TypeError(f"{self._takes_features_because()}, got a tensor of dtype {inputs.dtype.name}.")
+        if inputs.shape.rank != 2 or inputs.shape[-1] != self._n_features:
+            raise ValueError(f"{self.name} expects float features of shape [batch, {self._n_features}], "
+                             f"got {inputs.shape}.")
+        features = tf.cast(inputs, tf.float32)  # <float32>[B, F]
+        angles = tf.zeros([tf.shape(features)[0], 0]) if self.encoder is None else self.encoder.angles(features)
+        return _Batch(None, features, angles)
 
-    def _route(self, programs: _Programs, training: bool | None) -> routing.Routing:
-        batch = tf.shape(programs.data_values)[0]
-        if self.quantum_router:
-            # router_values <float32>[B, F + n_router_symbols] (coherent: F per router layer)
-            router_values = tf.concat(
-                [programs.data_values, tf.tile(self.router.parameters[None, :], [batch, 1])], axis=1)
-            readouts = self.router.executor(
-                programs.router, programs.router_names, router_values, self.router.operator_tensor)
+    def _route(self, batch: _Batch, training: bool | None) -> routing.Routing:
+        if not self.quantum_router:
+            return routing.gate(self.router(batch.features), self.policy, training)
+        size = tf.shape(batch.angles)[0]
         if self.aggregation == "coherent":
-            # readouts are the register's Born probabilities: they are the gates.
-            probabilities = tf.maximum(readouts, 0.0)
-            probabilities /= tf.reduce_sum(probabilities, axis=-1, keepdims=True)
-            expert_index, combine_weights = routing.select_experts(probabilities, None)
-            return routing.Routing(tf.math.log(probabilities + 1e-9), probabilities, expert_index,
-                                   combine_weights, tf.ones_like(expert_index, dtype=tf.bool))
-        # logits <float32>[B, E]
-        logits = self.logit_scale * readouts if self.quantum_router else self.router(programs.features)
-        if training and self.router_noise > 0:
-            logits += self.router_noise * tf.random.normal(tf.shape(logits))
-        probabilities = tf.nn.softmax(logits / self.temperature, axis=-1)
-        # expert_index <int32>[B, k], combine_weights <float32>[B, k]
-        expert_index, combine_weights = routing.select_experts(probabilities, self.top_k)
-        if self.capacity_factor is None:
-            kept = tf.ones_like(expert_index, dtype=tf.bool)
+            program = self._coherent.router
+            values = coherent.router_values(batch.angles, self.router_layers, self.router.parameters)
         else:
-            capacity = routing.expert_capacity(
-                batch, self.top_k or self.n_experts, self.n_experts, self.capacity_factor)
-            kept = routing.capacity_mask(expert_index, self.n_experts, capacity)
-            combine_weights *= tf.cast(kept, combine_weights.dtype)
-        return routing.Routing(logits, probabilities, expert_index, combine_weights, kept)
+            program = self._router_program
+            # values <float32>[B, D + n_router_symbols]
+            values = tf.concat([batch.angles, tf.tile(self.router.parameters[None, :], [size, 1])], axis=1)
+        programs = tf.tile(program.circuits, [size])  # <string>[B]
+        if batch.circuits is not None:
+            programs = tfq.append_circuit(batch.circuits, programs)
+        readouts = self._executor(programs, program.symbol_names, values, program.operators)  # <float32>[B, R]
+        if self.aggregation == "coherent":
+            return routing.born_routing(readouts)
+        logits = self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
+        return routing.gate(logits, self.policy, training)
 
-    def _run_experts(self, programs: _Programs, route: routing.Routing) -> tf.Tensor:
-        batch = tf.shape(route.expert_index)[0]
-        slots = tf.shape(route.expert_index)[1]
-        # One row per dispatched (sample, expert) pair: sample_index, expert_index, weight <[B * k]>
-        sample_index = tf.repeat(tf.range(batch), slots)
-        expert_index = tf.reshape(route.expert_index, [-1])
-        weight = tf.reshape(route.combine_weights, [-1])
-        if self.capacity_factor is not None:
-            kept = tf.reshape(route.kept, [-1])
-            sample_index, expert_index, weight = (
-                tf.boolean_mask(t, kept) for t in (sample_index, expert_index, weight))
-        # outputs <float32>[B, n_readouts]
-        outputs = tf.zeros([batch, self.n_readouts])
-        if self._quantum:
-            outputs += self._run_quantum_experts(programs, sample_index, expert_index, weight, batch)
-        for index in self._classical:
-            # Only the samples routed to this expert go through it.
-            mine = tf.equal(expert_index, index)
-            rows, row_weight = tf.boolean_mask(sample_index, mine), tf.boolean_mask(weight, mine)
-            readouts = self.experts[index](tf.gather(programs.features, rows))
-            outputs += tf.math.unsorted_segment_sum(readouts * row_weight[:, None], rows, batch)
+    def _run_experts(self, batch: _Batch, rows: dispatch.Rows) -> tf.Tensor:
+        size = tf.shape(batch.angles)[0]
+        outputs = tf.zeros([size, self.n_readouts])  # <float32>[B, n_readouts]
+        if any(self._quantum):
+            quantum = rows if all(self._quantum) else dispatch.select(
+                rows, tf.gather(tf.constant(self._quantum), rows.expert_index))
+            weights = [e.parameters if q else None for q, e in zip(self._quantum, self.experts)]
+            values = dispatch.row_values(self._table, quantum, batch.angles, weights,
+                                         self.input_scaling if self.reuploading else None)
+            readouts = dispatch.run_experts(self._executor, self._table, quantum, values, batch.circuits)
+            outputs += dispatch.combine(readouts, quantum, size)
+        for index, expert in enumerate(self.experts):
+            if not self._quantum[index]:  # only the samples routed to this expert go through it
+                mine = dispatch.select(rows, tf.equal(rows.expert_index, index))
+                outputs += dispatch.combine(expert(tf.gather(batch.features, mine.sample_index)), mine, size)
         return outputs
 
-    def _run_quantum_experts(self, programs: _Programs, sample_index: tf.Tensor, expert_index: tf.Tensor,
-                             weight: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
-        """All rows routed to PQC experts in one TFQ op call."""
-        slot = expert_index  # the row of each routed expert in the stacked PQC weights
-        if self._classical:
-            mine = tf.gather(tf.constant([i in self._quantum for i in range(self.n_experts)]), expert_index)
-            sample_index, expert_index, weight = (
-                tf.boolean_mask(t, mine) for t in (sample_index, expert_index, weight))
-            slot = tf.gather(tf.constant([self._quantum.index(i) if i in self._quantum else 0
-                                          for i in range(self.n_experts)]), expert_index)
-        # expert_weights <float32>[n_quantum_experts, n_expert_symbols]
-        expert_weights = tf.stack([self.experts[i].parameters for i in self._quantum])
-        # data <float32>[rows, F], or [rows, expert_layers * F] scaled per expert when re-uploading
-        data = tf.gather(programs.data_values, sample_index)
-        if self.reuploading:
-            scaling = tf.gather(self.input_scaling, expert_index)  # [rows, expert_layers, F]
-            data = tf.reshape(scaling * data[:, None, :], [tf.shape(data)[0], -1])
-        values = tf.concat([data, tf.gather(expert_weights, slot)], axis=1)
-        # readouts <float32>[rows, n_readouts]
-        readouts = self._expert_executor(tf.gather(programs.expert, sample_index), programs.expert_names,
-                                         values, self._readout_tensor)
-        return tf.math.unsorted_segment_sum(readouts * weight[:, None], sample_index, batch)
-
     def _add_routing_terms(self, route: routing.Routing) -> None:
-        # Dense routing dispatches to every expert; balance is then measured on each sample's top choice.
-        assigned = route.expert_index if self.top_k else tf.argmax(
-            route.probabilities, axis=-1, output_type=tf.int32)[:, None]
-        balance = routing.load_balancing_loss(route.probabilities, assigned)
-        z_loss = routing.router_z_loss(route.logits)
-        if self.load_balance_weight > 0:
-            self.add_loss(self.load_balance_weight * balance)
-        if self.z_loss_weight > 0:
-            self.add_loss(self.z_loss_weight * z_loss)
-        self.add_metric(balance, name=f"{self.name}_load_balance")
-        self.add_metric(z_loss, name=f"{self.name}_z_loss")
-        fractions = routing.routing_fractions(assigned, self.n_experts)
+        terms = routing.routing_terms(route, self.policy)
+        if self.policy.load_balance_weight > 0:
+            self.add_loss(self.policy.load_balance_weight * terms.load_balance)
+        if self.policy.z_loss_weight > 0:
+            self.add_loss(self.policy.z_loss_weight * terms.z_loss)
+        self.add_metric(terms.load_balance, name=f"{self.name}_load_balance")
+        self.add_metric(terms.z_loss, name=f"{self.name}_z_loss")
         for index in range(self.n_experts):
-            self.add_metric(fractions[index], name=f"{self.name}_expert_{index}_fraction")
-
-    def _run_coherent(self, inputs: tf.Tensor) -> tf.Tensor:
-        """One circuit per sample: router register + controlled experts, readouts already mixed."""
-        angles = self.encoder.angles(inputs)
-        batch = tf.shape(angles)[0]
-        weights = tf.concat([self.router.parameters] + [expert.parameters for expert in self.experts], 0)
-        # values <float32>[B, F + router_layers * F + n_router_symbols + E * n_expert_symbols]
-        values = tf.concat([angles, tf.tile(angles, [1, self.router_layers]),
-                            tf.tile(weights[None, :], [batch, 1])], axis=1)
-        return self._expert_executor(tf.tile(self._coherent_program, [batch]), self._coherent_names,
-                                     values, self._readout_tensor)
+            self.add_metric(terms.fractions[index], name=f"{self.name}_expert_{index}_fraction")
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        programs = self._programs(inputs)
-        route = self._route(programs, training)
+        batch = self._batch(inputs)
+        route = self._route(batch, training)
         self._add_routing_terms(route)
         if self.aggregation == "coherent":
-            return self._run_coherent(inputs)
-        return self._run_experts(programs, route)
+            program = self._coherent.mixture
+            values = coherent.mixture_values(batch.angles, self.router_layers,
+                                             [self.router.parameters] + [e.parameters for e in self.experts])
+            return self._executor(tf.tile(program.circuits, [tf.shape(values)[0]]), program.symbol_names, values,
+                                  program.operators)
+        return self._run_experts(batch, dispatch.routed_rows(route))
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""
         inputs = tf.convert_to_tensor(inputs)
+        self._adopt_inputs(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return self._route(self._programs(inputs), training)
+        return self._route(self._batch(inputs), training)
 
     def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
         """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""
@@ -620,41 +369,31 @@ class QMoELayer(keras.layers.Layer):
         return tf.TensorShape([tf.TensorShape(input_shape)[0], self.n_readouts])
 
     def get_config(self) -> dict:
+        policy = self.policy
+        custom = not all(self._builtin)
+        serialize = keras.layers.serialize
         return {
-            **super().get_config(),
-            "qubits": to_cirq_json(self.qubits),
-            "n_experts": self.n_experts,
-            "expert_layers": self.expert_layers,
-            "router_layers": self.router_layers,
-            "top_k": self.top_k,
-            "temperature": self.temperature,
-            "observables": to_cirq_json(self.observables),
-            "rotations": list(self.rotations),
-            "entangler": self.entangler,
-            "encoder": None if self.encoder is None else keras.layers.serialize(self.encoder),
-            "reuploading": self.reuploading,
-            "aggregation": self.aggregation,
-            "experts": [QUANTUM if i in self._quantum else keras.layers.serialize(self.experts[i])
-                        for i in range(self.n_experts)] if self._custom_parts else None,
-            "router": None if self.quantum_router else keras.layers.serialize(self.router),
-            "router_noise": self.router_noise,
-            "capacity_factor": self.capacity_factor,
-            "load_balance_weight": self.load_balance_weight,
-            "z_loss_weight": self.z_loss_weight,
-            **_execution_config(self.backend, self.repetitions, self.noise),
-            "format_version": FORMAT_VERSION,
+            **super().get_config(), "qubits": to_cirq_json(self.qubits), "n_experts": self.n_experts,
+            "expert_layers": self.expert_layers, "router_layers": self.router_layers, "top_k": policy.top_k,
+            "temperature": policy.temperature, "observables": to_cirq_json(self.observables),
+            "rotations": list(self.rotations), "entangler": self.entangler,
+            "encoder": None if self.encoder is None else serialize(self.encoder),
+            "reuploading": self.reuploading, "aggregation": self.aggregation,
+            "experts": [QUANTUM if b else serialize(e) for b, e in zip(self._builtin, self.experts)] if custom else None,
+            "router": None if self._builtin_router else serialize(self.router),
+            "router_head": None if self.router_head is None else serialize(self.router_head),
+            "router_noise": policy.router_noise, "capacity_factor": policy.capacity_factor,
+            "load_balance_weight": policy.load_balance_weight, "z_loss_weight": policy.z_loss_weight,
+            **execution_config(self.backend, self.repetitions, self.noise), "format_version": FORMAT_VERSION,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> QMoELayer:
         config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise"))
-        custom = {"ClassicalExpert": ClassicalExpert}
+        execution = {key: config.get(key) for key in ("backend", "repetitions", "noise")}
+        for key in ("encoder", "router", "router_head"):
+            if config.get(key) is not None:
+                config[key] = deserialize_part(config[key], execution)
         if config.get("experts") is not None:
-            config["experts"] = [kind if kind == QUANTUM else keras.layers.deserialize(kind, custom_objects=custom)
-                                 for kind in config["experts"]]
-        if config.get("router") is not None:
-            config["router"] = keras.layers.deserialize(config["router"], custom_objects=custom)
-        if config.get("encoder") is not None:
-            config["encoder"] = keras.layers.deserialize(
-                config["encoder"], custom_objects={"AngleEncoder": AngleEncoder})
+            config["experts"] = [deserialize_part(entry, execution) for entry in config["experts"]]
         return cls(**config)

@@ -11,8 +11,9 @@ import tf_keras as keras
 from qmoe_tfq.backends import Backend, Noise
 from qmoe_tfq.circuits import default_readouts, hardware_efficient_ansatz, validate_positive_int, validate_qubits
 from qmoe_tfq.encoding import AngleEncoder
-from qmoe_tfq.hybrid import QUANTUM, ClassicalExpert, classical_router
-from qmoe_tfq.layers import EXPERT_PREFIX, ExpertPQC, QMoELayer
+from qmoe_tfq.experts import QUANTUM, ExpertPQC
+from qmoe_tfq.hybrid import ClassicalExpert, classical_router
+from qmoe_tfq.layers import EXPERT_PREFIX, QMoELayer
 from qmoe_tfq.serialization import to_cirq_json
 
 

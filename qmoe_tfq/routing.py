@@ -1,10 +1,13 @@
-"""From router logits to gates: softmax with temperature, noisy gating, top-k, capacity, aux losses.
+"""The gating policy: router logits -> `Routing` (softmax with temperature, noise, top-k, capacity)
+and the auxiliary terms (load balance, z-loss, routed fractions).
 
-Pure tensor functions, no Keras state: `QMoELayer` calls them in order, and tests can check
-each on hand-made logits. Shapes: B samples, E experts, k experts per sample.
+A small frozen `RoutingPolicy` holds the hyper-parameters; everything else is pure tensor
+functions without Keras state, so tests can check each on hand-made logits. Shapes: B samples,
+E experts, k experts per sample.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -35,6 +38,68 @@ class Routing(NamedTuple):
         # one_hot <float32>[B, k, E]
         one_hot = tf.one_hot(self.expert_index, n_experts, dtype=self.combine_weights.dtype)
         return tf.reduce_sum(one_hot * self.combine_weights[..., None], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoutingPolicy:
+    """How logits become routing: see `QMoELayer` for each argument. Checked on construction."""
+
+    n_experts: int
+    top_k: int | None = None
+    temperature: float = 1.0
+    router_noise: float = 0.0
+    capacity_factor: float | None = None
+    load_balance_weight: float = 1e-2
+    z_loss_weight: float = 1e-3
+
+    def __post_init__(self) -> None:
+        validate_routing(self.n_experts, self.top_k, self.temperature, self.router_noise,
+                         self.capacity_factor, self.load_balance_weight, self.z_loss_weight)
+
+
+class RoutingTerms(NamedTuple):
+    """Auxiliary terms of one batch's routing."""
+
+    load_balance: tf.Tensor  # <float32>[] Switch balance loss (1 when uniform, E when collapsed)
+    z_loss: tf.Tensor  # <float32>[] router z-loss
+    fractions: tf.Tensor  # <float32>[E] share of routed pairs per expert
+
+
+def gate(logits: tf.Tensor, policy: RoutingPolicy, training: bool | None) -> Routing:
+    """Routing for `logits` <float32>[B, E]: noise (training only), softmax, top-k, capacity."""
+    if training and policy.router_noise > 0:
+        logits += policy.router_noise * tf.random.normal(tf.shape(logits))
+    probabilities = tf.nn.softmax(logits / policy.temperature, axis=-1)  # <float32>[B, E]
+    # expert_index <int32>[B, k], combine_weights <float32>[B, k]
+    expert_index, combine_weights = select_experts(probabilities, policy.top_k)
+    if policy.capacity_factor is None:
+        kept = tf.ones_like(expert_index, dtype=tf.bool)  # <bool>[B, k]
+    else:
+        capacity = expert_capacity(tf.shape(logits)[0], policy.top_k or policy.n_experts, policy.n_experts,
+                                   policy.capacity_factor)
+        kept = capacity_mask(expert_index, policy.n_experts, capacity)
+        combine_weights *= tf.cast(kept, combine_weights.dtype)
+    return Routing(logits, probabilities, expert_index, combine_weights, kept)
+
+
+def born_routing(probabilities: tf.Tensor) -> Routing:
+    """Dense routing whose gates are given probabilities <float32>[B, E] (coherent aggregation)."""
+    probabilities = tf.maximum(probabilities, 0.0)  # sampling noise can dip below zero
+    probabilities /= tf.reduce_sum(probabilities, axis=-1, keepdims=True)
+    expert_index, combine_weights = select_experts(probabilities, None)
+    return Routing(tf.math.log(probabilities + 1e-9), probabilities, expert_index, combine_weights,
+                   tf.ones_like(expert_index, dtype=tf.bool))
+
+
+def routing_terms(route: Routing, policy: RoutingPolicy) -> RoutingTerms:
+    """Balance loss, z-loss and routed fractions of `route`.
+
+    Dense routing dispatches to every expert; balance is then measured on each sample's top choice.
+    """
+    assigned = route.expert_index if policy.top_k else tf.argmax(
+        route.probabilities, axis=-1, output_type=tf.int32)[:, None]  # <int32>[B, k or 1]
+    return RoutingTerms(load_balancing_loss(route.probabilities, assigned), router_z_loss(route.logits),
+                        routing_fractions(assigned, policy.n_experts))
 
 
 def select_experts(probabilities: tf.Tensor, top_k: int | None) -> tuple[tf.Tensor, tf.Tensor]:

@@ -6,6 +6,8 @@ import qmoe_tfq  # noqa: F401  (selects tf_keras before TensorFlow is imported b
 import cirq
 import tensorflow as tf
 
+from qmoe_tfq.backends import CircuitExecutor
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -29,3 +31,18 @@ def separable_data(n: int = 64, n_features: int = 2, seed: int = 0):
     x = rng.uniform(0, 1, size=(4 * n, n_features)).astype(np.float32)
     x = x[np.abs(x[:, 0] - 0.5) > 0.1][:n]
     return x, (x[:, 0] > 0.5).astype(np.int32)
+
+
+class RowCounter(CircuitExecutor):
+    """An exact executor that records how many (program, values) rows reach the simulator per call.
+
+    The layer's router runs first (one row per sample), then the experts."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.values = [], []
+
+    def __call__(self, programs, names, values, operators):
+        self.rows.append(int(tf.shape(programs)[0]))
+        self.values.append(values.numpy())
+        return super().__call__(programs, names, values, operators)

@@ -40,7 +40,9 @@ def exact_and(backend_kwargs, **layer_kwargs):
     {"backend": cirq.DensityMatrixSimulator()},
 ], ids=["tfq-shots", "tfq-trajectories", "cirq-sampler", "cirq-exact"])
 def test_every_backend_gives_right_shape_and_close_values(backend_kwargs):
-    exact, other = exact_and(backend_kwargs, top_k=1)
+    # Dense routing: with top_k=1, shot noise in the router could flip a sample near a tie to the other
+    # expert, a jump no tolerance covers. Top-1 on a sampler is tested on the QVM below.
+    exact, other = exact_and(backend_kwargs)
     assert other.shape == exact.shape == (3, 2)
     assert np.abs(other - exact).max() < 0.15
 

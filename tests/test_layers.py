@@ -52,10 +52,18 @@ def test_router_logits_are_router_pqc_readouts(qubits, features):
                                atol=1e-5)
 
 
-def test_float_features_with_encoder_match_encoded_circuits(qubits, features):
-    moe = small_moe(qubits, encoder=qmoe.AngleEncoder(qubits))
+@pytest.mark.parametrize("encoder", [None, "angle"])
+def test_float_features_match_encoded_circuits(qubits, features, encoder):
+    """Features go through the given encoder, or AngleEncoder(qubits) by default."""
+    moe = small_moe(qubits, encoder=qmoe.AngleEncoder(qubits) if encoder else None)
     fused = moe(tf.constant(features)).numpy()
-    np.testing.assert_allclose(fused, moe(qmoe.encode(features, qubits)).numpy(), atol=1e-5)
+    assert isinstance(moe.encoder, qmoe.AngleEncoder)
+    on_circuits = small_moe(qubits)
+    on_circuits(qmoe.encode(features, qubits))
+    on_circuits.set_weights(moe.get_weights())
+    np.testing.assert_allclose(fused, on_circuits(qmoe.encode(features, qubits)).numpy(), atol=1e-5)
+    with pytest.raises(TypeError, match="takes float features .* got a tensor of dtype string"):
+        moe(qmoe.encode(features, qubits))
 
 
 def test_gradients_reach_every_expert_and_the_router(qubits, features):
@@ -96,7 +104,7 @@ def test_qnn_baseline_matches_default_qmoe_parameter_count():
     ({"router_layers": 0}, ValueError, "router_layers must be a positive integer, got 0"),
     ({"temperature": 0.0}, ValueError, "temperature must be a positive number, got 0.0"),
     ({"observables": [cirq.Z(cirq.GridQubit(5, 5))]}, ValueError, r"acts on qubits \['q\(5, 5\)'\]"),
-    ({"encoder": "ry"}, TypeError, "encoder must be None or a qmoe_tfq.AngleEncoder"),
+    ({"encoder": "ry"}, TypeError, "encoder must be None, a qmoe_tfq.AngleEncoder or a qmoe_tfq.CircuitEncoder"),
     ({"encoder": qmoe.AngleEncoder([cirq.GridQubit(3, 3)])}, ValueError, "must be among the layer's qubits"),
 ])
 def test_constructor_validation(qubits, kwargs, error, message):
@@ -114,7 +122,8 @@ def test_empty_and_duplicate_qubits_are_refused():
 
 def test_wrong_inputs_are_clear_errors(qubits, features):
     moe = small_moe(qubits)
-    with pytest.raises(TypeError, match="got float features of shape .* but has no encoder"):
+    moe(qmoe.encode(features, qubits))
+    with pytest.raises(TypeError, match="was built for serialized circuits <string>\\[batch\\], got a tensor of dtype float32"):
         moe(tf.constant(features))
     with pytest.raises(ValueError, match=r"expects circuits of shape \[batch\] or \[batch, 1\]"):
         moe(tf.fill([2, 2], tfq.convert_to_tensor([cirq.Circuit()])[0]))

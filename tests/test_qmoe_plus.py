@@ -59,7 +59,8 @@ def test_reuploading_needs_float_features(features):
         qmoe.QMoELayer(QUBITS, 2, reuploading=True)
     moe = reuploading_layer()
     moe(tf.constant(features[:, :2]))
-    with pytest.raises(TypeError, match="uploads float features more than once .* cannot take circuits"):
+    with pytest.raises(TypeError, match=r"takes float features \[batch, n_features\] \(it encodes them with angle_encoder.*\), got a tensor "
+                                        "of dtype string"):
         moe(qmoe.encode(features[:, :2], QUBITS))
 
 

@@ -1,10 +1,10 @@
-import cirq
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 import qmoe_tfq as qmoe
+from conftest import RowCounter
 from qmoe_tfq import routing
 
 LOGITS = tf.constant([[2.0, 1.0, 0.0, -1.0],
@@ -70,44 +70,29 @@ def test_zero_weights_turn_aux_losses_off(qubits, features):
     assert moe.losses == []
 
 
-class RowCounter:
-    """Wraps an executor and records how many (program, values) rows reach the simulator."""
-
-    def __init__(self, executor):
-        self.executor, self.rows, self.expert_weights = executor, [], []
-
-    def __call__(self, programs, names, values, operators):
-        self.rows.append(int(tf.shape(programs)[0]))
-        self.expert_weights.append(values.numpy()[:, -names.shape[0]:] if names.shape[0] else None)
-        return self.executor(programs, names, values, operators)
-
-
 @pytest.mark.parametrize("top_k", [1, 2])
 def test_only_routed_experts_are_simulated(qubits, features, top_k):
-    moe = qmoe.QMoELayer(qubits, n_experts=4, expert_layers=1, router_layers=1, top_k=top_k)
+    counter = RowCounter()
+    moe = qmoe.QMoELayer(qubits, n_experts=4, expert_layers=1, router_layers=1, top_k=top_k, backend=counter)
     circuits = qmoe.encode(features, qubits)
     moe(circuits)
-    counter = RowCounter(moe._expert_executor)
-    moe._expert_executor = counter
-    moe(circuits)
-    assert counter.rows == [len(features) * top_k]  # one op call, k rows per sample, not 4
+    # router: one row per sample; experts: one op call, k rows per sample, not 4
+    assert counter.rows == [len(features), len(features) * top_k]
     chosen = moe.route(circuits).expert_index.numpy().reshape(-1)
     stacked = np.stack([e.parameters.numpy() for e in moe.experts])
-    np.testing.assert_allclose(counter.expert_weights[0], stacked[chosen])
+    np.testing.assert_allclose(counter.values[1], stacked[chosen])
 
 
 def test_capacity_drops_overflow_rows(qubits, features):
+    counter = RowCounter()
     moe = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1, top_k=1,
-                         capacity_factor=0.5)
+                         capacity_factor=0.5, backend=counter)
     circuits = qmoe.encode(features, qubits)
-    moe(circuits)
-    counter = RowCounter(moe._expert_executor)
-    moe._expert_executor = counter
     out = moe(circuits).numpy()
     route = moe.route(circuits)
     capacity = int(np.ceil(0.5 * len(features) / 3))
     counts = np.bincount(route.expert_index.numpy()[route.kept.numpy()], minlength=3)
-    assert counts.max() <= capacity and counter.rows == [int(route.kept.numpy().sum())]
+    assert counts.max() <= capacity and counter.rows[1] == int(route.kept.numpy().sum())
     dropped = ~route.kept.numpy()[:, 0]
     np.testing.assert_allclose(out[dropped], 0.0)
 

@@ -128,7 +128,7 @@ def test_saved_model_input_errors_are_clear(tmp_path):
     model, inputs = MODELS["top2_encoder_capacity"]
     qmoe.export_saved_model(model, tmp_path / "sm")
     loaded = qmoe.load_saved_model(tmp_path / "sm")
-    from qmoe_tfq.serialization import run_serving
+    from qmoe_tfq.saving import run_serving
     np.testing.assert_allclose(run_serving(loaded, inputs).numpy(), model.predict(inputs, verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match=r"expects features of dtype float32 and shape \[batch, 3\], "
                                          r"got dtype float32 and shape \[5, 2\]"):

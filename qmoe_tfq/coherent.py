@@ -1,0 +1,121 @@
+"""QMoE+ coherent aggregation: a router register whose basis states control the experts.
+
+The router is a circuit on log2(E) extra qubits (features re-uploaded before each router layer);
+expert ``e`` acts controlled on the register being in basis state ``e``, and one circuit per sample
+measures ``sum_e p_e(x) <O>_e(x)``, with the register's Born probabilities ``p_e`` as the gates.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import cirq
+import tensorflow as tf
+
+from qmoe_tfq.backends import Noise
+from qmoe_tfq.circuits import expert_symbol_prefix, rename_symbols, reuploading_ansatz, validate_qubits
+from qmoe_tfq.dispatch import Program, single_program
+from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
+
+
+def ancilla_register(qubits: Sequence[cirq.Qid], n: int) -> list[cirq.Qid]:
+    """`n` fresh qubits of the same kind beside `qubits`: the next grid row, or the next line indices."""
+    qubits = validate_qubits(qubits)
+    if all(isinstance(q, cirq.GridQubit) for q in qubits):
+        row = max(q.row for q in qubits) + 1
+        column = min(q.col for q in qubits)
+        return [cirq.GridQubit(row, column + i) for i in range(n)]
+    if all(isinstance(q, cirq.LineQubit) for q in qubits):
+        return cirq.LineQubit.range(max(q.x for q in qubits) + 1, max(q.x for q in qubits) + 1 + n)
+    raise TypeError("coherent aggregation needs all-GridQubit or all-LineQubit qubits to place its register.")
+
+
+def basis_bits(index: int, width: int) -> list[int]:
+    """`index` in binary over `width` qubits, most significant first (cirq's state-vector order)."""
+    return [(index >> (width - 1 - j)) & 1 for j in range(width)]
+
+
+def basis_projectors(register: Sequence[cirq.Qid]) -> list[cirq.PauliSum]:
+    """|e><e| on `register` for e = 0 .. 2^n - 1, as Pauli sums: their expectations are the Born
+    probabilities of the register's basis states."""
+    projectors = []
+    for index in range(2 ** len(register)):
+        projector = cirq.PauliSum.from_pauli_strings([cirq.PauliString()])
+        for qubit, bit in zip(register, basis_bits(index, len(register))):
+            projector *= 0.5 * cirq.PauliString() + (-0.5 if bit else 0.5) * cirq.Z(qubit)
+        projectors.append(projector)
+    return projectors
+
+
+def controlled(circuit: cirq.Circuit, controls: Sequence[cirq.Qid], values: Sequence[int]) -> cirq.Circuit:
+    """Every operation of `circuit` controlled on `controls` being in the basis state `values`."""
+    # Built directly: op.controlled_by would turn a controlled CZ into CCZ, which TFQ cannot serialize.
+    # Each gate is copied: TFQ 0.7.6 records control values on the gate object while serializing,
+    # so two controlled uses of the shared cirq.CZ instance would both get the last values.
+    return cirq.Circuit(cirq.ControlledOperation(list(controls), op.with_gate(copy.copy(op.gate)),
+                                                 control_values=list(values))
+                        for op in circuit.all_operations())
+
+
+
+def check_coherent(n_experts: int, encoder: FeatureEncoder | None, top_k: int | None,
+                   capacity_factor: float | None, reuploading: bool, all_quantum: bool) -> None:
+    """What coherent aggregation needs, each failure naming the argument."""
+    if n_experts < 2 or n_experts & (n_experts - 1):
+        raise ValueError(f"aggregation='coherent' addresses experts by the basis states of a qubit "
+                         f"register, so n_experts must be a power of two >= 2, got {n_experts}.")
+    if encoder is None:
+        raise ValueError("aggregation='coherent' uploads float features into the router register: "
+                         "pass encoder=qmoe_tfq.AngleEncoder(qubits).")
+    if top_k is not None or capacity_factor is not None or reuploading:
+        raise ValueError("aggregation='coherent' mixes every expert in one circuit: it takes no top_k, "
+                         "capacity_factor or reuploading.")
+    if not all_quantum:
+        raise ValueError("aggregation='coherent' controls quantum experts with the built-in quantum router; "
+                         "it takes no classical experts or custom router.")
+
+
+class CoherentPrograms(NamedTuple):
+    """The router alone (its readouts are the gates) and the whole mixture in one program."""
+
+    router: Program  # symbols: uploads [router_layers * F], router weights
+    mixture: Program  # symbols: encoder [F], uploads, router weights, every expert's weights
+
+
+def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], encoder: FeatureEncoder,
+                      router_layers: int, rotations: Sequence[str], entangler: str, prefix: str,
+                      router_names: Sequence[str], experts: Sequence, observables: Sequence[cirq.PauliSum],
+                      noise: Noise | None) -> CoherentPrograms:
+    """Builds both programs once; `experts` are `ExpertPQC`s reading `observables`."""
+    n_features = encoder.n_features
+    slots = -(-n_features // len(register))  # rotations per register qubit to hold every feature
+    register_encoder = AngleEncoder(register, rotations=("ry", "rz") * (-(-slots // 2)),
+                                    scale=encoder.scale, n_features=n_features)
+    routed, uploads = reuploading_ansatz(register, router_layers, register_encoder.circuit, prefix,
+                                         rotations, entangler)
+    upload_names = [str(s) for s in uploads]
+    bits = [basis_bits(index, len(register)) for index in range(len(experts))]
+    controlled_experts = [controlled(rename_symbols(expert.model_circuit, expert_symbol_prefix(index)), register, b)
+                          for index, (expert, b) in enumerate(zip(experts, bits))]
+    expert_names = [f"{expert_symbol_prefix(index)}_{name}" for index, expert in enumerate(experts)
+                    for name in expert.symbol_names.numpy().astype(str)]
+    all_qubits = [*qubits, *register]
+    return CoherentPrograms(
+        single_program(routed, basis_projectors(register), upload_names + list(router_names), all_qubits, noise),
+        single_program(encoder.circuit + routed + sum(controlled_experts, cirq.Circuit()), observables,
+                       [*encoder.symbol_names.numpy().astype(str), *upload_names, *router_names, *expert_names],
+                       all_qubits, noise))
+
+
+def router_values(angles: tf.Tensor, router_layers: int, router_weights: tf.Tensor) -> tf.Tensor:
+    """<float32>[B, router_layers * F + n_router_symbols] values of the router program."""
+    batch = tf.shape(angles)[0]
+    return tf.concat([tf.tile(angles, [1, router_layers]), tf.tile(router_weights[None, :], [batch, 1])], axis=1)
+
+
+def mixture_values(angles: tf.Tensor, router_layers: int, weights: Sequence[tf.Tensor]) -> tf.Tensor:
+    """<float32>[B, F + router_layers * F + n_router_symbols + sum of expert symbols] for the mixture."""
+    batch = tf.shape(angles)[0]
+    flat = tf.concat(list(weights), axis=0)  # <float32>[n_router_symbols + sum of expert symbols]
+    return tf.concat([angles, tf.tile(angles, [1, router_layers]), tf.tile(flat[None, :], [batch, 1])], axis=1)

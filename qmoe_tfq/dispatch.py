@@ -1,0 +1,155 @@
+"""From a routing decision to outputs: routed rows, ONE executor call for every quantum row, combine.
+
+A *row* is one routed (sample, expert) pair. Every quantum row of a step goes through a single
+executor call, however different the experts are: TFQ takes a different program per row, so each
+row carries its expert's program and its expert's weights as symbol values. Experts with
+different programs get their own symbol names (`circuits.expert_symbol_prefix`), and the call
+resolves the union. Shapes: B samples, R rows, E experts, P distinct programs, D data symbols,
+S expert weight symbols (the union).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import cirq
+import numpy as np
+import tensorflow as tf
+import tensorflow_quantum as tfq
+
+from qmoe_tfq.backends import CircuitExecutor, Noise, apply_noise
+from qmoe_tfq.circuits import expert_symbol_prefix, on_qubits, rename_symbols, sorted_symbol_names
+from qmoe_tfq.routing import Routing
+
+
+class Program(NamedTuple):
+    """Circuits, readouts and the symbol layout that every row's values follow: one contract."""
+
+    circuits: tf.Tensor  # <string>[P] serialized programs
+    operators: tf.Tensor  # <string>[P, n_readouts] serialized observables of each program
+    symbol_names: tf.Tensor  # <string>[D + S] data symbols first, then weight symbols
+
+
+class ExpertTable(NamedTuple):
+    """The quantum experts as one executor call sees them, built once in `QMoELayer.build`."""
+
+    program: Program
+    program_index: tf.Tensor  # <int32>[E] each expert's program (0 for classical experts, never used)
+    weight_columns: tuple[np.ndarray | None, ...]  # per expert, where its weights sit among the S columns
+    n_weight_symbols: int  # S
+
+
+class Rows(NamedTuple):
+    """Routed (sample, expert) pairs."""
+
+    sample_index: tf.Tensor  # <int32>[R]
+    expert_index: tf.Tensor  # <int32>[R]
+    weight: tf.Tensor  # <float32>[R] combine weight
+
+
+def single_program(circuit: cirq.Circuit, observables: Sequence[cirq.PauliSum], symbol_names: Sequence[str],
+                   qubits: Sequence[cirq.Qid], noise: Noise | None) -> Program:
+    """A one-program table (the router's): `circuit` on all `qubits`, with `noise`."""
+    return Program(tfq.convert_to_tensor([apply_noise(on_qubits(circuit, qubits), noise)]),
+                   tfq.convert_to_tensor([list(observables)]), tf.constant(list(symbol_names), tf.string))
+
+
+def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Sequence[cirq.PauliSum] | None],
+                 data_symbols: Sequence[str], qubits: Sequence[cirq.Qid], noise: Noise | None) -> ExpertTable:
+    """Groups experts with the same program and gives each group its own weight symbols.
+
+    Args:
+        bodies: per expert, its circuit (data encoding included, with `data_symbols`) or None for
+            a classical expert. Every non-data symbol is a weight, in sorted order as in its PQC.
+        observables: per expert, its readouts (None for a classical expert).
+        data_symbols: the data symbols shared by every program, in the order of the data values.
+    """
+    keys, programs, operators, names, columns = [], [], [], [], []
+    program_index = []
+    for index, (body, readouts) in enumerate(zip(bodies, observables)):
+        if body is None:
+            program_index.append(0)
+            columns.append(None)
+            continue
+        key = (body, tuple(readouts))
+        if key not in keys:
+            keys.append(key)
+            renamed = rename_symbols(body, expert_symbol_prefix(index), keep=data_symbols)
+            programs.append(apply_noise(on_qubits(renamed, qubits), noise))
+            operators.append(list(readouts))
+            names.append([n for n in sorted_symbol_names(renamed) if n not in data_symbols])
+        group = keys.index(key)
+        program_index.append(group)
+        offset = sum(len(n) for n in names[:group])
+        columns.append(np.arange(offset, offset + len(names[group]), dtype=np.int32))
+    weight_names = [name for group in names for name in group]
+    program = Program(tfq.convert_to_tensor(programs), tfq.convert_to_tensor(operators),
+                      tf.constant(list(data_symbols) + weight_names, tf.string))
+    return ExpertTable(program, tf.constant(program_index, tf.int32), tuple(columns), len(weight_names))
+
+
+def weight_matrix(table: ExpertTable, weights: Sequence[tf.Tensor | None]) -> tf.Tensor:
+    """<float32>[E, S] each expert's weights in its own columns, zero elsewhere (and for classical experts)."""
+    size = [table.n_weight_symbols]
+    return tf.stack([tf.zeros(size) if cols is None else tf.scatter_nd(cols[:, None], w, size)
+                     for cols, w in zip(table.weight_columns, weights)])
+
+
+def row_values(table: ExpertTable, rows: Rows, angles: tf.Tensor, weights: Sequence[tf.Tensor | None],
+               input_scaling: tf.Tensor | None = None) -> tf.Tensor:
+    """<float32>[R, D + S] each row's values: its sample's data angles, then its expert's weights.
+
+    Args:
+        angles: <float32>[B, F] data symbol values per sample.
+        weights: per expert, its weights (None for a classical expert).
+        input_scaling: <float32>[E, L, F] for re-uploading experts: row data becomes the angles
+            scaled per layer, [R, L * F] (the table's data symbols are the L uploads).
+    """
+    data = tf.gather(angles, rows.sample_index)  # <float32>[R, F]
+    if input_scaling is not None:
+        scaling = tf.gather(input_scaling, rows.expert_index)  # <float32>[R, L, F]
+        data = tf.reshape(scaling * data[:, None, :], [tf.shape(data)[0], -1])  # <float32>[R, L * F]
+    return tf.concat([data, tf.gather(weight_matrix(table, weights), rows.expert_index)], axis=1)
+
+
+def routed_rows(route: Routing) -> Rows:
+    """One row per dispatched (sample, expert) pair that fits its expert's capacity."""
+    batch, slots = tf.shape(route.expert_index)[0], tf.shape(route.expert_index)[1]
+    kept = tf.reshape(route.kept, [-1])  # <bool>[B * k]
+    return select(Rows(tf.repeat(tf.range(batch), slots), tf.reshape(route.expert_index, [-1]),
+                       tf.reshape(route.combine_weights, [-1])), kept)
+
+
+def select(rows: Rows, mask: tf.Tensor) -> Rows:
+    """The rows where `mask` <bool>[R] holds."""
+    return Rows(*(tf.boolean_mask(t, mask) for t in rows))
+
+
+def run_experts(executor: CircuitExecutor, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
+                circuits: tf.Tensor | None) -> tf.Tensor:
+    """<float32>[R, n_readouts]: every row on its expert's program, in ONE executor call.
+
+    Args:
+        row_values: <float32>[R, D + S] values laid out as ``table.program.symbol_names``.
+        circuits: <string>[B] input circuits that each row's program is appended to, or None when
+            the programs encode the data themselves.
+    """
+    program_index = tf.gather(table.program_index, rows.expert_index)  # <int32>[R]
+    n_programs = table.program.circuits.shape[0]
+    if circuits is None:
+        programs = tf.gather(table.program.circuits, program_index)  # <string>[R]
+    elif n_programs == 1:
+        # One program: append it once per sample, then copy rows (B appends instead of R).
+        batch = tf.shape(circuits)[0]
+        programs = tf.gather(tfq.append_circuit(circuits, tf.tile(table.program.circuits, [batch])),
+                             rows.sample_index)
+    else:
+        programs = tfq.append_circuit(tf.gather(circuits, rows.sample_index),
+                                      tf.gather(table.program.circuits, program_index))
+    operators = tf.gather(table.program.operators, program_index)  # <string>[R, n_readouts]
+    return executor(programs, table.program.symbol_names, row_values, operators)
+
+
+def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:
+    """<float32>[B, n_readouts]: each sample's rows' readouts, weighted and summed."""
+    return tf.math.unsorted_segment_sum(readouts * rows.weight[:, None], rows.sample_index, batch)

@@ -1,0 +1,242 @@
+"""Experts and routers as layers: `ExpertPQC` (a savable `tfq.layers.PQC`) and what each entry of
+`QMoELayer`'s ``experts=`` / ``router=`` becomes.
+
+An entry is the built-in ansatz (``"quantum"``), a `cirq.Circuit` (its symbols are the weights), a
+`tfq.layers.PQC` or `ExpertPQC` (its own circuit and operators), or any `tf_keras` layer (a
+classical part on the float features). Every quantum entry becomes an `ExpertPQC`, so the layer
+can fuse them into one executor call and save them as Cirq JSON.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import cirq
+import numpy as np
+import tensorflow as tf
+import tensorflow_quantum as tfq
+import tf_keras as keras
+
+from qmoe_tfq.backends import Backend, Noise, apply_noise, execution_config, make_executor, validate_noise
+from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables
+from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
+from qmoe_tfq.hybrid import ClassicalExpert
+from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
+
+QUANTUM = "quantum"
+Part = str | cirq.Circuit | keras.layers.Layer
+
+
+def circuit_batch(inputs: tf.Tensor, layer: str) -> tf.Tensor:
+    """Checks serialized circuits <string>[batch] (or [batch, 1]) and returns them as [batch]."""
+    if inputs.dtype != tf.string:
+        raise TypeError(
+            f"{layer} expects serialized circuits <string>[batch] (from tfq.convert_to_tensor or "
+            f"qmoe_tfq.encode), got a tensor of dtype {inputs.dtype.name}.")
+    if inputs.shape.rank == 2 and inputs.shape[1] == 1:
+        inputs = tf.squeeze(inputs, axis=1)
+    if inputs.shape.rank != 1:
+        raise ValueError(f"{layer} expects circuits of shape [batch] or [batch, 1], got {inputs.shape}.")
+    return inputs
+
+
+@keras.utils.register_keras_serializable(package="qmoe_tfq")
+class ExpertPQC(tfq.layers.PQC):
+    """A `tfq.layers.PQC` that saves and reloads, and that `QMoELayer` can evaluate fused.
+
+    It is a `tfq.layers.PQC` in every way a user sees (``symbols``, ``symbol_values()``, the
+    ``parameters`` weight, same input and output), with three differences:
+
+    * `get_config`/`from_config` work: the circuit and operators travel as Cirq JSON;
+    * it evaluates through one differentiable TFQ op (`CircuitExecutor`) rather than TFQ's
+      ``Expectation`` sub-layer, which cannot be exported as a SavedModel;
+    * each instance gets a fresh initializer, so experts do not all start from the same weights
+      (PQC's default initializer is one shared, unseeded instance).
+
+    >>> import qmoe_tfq
+    >>> qubits = cirq.GridQubit.rect(1, 2)
+    >>> expert = ExpertPQC(qmoe_tfq.hardware_efficient_ansatz(qubits, 1), qmoe_tfq.default_readouts(qubits))
+    >>> expert(qmoe_tfq.encode(np.array([[0.3, 0.7]]), qubits)).shape
+    TensorShape([1, 2])
+
+    Args:
+        model_circuit: `cirq.Circuit` with sympy symbols; one trainable weight per symbol.
+        operators: `cirq.PauliSum`/`cirq.PauliString` or a list of them, measured at the end.
+        backend: ``"noiseless"``, ``"noisy"``, or a Cirq sampler/simulator (see `backends`).
+        repetitions: shots (sampler) or trajectories (``"noisy"``); None for exact expectations.
+        noise: a `cirq.NoiseModel` or channel (``cirq.depolarize(0.01)``) applied to the model
+            circuit; needs ``backend="noisy"`` or a Cirq backend.
+        differentiator: a `tfq.differentiators.Differentiator`; Adjoint when exact, else
+            ParameterShift.
+        initializer, regularizer, constraint: as for `tfq.layers.PQC`; the initializer defaults to
+            a new ``RandomUniform(0, 2 pi)``.
+    """
+
+    def __init__(self, model_circuit: cirq.Circuit, operators: Observable | Sequence[Observable], *,
+                 backend: Backend = "noiseless", repetitions: int | None = None,
+                 differentiator: tfq.differentiators.Differentiator | None = None,
+                 noise: Noise | None = None,
+                 initializer: keras.initializers.Initializer | str | None = None,
+                 regularizer: keras.regularizers.Regularizer | str | None = None,
+                 constraint: keras.constraints.Constraint | str | None = None, **kwargs) -> None:
+        validate_noise(noise, backend)
+        if initializer is None:
+            initializer = keras.initializers.RandomUniform(0.0, 2.0 * np.pi)
+        # PQC creates its weight here, outside any layer's name scope; scoping by the layer name keeps
+        # weight names unique (``expert_3/parameters``), which the HDF5 format requires.
+        with tf.name_scope(kwargs.get("name") or "expert_pqc"):
+            super().__init__(apply_noise(model_circuit, noise), operators, initializer=initializer,
+                             regularizer=regularizer, constraint=constraint, **kwargs)
+        self.model_circuit = model_circuit
+        self.noise = noise
+        self.readouts = tuple(validate_observables(operators, sorted(model_circuit.all_qubits()), "operators"))
+        self.backend = backend
+        self.repetitions = repetitions
+        self.executor = make_executor(backend, repetitions, differentiator)
+
+    @property
+    def symbol_names(self) -> tf.Tensor:
+        """<string>[n_symbols] symbol names, in the order of ``parameters``."""
+        return self._symbols
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        inputs = circuit_batch(inputs, self.name)
+        batch = tf.shape(inputs)[0]
+        programs = tfq.append_circuit(inputs, tf.tile(self._model_circuit, [batch]))  # <string>[B]
+        values = tf.tile(self.parameters[None, :], [batch, 1])  # <float32>[B, n_symbols]
+        return self.executor(programs, self._symbols, values, self._operators)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "model_circuit": to_cirq_json(self.model_circuit),
+            "operators": to_cirq_json(list(self.readouts)),
+            **execution_config(self.backend, self.repetitions, self.noise),
+            "initializer": keras.initializers.serialize(self.initializer),
+            "regularizer": keras.regularizers.serialize(self.regularizer),
+            "constraint": keras.constraints.serialize(self.constraint),
+            "format_version": FORMAT_VERSION,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> ExpertPQC:
+        config = read_layer_config(config, cls.__name__, ("model_circuit", "operators", "noise"))
+        config["initializer"] = keras.initializers.deserialize(config["initializer"])
+        config["regularizer"] = keras.regularizers.deserialize(config["regularizer"])
+        config["constraint"] = keras.constraints.deserialize(config["constraint"])
+        return cls(**config)
+
+
+def as_expert_pqc(pqc: tfq.layers.PQC, **executor_args) -> ExpertPQC:
+    """`pqc` itself if it is an `ExpertPQC`, else an `ExpertPQC` with its circuit, operators and weights."""
+    if isinstance(pqc, ExpertPQC):
+        return pqc
+    circuit = tfq.from_tensor(pqc._model_circuit)[0]  # PQC keeps its circuit and operators only as tensors
+    operators = list(tfq.from_tensor(pqc._operators)[0])
+    expert = ExpertPQC(circuit, operators, name=pqc.name, initializer=pqc.initializer,
+                       regularizer=pqc.regularizer, constraint=pqc.constraint, **executor_args)
+    expert.parameters.assign(pqc.parameters)
+    return expert
+
+
+def quantum_part(part: cirq.Circuit | tfq.layers.PQC, argument: str, qubits: Sequence[cirq.Qid],
+                 observables: Sequence[cirq.PauliSum], name: str, **executor_args) -> ExpertPQC:
+    """An `ExpertPQC` from a circuit (reading `observables`) or a PQC (its own operators).
+
+    Circuits are widened to all of `qubits` with identities, so the layer's observables can be
+    read on any of them.
+    """
+    if isinstance(part, cirq.Circuit):
+        check_circuit_qubits(part, qubits, argument)
+        if not cirq.parameter_symbols(part):
+            raise ValueError(f"{argument} is a circuit without sympy symbols; its symbols are its trainable "
+                             "weights, so give it at least one.")
+        return ExpertPQC(on_qubits(part, qubits), observables, name=name, **executor_args)
+    pqc = as_expert_pqc(part, **executor_args)
+    check_circuit_qubits(pqc.model_circuit, qubits, argument)
+    return pqc
+
+
+def is_quantum_part(part: object) -> bool:
+    """True for entries that become an `ExpertPQC`: ``"quantum"``, a circuit or a PQC."""
+    return isinstance(part, (cirq.Circuit, tfq.layers.PQC)) or (isinstance(part, str) and part == QUANTUM)
+
+
+def expert_list(experts: Sequence[Part] | None, n_experts: int | None) -> list[Part]:
+    """The ``experts=`` argument as a list with one entry per expert, each checked for its kind."""
+    if experts is None:
+        n_experts = 4 if n_experts is None else n_experts
+        if isinstance(n_experts, bool) or not isinstance(n_experts, int) or n_experts < 1:
+            raise ValueError(f"n_experts must be a positive integer, got {n_experts!r}.")
+        return [QUANTUM] * n_experts
+    if isinstance(experts, (str, cirq.Circuit, keras.layers.Layer)) or not isinstance(experts, Sequence):
+        raise TypeError(f"experts must be a list with one entry per expert, got {experts!r}.")
+    experts = list(experts)
+    if not experts:
+        raise ValueError("experts is empty; give at least one expert.")
+    for index, expert in enumerate(experts):
+        if not (is_quantum_part(expert) or isinstance(expert, keras.layers.Layer)):
+            raise TypeError(f"experts[{index}] = {expert!r} is not an expert: use 'quantum' (the built-in "
+                            "ansatz), a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC, or a tf_keras layer.")
+    if n_experts is not None and n_experts != len(experts):
+        raise ValueError(f"n_experts={n_experts} but experts has {len(experts)} entries.")
+    layers = [e for e in experts if isinstance(e, keras.layers.Layer)]
+    if len({id(e) for e in layers}) != len(layers):
+        raise ValueError("experts contains the same layer object twice; give each expert its own layer.")
+    return experts
+
+
+def make_experts(experts: Sequence[Part], builtin: Callable[[int], ExpertPQC], qubits: Sequence[cirq.Qid],
+                 observables: Sequence[cirq.PauliSum], **executor_args) -> list[keras.layers.Layer]:
+    """One layer per expert: the built-in `ExpertPQC`, one from a circuit or PQC, or the classical layer.
+
+    Quantum experts must read as many values as `observables`; a mismatch names the expert.
+    """
+    layers = []
+    for index, expert in enumerate(experts):
+        if isinstance(expert, str):
+            layer = builtin(index)
+        elif is_quantum_part(expert):
+            layer = quantum_part(expert, f"experts[{index}]", qubits, observables, f"expert_{index}", **executor_args)
+            if len(layer.readouts) != len(observables):
+                raise ValueError(
+                    f"experts[{index}] ({layer.name}) reads {len(layer.readouts)} operators, but every expert "
+                    f"must output len(observables) = {len(observables)} values.")
+        else:
+            layer = expert
+        layers.append(layer)
+    return layers
+
+
+def make_router(router: Part | None, qubits: Sequence[cirq.Qid], observables: Callable[[], list[cirq.PauliSum]],
+                builtin: Callable[[], cirq.Circuit], n_experts: int, has_head: bool,
+                **executor_args) -> keras.layers.Layer:
+    """The router layer: a classical layer as given, else an `ExpertPQC` (built-in, circuit or PQC).
+
+    `observables` makes the readouts of a built-in or circuit router (a PQC brings its own). Without a
+    head, a quantum router must read one value per expert.
+    """
+    if router is not None and not (is_quantum_part(router) or isinstance(router, keras.layers.Layer)):
+        raise TypeError(f"router must be None, a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC or a "
+                        f"tf_keras layer, got {router!r}.")
+    if router is not None and not is_quantum_part(router):
+        return router
+    circuit = builtin() if router is None else router
+    readouts = None if isinstance(circuit, tfq.layers.PQC) else observables()
+    layer = quantum_part(circuit, "router", qubits, readouts, "router", **executor_args)
+    if not has_head and len(layer.readouts) != n_experts:
+        raise ValueError(f"router reads {len(layer.readouts)} operators, but n_experts = {n_experts}: give as many "
+                         "router readouts as experts, or a router_head such as keras.layers.Dense(n_experts) "
+                         "to map them to logits.")
+    return layer
+
+
+def deserialize_part(entry: str | dict, execution: dict) -> str | keras.layers.Layer:
+    """A part (expert, router, encoder, head) from its config entry; `ExpertPQC`s run on `execution`'s backend."""
+    if isinstance(entry, str):
+        return entry
+    if entry.get("class_name", "").endswith("ExpertPQC"):
+        noise = execution["noise"]
+        entry = {**entry, "config": {**entry["config"], **execution, "noise": None if noise is None else to_cirq_json(noise)}}
+    # The HDF5 format stores bare class names; the registry knows ours only as "qmoe_tfq>Name".
+    parts = {cls.__name__: cls for cls in (ExpertPQC, AngleEncoder, CircuitEncoder, ClassicalExpert)}
+    return keras.layers.deserialize(entry, custom_objects=parts)

@@ -1,0 +1,207 @@
+"""Model files: safe loading, atomic saving, and SavedModel export for serving.
+
+Loading never runs code stored in a file unless asked: `load_model` refuses ``Lambda`` layers (the
+one Keras layer that stores Python bytecode) in every format, at any depth, unless
+``safe_mode=False``. Saving never destroys the previous model: every file or directory is written
+beside its destination under a temporary name and moved into place when complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import h5py
+import tensorflow as tf
+import tf_keras as keras
+
+from qmoe_tfq.backends import runs_in_python
+from qmoe_tfq.experts import ExpertPQC
+from qmoe_tfq.layers import QMoELayer
+from qmoe_tfq.serialization import register_tfq_ops
+
+SERVING_OUTPUT = "output"
+UNSAFE_CLASSES = ("Lambda",)
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    """True when `path` is a SavedModel directory."""
+    return os.path.isfile(os.path.join(os.fspath(path), "saved_model.pb"))
+
+
+def _class_names(tree: Any) -> Iterator[str]:
+    """Every ``class_name`` in a (nested) Keras config."""
+    if isinstance(tree, dict):
+        if isinstance(tree.get("class_name"), str):
+            yield tree["class_name"]
+        for value in tree.values():
+            yield from _class_names(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _class_names(value)
+
+
+def _stored_configs(path: str) -> list[Any]:
+    """The Keras configs a .h5 file or a TF-format directory holds, read as JSON (nothing deserialized)."""
+    if is_saved_model(path):
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        metadata_file = os.path.join(path, "keras_metadata.pb")
+        if not os.path.isfile(metadata_file):
+            return []
+        metadata = saved_metadata_pb2.SavedMetadata()
+        with open(metadata_file, "rb") as file:
+            metadata.ParseFromString(file.read())
+        return [json.loads(node.metadata) for node in metadata.nodes if node.metadata]
+    with h5py.File(path, "r") as file:
+        text = file.attrs.get("model_config")
+    return [] if text is None else [json.loads(text.decode() if isinstance(text, bytes) else text)]
+
+
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True, custom_objects: dict | None = None,
+               compile: bool = True) -> keras.Model:
+    """Loads a ``.keras``, ``.h5`` or TF-format Keras model, refusing code stored in the file.
+
+    With ``safe_mode=True`` (the default) a model holding a ``Lambda`` layer, at the top level or
+    inside a QMoE router or expert, is refused before anything in it is deserialized, in every
+    format (`tf_keras.models.load_model` refuses them only in ``.keras`` files). Pass
+    ``safe_mode=False`` only for files you trust.
+
+    Raises:
+        FileNotFoundError: nothing at `path`.
+        ValueError: the file holds layers that would run stored code, or is not a Keras model.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model at {path!r}.")
+    if not (path.endswith((".keras", ".h5")) or is_saved_model(path)):
+        raise ValueError(f"{path!r} is not a Keras model: expected a .keras or .h5 file or a SavedModel directory.")
+    if safe_mode and not path.endswith(".keras"):  # tf_keras checks .keras files itself
+        try:
+            unsafe = sorted({name for config in _stored_configs(path) for name in _class_names(config)
+                             if name in UNSAFE_CLASSES})
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path!r} is not a readable Keras model: {error}") from None
+        if unsafe:
+            raise ValueError(f"{path!r} holds {unsafe} layers, whose Python code would run on loading; refused. "
+                             "Pass safe_mode=False only if you trust the file.")
+    register_tfq_ops()
+    return keras.models.load_model(path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary sibling of `path` to write; when the block ends without error it replaces `path`.
+
+    A file is replaced by one rename, so `path` is always either the old or the new model. A
+    directory cannot be replaced in one step: the old one is renamed aside, the new one moved in, the
+    old one removed; a kill between the two renames leaves the old model at ``<path>.old-<id>``.
+    """
+    path = os.path.abspath(os.fspath(path))
+    directory, name = os.path.split(path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: the directory {directory!r} does not exist.")
+    stem, suffix = os.path.splitext(name) if name.endswith((".keras", ".h5")) else (name, "")
+    token = uuid.uuid4().hex[:8]
+    temporary = os.path.join(directory, f".{stem}.tmp-{token}{suffix}")
+    try:
+        yield temporary
+        if os.path.isdir(temporary) and os.path.exists(path):
+            aside = f"{path}.old-{token}"
+            os.replace(path, aside)
+            os.replace(temporary, path)
+            shutil.rmtree(aside) if os.path.isdir(aside) else os.remove(aside)
+        else:
+            os.replace(temporary, path)
+    finally:
+        if os.path.isdir(temporary):
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, **kwargs) -> None:
+    """`model.save(path, **kwargs)`, atomically: a kill or a full disk leaves the previous model intact."""
+    with atomic_path(path) as temporary:
+        model.save(temporary, **kwargs)
+
+
+def serving_input_spec(model: keras.Model) -> tf.TensorSpec:
+    """The serving signature's input: float features or serialized circuits, as the model takes."""
+    if len(model.inputs) != 1:
+        raise ValueError(f"export needs a model with one input, this one has {len(model.inputs)}.")
+    model_input = model.inputs[0]
+    if model_input.dtype == tf.string:
+        return tf.TensorSpec([None], tf.string, name="circuits")
+    return tf.TensorSpec([None, *model_input.shape[1:]], tf.float32, name="features")
+
+
+def _unexportable_layers(model: keras.Model) -> list[str]:
+    """Our layers running on a Cirq backend: a Python callback, which a SavedModel cannot carry."""
+    return [layer.name for layer in model.submodules
+            if isinstance(layer, (QMoELayer, ExpertPQC)) and runs_in_python(layer.backend)]
+
+
+def export_saved_model(model: keras.Model, path: str | os.PathLike) -> tf.TensorSpec:
+    """Exports `model` as a TensorFlow SavedModel with a ``serving_default`` signature, atomically.
+
+    The signature takes ``features`` <float32>[batch, n_features] when the model encodes floats
+    in-graph, else ``circuits`` <string>[batch] (from `tfq.convert_to_tensor`), and returns
+    ``{"output": predictions}``. Load it anywhere with TFQ's ops registered (`load_saved_model`).
+    A model on a Cirq simulator or sampler is refused: move it with ``with_backend(model,
+    "noiseless")`` (or ``"noisy"``) first.
+
+    Returns:
+        The input spec of the serving signature.
+    """
+    unexportable = _unexportable_layers(model)
+    if unexportable:
+        raise ValueError(f"layers {unexportable} run on a Cirq simulator or sampler, a Python callback that a "
+                         "SavedModel cannot carry; export qmoe_tfq.with_backend(model, 'noiseless') instead.")
+    spec = serving_input_spec(model)
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {SERVING_OUTPUT: model(inputs, training=False)}
+
+    save_model(model, path, save_format="tf", signatures={"serving_default": serve})
+    return spec
+
+
+def load_saved_model(path: str | os.PathLike) -> Any:
+    """Loads a SavedModel exported by `export_saved_model` (or any SavedModel with TFQ ops).
+
+    Returns the `tf.saved_model.load` object; call ``loaded.signatures["serving_default"]``.
+    """
+    path = os.fspath(path)
+    if not is_saved_model(path):
+        raise ValueError(f"{path!r} is not a SavedModel directory (no saved_model.pb inside).")
+    register_tfq_ops()
+    return tf.saved_model.load(path)
+
+
+def run_serving(loaded: Any, inputs: Any) -> tf.Tensor:
+    """Calls a loaded SavedModel's ``serving_default`` on `inputs`, checking dtype and shape first.
+
+    Raises:
+        ValueError: the model has no serving signature, or `inputs` do not fit it; the message
+            gives the expected and the received dtype and shape.
+    """
+    if "serving_default" not in getattr(loaded, "signatures", {}):
+        raise ValueError("this SavedModel has no 'serving_default' signature; export it with "
+                         "qmoe_tfq.export_saved_model.")
+    signature = loaded.signatures["serving_default"]
+    (name, spec), = signature.structured_input_signature[1].items()
+    inputs = tf.convert_to_tensor(inputs)
+    if spec.dtype.is_floating and (inputs.dtype.is_floating or inputs.dtype.is_integer):
+        inputs = tf.cast(inputs, spec.dtype)
+    if inputs.dtype != spec.dtype or not spec.shape.is_compatible_with(inputs.shape):
+        expected = "[" + ", ".join("batch" if d is None else str(d) for d in spec.shape) + "]"
+        raise ValueError(
+            f"the SavedModel expects {name} of dtype {spec.dtype.name} and shape {expected}, "
+            f"got dtype {inputs.dtype.name} and shape {list(inputs.shape)}.")
+    return signature(**{name: inputs})[SERVING_OUTPUT]

@@ -1,0 +1,236 @@
+"""Hardening: no code from files, no silent wrong answers, nothing lost on save, clear errors."""
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import cirq
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import qmoe_tfq as qmoe
+from qmoe_tfq.cli import main
+
+QUBITS = cirq.GridQubit.rect(1, 2)
+SMALL = {"n_experts": 2, "expert_layers": 1, "router_layers": 1}
+ENV = {**{k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def payload(marker) -> keras.layers.Lambda:
+    """A Lambda that writes `marker` whenever it runs (on a symbolic tensor too, so on loading)."""
+    code = f"lambda x: (open({str(marker)!r}, 'w').write('ran'), x[:, :2])[1]"
+    return keras.layers.Lambda(eval(code))  # noqa: S307  (the test's own payload)
+
+
+def lambda_model(marker, where: str) -> keras.Model:
+    inputs = keras.Input(shape=(2,))
+    if where == "top":
+        return keras.Model(inputs, keras.layers.Dense(2)(payload(marker)(inputs)))
+    moe = qmoe.QMoELayer(QUBITS, router=payload(marker), encoder=qmoe.AngleEncoder(QUBITS), **SMALL)
+    return keras.Model(inputs, moe(inputs))
+
+
+@pytest.mark.parametrize("where", ["top", "router"])
+@pytest.mark.parametrize("suffix", [".h5", "_tf", ".keras"])
+def test_load_model_refuses_lambda_and_never_runs_it(tmp_path, where, suffix):
+    marker = tmp_path / "ran"
+    path = str(tmp_path / f"m{suffix}")
+    lambda_model(marker, where).save(path)
+    marker.unlink()
+    with pytest.raises(ValueError, match="Lambda"):
+        qmoe.load_model(path)
+    assert not marker.exists()
+    if suffix == ".h5":
+        for command in (["predict", "--model", path, "--input", "x.npy"], ["export", "--model", path,
+                                                                            "--output", str(tmp_path / "e")]):
+            assert exit_code(command) == 2
+            assert not marker.exists()
+        qmoe.load_model(path, safe_mode=False)  # trusted: the code runs
+        assert marker.exists()
+
+
+def test_load_model_loads_a_tf_directory_in_a_fresh_process(tmp_path):
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, **SMALL)
+    x = np.random.default_rng(0).uniform(0, 1, size=(3, 2)).astype(np.float32)
+    model.save(str(tmp_path / "m_tf"))
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent("""
+        import sys, numpy as np, qmoe_tfq, tf_keras as keras
+        model = keras.models.load_model(sys.argv[1])
+        np.save(sys.argv[2], model.predict(np.load(sys.argv[3]), verbose=0))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m_tf"), str(tmp_path / "p.npy"),
+                             str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0), atol=1e-6)
+
+
+def observable_config(coefficient: dict) -> dict:
+    config = qmoe.QMoELayer(QUBITS, **SMALL).get_config()
+    observables = json.loads(config["observables"])
+    observables[0]["items"][0][1] = coefficient  # PauliSum items: [[qubit, pauli] pairs, coefficient]
+    return {**config, "observables": json.dumps(observables)}
+
+
+@pytest.mark.parametrize("coefficient, message", [
+    ({"cirq_type": "sympy.Pow", "args": [10, 100000000]}, "power with exponent 100000000"),
+    ({"cirq_type": "sympy.Pow", "args": [{"cirq_type": "sympy.Integer", "i": 10},
+                                         {"cirq_type": "sympy.Integer", "i": 10**9}]}, "integer powers up to 16"),
+    ({"cirq_type": "sympy.Integer", "i": 10**30}, "integers up to"),
+    ({"cirq_type": "sympy.factorial", "args": [100000]}, "holds a sympy.factorial expression"),
+])
+def test_cirq_json_bombs_are_refused_within_a_second(coefficient, message):
+    config = observable_config(coefficient)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        qmoe.QMoELayer.from_config(config)
+    assert time.perf_counter() - start < 1.0
+
+
+KILL_MID_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    import qmoe_tfq as qmoe, tf_keras as keras
+    model = keras.models.load_model(sys.argv[1])
+    original = keras.Model.save
+    def save_then_die(self, path, *args, **kwargs):
+        original(self, path, *args, **kwargs)
+        with open(path, "r+b") as file:  # half of the new file on disk, then the process dies
+            file.truncate(os.path.getsize(path) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    keras.Model.save = save_then_die
+    qmoe.save_model(model, sys.argv[1])
+""")
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_save_killed_mid_write_leaves_the_previous_model(tmp_path, suffix):
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, **SMALL)
+    path = str(tmp_path / f"m{suffix}")
+    qmoe.save_model(model, path)
+    result = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, path], capture_output=True, text=True,
+                            timeout=300, env=ENV)
+    assert result.returncode == -9, result.stderr[-2000:]
+    x = np.random.default_rng(1).uniform(0, 1, size=(3, 2)).astype(np.float32)
+    np.testing.assert_allclose(qmoe.load_model(path).predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_failed_save_keeps_the_old_model_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "m.keras"
+    path.write_bytes(b"old model")
+
+    class FullDisk(keras.Model):
+        def save(self, *args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        qmoe.save_model(FullDisk(), path)
+    assert path.read_bytes() == b"old model" and os.listdir(tmp_path) == ["m.keras"]
+    with pytest.raises(FileNotFoundError, match="the directory .* does not exist"):
+        qmoe.save_model(FullDisk(), tmp_path / "missing" / "m.keras")
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: qmoe.encode(np.array([[0.1, np.nan]]), QUBITS), ValueError, r"NaN or inf \(rows \[0\]\)"),
+    (lambda: qmoe.encode(np.array([[0.1, np.inf]]), QUBITS), ValueError, "NaN or inf"),
+    (lambda: qmoe.encode(np.array([["a", "b"]]), QUBITS), TypeError, "features must be numbers"),
+    (lambda: qmoe.QMoELayer(QUBITS, observables=[1j * cirq.Z(QUBITS[0])]), ValueError,
+     r"observables\[0\] = .* is not Hermitian"),
+    (lambda: qmoe.QMoELayer(QUBITS, backend="noisy", repetitions=10**9), ValueError,
+     "repetitions=1000000000 is more than 1,000,000 samples"),
+    (lambda: qmoe.ExpertPQC(qmoe.hardware_efficient_ansatz(QUBITS, 1), [cirq.Z(QUBITS[0])], repetitions=10**7),
+     ValueError, "repetitions=10000000 is more than"),
+    (lambda: qmoe.AngleEncoder(QUBITS)(tf.constant([[0.5, np.nan]])), tf.errors.InvalidArgumentError,
+     "features must be finite"),
+    (lambda: qmoe.QMoELayer(QUBITS, **SMALL)(tf.constant([[0.5, np.nan]])), tf.errors.InvalidArgumentError,
+     "features must be finite"),
+    (lambda: qmoe.QMoELayer(QUBITS, encoder=qmoe.AngleEncoder(QUBITS), **SMALL)(tf.constant([["a", "b"]])),
+     TypeError, r"takes float features \[batch, n_features\] .* got a tensor of dtype string"),
+    (lambda: qmoe.QMoELayer(QUBITS, encoder=qmoe.AngleEncoder(QUBITS, n_features=2), **SMALL)(
+        tf.zeros([3, 4])), ValueError, r"configured for n_features=2 but got inputs of shape \(3, 4\)"),
+])
+def test_bad_values_give_our_message(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_export_refuses_a_cirq_backend_and_exports_its_tfq_copy(tmp_path):
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, backend=cirq.Simulator(), **SMALL)
+    with pytest.raises(ValueError, match=r"layers \['qmoe', 'expert_0', 'expert_1', 'router'\] run on a Cirq simulator"):
+        qmoe.export_saved_model(model, tmp_path / "sm")
+    assert not (tmp_path / "sm").exists()
+    qmoe.export_saved_model(qmoe.with_backend(model, "noiseless"), tmp_path / "sm")
+    assert qmoe.saving.is_saved_model(tmp_path / "sm")
+
+
+def test_noisy_export_loads_with_the_readme_recipe(tmp_path):
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, backend="noisy", repetitions=50,
+                                       noise=cirq.depolarize(0.01), **SMALL)
+    qmoe.export_saved_model(model, tmp_path / "sm")
+    recipe = qmoe.register_tfq_ops.__doc__.split("::")[1]
+    script = textwrap.dedent(recipe) + textwrap.dedent("""
+        import sys, tensorflow as tf
+        serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+        print(serve(features=tf.constant([[0.1, 0.9]]))["output"].shape)
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sm")], capture_output=True, text=True,
+                            timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("(1, 2)")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("misuse")
+    np.save(root / "x.npy", np.random.default_rng(0).uniform(0, 1, size=(6, 2)))
+    np.save(root / "y.npy", np.array([0, 1, 0, 1, 0, 1]))
+    np.save(root / "y5.npy", np.array([0, 1, 5, 1, 0, 1]))
+    np.save(root / "nan.npy", np.array([[0.1, np.nan]] * 6))
+    np.save(root / "pickled.npy", np.array([{"a": 1}] * 2, dtype=object), allow_pickle=True)
+    (root / "text.csv").write_text("0.1,abc\n0.2,0.3\n")
+    (root / "fake.keras").write_text("not a model")
+    (root / "a_file").write_text("")
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, **SMALL)
+    qmoe.save_model(model, root / "m.keras")
+    (root / "sm").mkdir()
+    return root
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--features", "{r}/text.csv", "--labels", "{r}/y.npy"], "cannot be read as numbers"),
+    (["train", "--dataset", "moons", "--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
+    (["train", "--dataset", "moons", "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["train", "--dataset", "moons", "--test-fraction", "1.5"], "strictly between 0 and 1, got '1.5'"),
+    (["train", "--dataset", "moons", "--lr", "nan"], "--lr: must be a positive number, got 'nan'"),
+    (["train", "--dataset", "moons", "--features", "{r}/x.npy"], "give either --dataset NAME or --features"),
+    (["train", "--dataset", "moons", "--out", "{r}/a_file"], "is a file; give a directory"),
+    (["train", "--features", "{r}/nan.npy", "--labels", "{r}/y.npy"], "contains NaN or inf"),
+    (["train", "--features", "{r}/pickled.npy", "--labels", "{r}/y.npy"], "cannot be read as numbers"),
+    (["predict", "--model", "{r}/m.keras", "--input", "{r}/x.npy", "--output", "{r}/no/p.npy"],
+     "the directory .* does not exist"),
+    (["predict", "--model", "{r}/m.keras", "--input", "{r}/x.npy", "--output", "{r}/p.txt"], "must end in .npy or .csv"),
+    (["predict", "--model", "{r}/fake.keras", "--input", "{r}/x.npy"], "cannot load"),
+    (["predict", "--model", "{r}/m.keras", "--input", "{r}/nan.npy"], "contains NaN or inf"),
+    (["export", "--model", "{r}/m.keras", "--output", "{r}/sm"], "already exists"),
+    (["evaluate", "--model", "{r}/m.keras", "--features", "{r}/x.npy", "--labels", "{r}/y5.npy"],
+     "labels in .* go up to 5, but the model has 2 classes"),
+    (["evaluate", "--model", "{r}/m.keras", "--features", "{r}/missing.npy", "--labels", "{r}/y.npy"],
+     "does not exist"),
+])
+def test_cli_misuse_exits_2_with_one_line(files, capsys, argv, message):
+    code = exit_code([a.format(r=files) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert re.search(message, err), err
+
+
+def exit_code(argv: list[str]) -> int:
+    """What the shell would see: argument errors exit through SystemExit, the rest return a code."""
+    try:
+        return main(argv)
+    except SystemExit as exit:
+        return exit.code

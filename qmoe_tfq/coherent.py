@@ -72,8 +72,8 @@ def check_coherent(n_experts: int, encoder: FeatureEncoder | None, top_k: int | 
         raise ValueError("aggregation='coherent' mixes every expert in one circuit: it takes no top_k, "
                          "capacity_factor or reuploading.")
     if not all_quantum:
-        raise ValueError("aggregation='coherent' controls quantum experts with the built-in quantum router; "
-                         "it takes no classical experts or custom router.")
+        raise ValueError("aggregation='coherent' controls the built-in quantum experts with the built-in quantum "
+                         "router; it takes no classical or custom experts, shared experts or custom router.")
 
 
 class CoherentPrograms(NamedTuple):

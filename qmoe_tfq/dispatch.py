@@ -120,6 +120,16 @@ def routed_rows(route: Routing) -> Rows:
                        tf.reshape(route.combine_weights, [-1])), kept)
 
 
+def shared_rows(batch: tf.Tensor, first: int, count: int) -> Rows:
+    """Every sample on each of the `count` shared experts ``first, first + 1, ...``, with weight 1."""
+    return Rows(tf.repeat(tf.range(batch), count), tf.tile(tf.range(first, first + count), [batch]),
+                tf.ones([batch * count]))
+
+
+def concat(first: Rows, second: Rows) -> Rows:
+    return Rows(*(tf.concat([a, b], axis=0) for a, b in zip(first, second)))
+
+
 def select(rows: Rows, mask: tf.Tensor) -> Rows:
     """The rows where `mask` <bool>[R] holds."""
     return Rows(*(tf.boolean_mask(t, mask) for t in rows))

@@ -1,7 +1,7 @@
 """`QMoELayer`: a router weights experts, per input. One batch goes, left to right::
 
     inputs ─► data (circuits, or features -> encoder angles) ─► router logits [B, E]
-           ─► routing.gate ─► dispatch.routed_rows ─► ONE executor call for every quantum row
+           ─► gate (gating.Gate) ─► dispatch.routed_rows ─► ONE executor call for every quantum row
            (+ each classical expert on its rows) ─► dispatch.combine ─► outputs [B, n_readouts]
 
 Everything that call needs (programs, symbol layout, the router's program) is built once in
@@ -19,6 +19,8 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import coherent, dispatch, routing
+from qmoe_tfq.gating import Gate
+from qmoe_tfq.routing import RoutingPolicy
 from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, execution_config, make_executor, validate_noise
 from qmoe_tfq.circuits import (Observable, default_readouts, hardware_efficient_ansatz, reuploading_ansatz,
                                router_readouts, validate_entangler, validate_observables,
@@ -83,18 +85,27 @@ class QMoELayer(keras.layers.Layer):
 
     Input shape: serialized circuits ``<string>[batch]`` (quantum data, or `qmoe_tfq.encode`), or
     float features ``[batch, n_features]``: with an `encoder`, or `AngleEncoder(qubits)` by default.
-    Output shape: ``[batch, len(observables)]``. Load balancing and z-loss go through `add_loss`,
-    and with each expert's routed fraction through `add_metric`.
+    Output shape: ``[batch, len(observables)]``. Load balancing and z-loss go through `add_loss`;
+    router health (entropy, confidence, dropped pairs, unused experts) through metrics.
 
     Args:
         qubits: the qubits every part acts on (parts may use a subset).
         n_experts: number of experts (default 4, or ``len(experts)``).
-        expert_layers: depth of the built-in experts: one int, or one per expert.
+        expert_layers: depth of the built-in experts: one int, or one per expert (routed, then shared).
         router_layers: depth of the built-in router.
         top_k, temperature, router_noise, capacity_factor, load_balance_weight, z_loss_weight: the
             gating policy, see `routing.RoutingPolicy`: dense or top-k; softmax temperature; std of
             the logits' noise in training; None or ``ceil(capacity_factor * B * k / E)`` pairs per
             expert (first choices first, dropped pairs contribute nothing); aux-loss weights.
+        routing: ``"top_k"`` (each sample chooses experts) or ``"expert_choice"`` (each expert takes
+            its ``ceil(capacity_factor * B * k / E)`` best samples of the batch; k = ``top_k`` or 1).
+        balance: ``"aux_loss"`` (the Switch loss, `load_balance_weight`) or ``"bias"`` (DeepSeek-V3:
+            a non-trainable per-expert bias added to the probabilities for selection only, moved by
+            ``bias_rate`` towards under-used experts after every training step).
+        metrics: ``"summary"`` (routing entropy, router confidence, dropped pairs, unused experts,
+            and the aux losses whose weight is > 0) or ``"per_expert"`` (also each expert's share).
+        shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
+            routed ones: a count of built-in experts, or a list of entries as for `experts`.
         observables: expert readouts; Z on each qubit by default.
         rotations, entangler: built-in ansatz options, see `hardware_efficient_ansatz`.
         encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the
@@ -123,17 +134,25 @@ class QMoELayer(keras.layers.Layer):
                  repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
                  noise: Noise | None = None, experts: Sequence[Part] | None = None, router: Part | None = None,
                  router_observables: Sequence[Observable] | None = None,
-                 router_head: keras.layers.Layer | None = None, **kwargs) -> None:
+                 router_head: keras.layers.Layer | None = None, routing: str = "top_k",
+                 balance: str = "aux_loss", bias_rate: float = 1e-2, metrics: str = "summary",
+                 shared_experts: int | Sequence[Part] = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.qubits = validate_qubits(qubits)
         parts = expert_list(experts, n_experts)
         self.n_experts = len(parts)
-        self.expert_layers = _depths(expert_layers, self.n_experts)
+        if isinstance(shared_experts, bool) or isinstance(shared_experts, int) and shared_experts < 0:
+            raise ValueError(f"shared_experts must be a count >= 0 or a list of experts, got {shared_experts!r}.")
+        shared = [] if shared_experts == 0 else expert_list(
+            None if isinstance(shared_experts, int) else shared_experts,
+            shared_experts if isinstance(shared_experts, int) else None)
+        self.expert_layers = _depths(expert_layers, self.n_experts + len(shared))
         self.router_layers = validate_positive_int(router_layers, "router_layers")
         self.rotations = validate_rotations(rotations)
         self.entangler = validate_entangler(entangler)
-        self.policy = routing.RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
-                                            load_balance_weight, z_loss_weight)
+        self.policy = RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
+                                    load_balance_weight, z_loss_weight, routing, balance, bias_rate, metrics)
+        self.gate = Gate(self.policy, self.name, name="gate")
         self.observables = validate_observables(
             default_readouts(self.qubits) if observables is None else observables, self.qubits, "observables")
         if encoder is not None and not isinstance(encoder, FeatureEncoder):
@@ -156,17 +175,19 @@ class QMoELayer(keras.layers.Layer):
         self.router_head = router_head
         if aggregation == "coherent":
             coherent.check_coherent(self.n_experts, encoder, top_k, capacity_factor, self.reuploading,
-                                    router is None and all(p == QUANTUM for p in parts))
+                                    router is None and not shared and all(p == QUANTUM for p in parts))
             self.register = coherent.ancilla_register(self.qubits, self.n_experts.bit_length() - 1)
         args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator, "noise": noise}
         with tf.name_scope(self.name):
-            self.experts = make_experts(parts, self._builtin_expert(args), self.qubits, self.observables, **args)
+            every_expert = make_experts(parts + shared, self._builtin_expert(args), self.qubits, self.observables,
+                                        **args)
+            self.experts, self.shared_experts = every_expert[:self.n_experts], every_expert[self.n_experts:]
             router_qubits = self.register if aggregation == "coherent" else self.qubits
             self.router = make_router(router, router_qubits, self._router_observables(router_observables),
                                       self._builtin_router_circuit, self.n_experts, router_head is not None, **args)
-        self._builtin = [isinstance(p, str) for p in parts]
+        self._builtin = [isinstance(p, str) for p in parts + shared]
         self._builtin_router = router is None
-        self._quantum = [isinstance(e, ExpertPQC) for e in self.experts]
+        self._quantum = [isinstance(e, ExpertPQC) for e in every_expert]
         if self.encoder is None and (any(self._quantum) or self.quantum_router) and self._classical_parts():
             self.encoder = AngleEncoder(self.qubits)  # classical parts need features; quantum ones encode them
         self._executor = make_executor(backend, repetitions, differentiator)
@@ -202,8 +223,13 @@ class QMoELayer(keras.layers.Layer):
     def top_k(self) -> int | None:
         return self.policy.top_k
 
+    @property
+    def _every_expert(self) -> list[keras.layers.Layer]:
+        """Routed experts, then shared ones: the order of dispatch rows' expert indices."""
+        return self.experts + self.shared_experts
+
     def _classical_parts(self) -> list[str]:
-        parts = [f"experts[{i}] ({e.name})" for i, e in enumerate(self.experts) if not self._quantum[i]]
+        parts = [f"experts[{i}] ({e.name})" for i, e in enumerate(self._every_expert) if not self._quantum[i]]
         return parts + ([] if self.quantum_router else [f"router ({self.router.name})"])
 
     def _takes_features_because(self) -> str:
@@ -239,6 +265,7 @@ class QMoELayer(keras.layers.Layer):
             if self.router_head is None:
                 self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
                                                    trainable=True)
+        self.gate.build(tf.TensorShape([None, self.n_experts]))
         if self.aggregation == "coherent":
             self._coherent = coherent.coherent_programs(
                 self.qubits, self.register, self.encoder, self.router_layers, self.rotations, self.entangler,
@@ -247,15 +274,15 @@ class QMoELayer(keras.layers.Layer):
 
     def _expert_table(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.ExpertTable:
         """Every quantum expert's program behind the data encoding (or re-uploading it per layer)."""
-        bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self.experts)]
+        bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self._every_expert)]
         if self.reuploading:
             body, uploads = reuploading_ansatz(self.qubits, self.expert_layers, self.encoder.circuit, EXPERT_PREFIX,
                                                self.rotations, self.entangler)
-            bodies, data_names = [body] * self.n_experts, [str(s) for s in uploads]
+            bodies, data_names = [body] * len(bodies), [str(s) for s in uploads]
             self.input_scaling = self.add_weight(
-                "input_scaling", shape=(self.n_experts, self.expert_layers, self.encoder.n_features),
+                "input_scaling", shape=(len(bodies), self.expert_layers, self.encoder.n_features),
                 initializer="ones", trainable=True)
-        readouts = [e.readouts if q else None for q, e in zip(self._quantum, self.experts)]
+        readouts = [e.readouts if q else None for q, e in zip(self._quantum, self._every_expert)]
         return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise)
 
     def _router_program_on(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.Program:
@@ -269,7 +296,7 @@ class QMoELayer(keras.layers.Layer):
     def _check_classical_widths(self, n_features: int) -> None:
         """Builds the classical parts on [batch, n_features] and checks their output widths."""
         probe = tf.zeros([1, n_features])  # <float32>[1, F]
-        for index, expert in enumerate(self.experts):
+        for index, expert in enumerate(self._every_expert):
             if not self._quantum[index] and expert(probe).shape[-1] != self.n_readouts:
                 raise ValueError(f"experts[{index}] ({expert.name}) outputs {expert(probe).shape[-1]} values per "
                                  f"sample, but every expert must output len(observables) = {self.n_readouts}.")
@@ -293,9 +320,10 @@ class QMoELayer(keras.layers.Layer):
         angles = tf.zeros([tf.shape(features)[0], 0]) if self.encoder is None else self.encoder.angles(features)
         return _Batch(None, features, angles)
 
-    def _route(self, batch: _Batch, training: bool | None) -> routing.Routing:
+    def _logits(self, batch: _Batch) -> tf.Tensor:
+        """<float32>[B, E] router logits (coherent aggregation: the register's Born probabilities)."""
         if not self.quantum_router:
-            return routing.gate(self.router(batch.features), self.policy, training)
+            return self.router(batch.features)
         size = tf.shape(batch.angles)[0]
         if self.aggregation == "coherent":
             program = self._coherent.router
@@ -309,9 +337,8 @@ class QMoELayer(keras.layers.Layer):
             programs = tfq.append_circuit(batch.circuits, programs)
         readouts = self._executor(programs, program.symbol_names, values, program.operators)  # <float32>[B, R]
         if self.aggregation == "coherent":
-            return routing.born_routing(readouts)
-        logits = self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
-        return routing.gate(logits, self.policy, training)
+            return readouts
+        return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
     def _run_experts(self, batch: _Batch, rows: dispatch.Rows) -> tf.Tensor:
         size = tf.shape(batch.angles)[0]
@@ -319,39 +346,31 @@ class QMoELayer(keras.layers.Layer):
         if any(self._quantum):
             quantum = rows if all(self._quantum) else dispatch.select(
                 rows, tf.gather(tf.constant(self._quantum), rows.expert_index))
-            weights = [e.parameters if q else None for q, e in zip(self._quantum, self.experts)]
+            weights = [e.parameters if q else None for q, e in zip(self._quantum, self._every_expert)]
             values = dispatch.row_values(self._table, quantum, batch.angles, weights,
                                          self.input_scaling if self.reuploading else None)
             readouts = dispatch.run_experts(self._executor, self._table, quantum, values, batch.circuits)
             outputs += dispatch.combine(readouts, quantum, size)
-        for index, expert in enumerate(self.experts):
+        for index, expert in enumerate(self._every_expert):
             if not self._quantum[index]:  # only the samples routed to this expert go through it
                 mine = dispatch.select(rows, tf.equal(rows.expert_index, index))
                 outputs += dispatch.combine(expert(tf.gather(batch.features, mine.sample_index)), mine, size)
         return outputs
 
-    def _add_routing_terms(self, route: routing.Routing) -> None:
-        terms = routing.routing_terms(route, self.policy)
-        if self.policy.load_balance_weight > 0:
-            self.add_loss(self.policy.load_balance_weight * terms.load_balance)
-        if self.policy.z_loss_weight > 0:
-            self.add_loss(self.policy.z_loss_weight * terms.z_loss)
-        self.add_metric(terms.load_balance, name=f"{self.name}_load_balance")
-        self.add_metric(terms.z_loss, name=f"{self.name}_z_loss")
-        for index in range(self.n_experts):
-            self.add_metric(terms.fractions[index], name=f"{self.name}_expert_{index}_fraction")
-
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         batch = self._batch(inputs)
-        route = self._route(batch, training)
-        self._add_routing_terms(route)
+        route = self.gate(self._logits(batch), training=training, born=self.aggregation == "coherent")
         if self.aggregation == "coherent":
             program = self._coherent.mixture
             values = coherent.mixture_values(batch.angles, self.router_layers,
                                              [self.router.parameters] + [e.parameters for e in self.experts])
             return self._executor(tf.tile(program.circuits, [tf.shape(values)[0]]), program.symbol_names, values,
                                   program.operators)
-        return self._run_experts(batch, dispatch.routed_rows(route))
+        rows = dispatch.routed_rows(route)
+        if self.shared_experts:
+            rows = dispatch.concat(rows, dispatch.shared_rows(tf.shape(batch.angles)[0], self.n_experts,
+                                                              len(self.shared_experts)))
+        return self._run_experts(batch, rows)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""
@@ -359,7 +378,7 @@ class QMoELayer(keras.layers.Layer):
         self._adopt_inputs(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return self._route(self._batch(inputs), training)
+        return self.gate.select(self._logits(self._batch(inputs)), training, born=self.aggregation == "coherent")
 
     def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
         """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""
@@ -370,7 +389,7 @@ class QMoELayer(keras.layers.Layer):
 
     def get_config(self) -> dict:
         policy = self.policy
-        custom = not all(self._builtin)
+        custom = not all(self._builtin[:self.n_experts])
         serialize = keras.layers.serialize
         return {
             **super().get_config(), "qubits": to_cirq_json(self.qubits), "n_experts": self.n_experts,
@@ -380,10 +399,14 @@ class QMoELayer(keras.layers.Layer):
             "encoder": None if self.encoder is None else serialize(self.encoder),
             "reuploading": self.reuploading, "aggregation": self.aggregation,
             "experts": [QUANTUM if b else serialize(e) for b, e in zip(self._builtin, self.experts)] if custom else None,
+            "shared_experts": len(self.shared_experts) if all(self._builtin[self.n_experts:]) else [
+                QUANTUM if b else serialize(e) for b, e in zip(self._builtin[self.n_experts:], self.shared_experts)],
             "router": None if self._builtin_router else serialize(self.router),
             "router_head": None if self.router_head is None else serialize(self.router_head),
             "router_noise": policy.router_noise, "capacity_factor": policy.capacity_factor,
             "load_balance_weight": policy.load_balance_weight, "z_loss_weight": policy.z_loss_weight,
+            "routing": policy.routing, "balance": policy.balance, "bias_rate": policy.bias_rate,
+            "metrics": policy.metrics,
             **execution_config(self.backend, self.repetitions, self.noise), "format_version": FORMAT_VERSION,
         }
 
@@ -394,6 +417,7 @@ class QMoELayer(keras.layers.Layer):
         for key in ("encoder", "router", "router_head"):
             if config.get(key) is not None:
                 config[key] = deserialize_part(config[key], execution)
-        if config.get("experts") is not None:
-            config["experts"] = [deserialize_part(entry, execution) for entry in config["experts"]]
+        for key in ("experts", "shared_experts"):
+            if isinstance(config.get(key), list):
+                config[key] = [deserialize_part(entry, execution) for entry in config[key]]
         return cls(**config)

@@ -1,9 +1,9 @@
-"""The gating policy: router logits -> `Routing` (softmax with temperature, noise, top-k, capacity)
-and the auxiliary terms (load balance, z-loss, routed fractions).
+"""The gating policy: router logits -> `Routing` (softmax with temperature, noise, top-k or expert
+choice, capacity, selection bias) and the router's terms (load balance, z-loss, health metrics).
 
 A small frozen `RoutingPolicy` holds the hyper-parameters; everything else is pure tensor
-functions without Keras state, so tests can check each on hand-made logits. Shapes: B samples,
-E experts, k experts per sample.
+functions without Keras state, so tests can check each on hand-made logits (`gating.Gate` is the
+Keras layer that applies them). Shapes: B samples, E experts, k experts per sample.
 """
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+ROUTINGS = ("top_k", "expert_choice")
+BALANCES = ("aux_loss", "bias")
+METRICS = ("summary", "per_expert")
+
 
 class Routing(NamedTuple):
     """One batch's routing decision.
@@ -20,10 +24,12 @@ class Routing(NamedTuple):
     Attributes:
         logits: <float32>[B, E] router logits (after noise, before temperature).
         probabilities: <float32>[B, E] softmax(logits / temperature).
-        expert_index: <int32>[B, k] experts each sample is dispatched to (k = E when dense).
+        expert_index: <int32>[B, k] experts each sample is dispatched to (k = E when dense and
+            for expert choice).
         combine_weights: <float32>[B, k] weight of each dispatched expert's readouts; zero where
-            capacity dropped the pair.
-        kept: <bool>[B, k] False where the expert was over capacity.
+            the pair is not kept.
+        kept: <bool>[B, k] False where the expert was over capacity (or, for expert choice, did
+            not choose the sample).
     """
 
     logits: tf.Tensor
@@ -51,27 +57,56 @@ class RoutingPolicy:
     capacity_factor: float | None = None
     load_balance_weight: float = 1e-2
     z_loss_weight: float = 1e-3
+    routing: str = "top_k"
+    balance: str = "aux_loss"
+    bias_rate: float = 1e-2
+    metrics: str = "summary"
 
     def __post_init__(self) -> None:
         validate_routing(self.n_experts, self.top_k, self.temperature, self.router_noise,
                          self.capacity_factor, self.load_balance_weight, self.z_loss_weight)
+        for name, value, allowed in (("routing", self.routing, ROUTINGS), ("balance", self.balance, BALANCES),
+                                     ("metrics", self.metrics, METRICS)):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not allowed; use one of {allowed}.")
+        if not _is_number(self.bias_rate) or self.bias_rate < 0:
+            raise ValueError(f"bias_rate must be a number >= 0, got {self.bias_rate!r}.")
+        if self.routing == "expert_choice" and self.balance == "bias":
+            raise ValueError("routing='expert_choice' is balanced by construction (every expert takes its "
+                             "capacity); it takes no balance='bias'.")
+
+    @property
+    def balance_loss(self) -> bool:
+        """Whether the Switch load-balancing loss is added (token choice with balance='aux_loss')."""
+        return self.routing == "top_k" and self.balance == "aux_loss" and self.load_balance_weight > 0
 
 
 class RoutingTerms(NamedTuple):
-    """Auxiliary terms of one batch's routing."""
+    """The router's terms for one batch: losses and health metrics."""
 
     load_balance: tf.Tensor  # <float32>[] Switch balance loss (1 when uniform, E when collapsed)
     z_loss: tf.Tensor  # <float32>[] router z-loss
-    fractions: tf.Tensor  # <float32>[E] share of routed pairs per expert
+    usage: tf.Tensor  # <float32>[E] kept (sample, expert) pairs per expert (top choice when dense)
+    fractions: tf.Tensor  # <float32>[E] usage as a share of all kept pairs
+    entropy: tf.Tensor  # <float32>[] mean over samples of the entropy of the gate probabilities
+    confidence: tf.Tensor  # <float32>[] mean over samples of the largest gate probability
+    dropped: tf.Tensor  # <float32>[] share of pairs dropped by capacity (expert choice: of unchosen samples)
 
 
-def gate(logits: tf.Tensor, policy: RoutingPolicy, training: bool | None) -> Routing:
-    """Routing for `logits` <float32>[B, E]: noise (training only), softmax, top-k, capacity."""
+def gate(logits: tf.Tensor, policy: RoutingPolicy, training: bool | None, bias: tf.Tensor | None = None) -> Routing:
+    """Routing for `logits` <float32>[B, E]: noise (training only), softmax, top-k or expert choice, capacity.
+
+    `bias` <float32>[E] (balance='bias') is added to the probabilities to *select* experts only;
+    the combine weights stay the probabilities of the selected experts.
+    """
     if training and policy.router_noise > 0:
         logits += policy.router_noise * tf.random.normal(tf.shape(logits))
     probabilities = tf.nn.softmax(logits / policy.temperature, axis=-1)  # <float32>[B, E]
+    if policy.routing == "expert_choice":
+        return expert_choice(logits, probabilities, policy)
     # expert_index <int32>[B, k], combine_weights <float32>[B, k]
-    expert_index, combine_weights = select_experts(probabilities, policy.top_k)
+    expert_index, combine_weights = select_experts(probabilities, policy.top_k,
+                                                   None if bias is None else probabilities + bias)
     if policy.capacity_factor is None:
         kept = tf.ones_like(expert_index, dtype=tf.bool)  # <bool>[B, k]
     else:
@@ -80,6 +115,24 @@ def gate(logits: tf.Tensor, policy: RoutingPolicy, training: bool | None) -> Rou
         kept = capacity_mask(expert_index, policy.n_experts, capacity)
         combine_weights *= tf.cast(kept, combine_weights.dtype)
     return Routing(logits, probabilities, expert_index, combine_weights, kept)
+
+
+def expert_choice(logits: tf.Tensor, probabilities: tf.Tensor, policy: RoutingPolicy) -> Routing:
+    """Each expert takes the ``C = ceil(capacity_factor * B * k / E)`` samples it scores highest.
+
+    Zhou et al. 2022: k (``top_k``, default 1) is the mean number of experts per sample and
+    ``capacity_factor`` defaults to 1; a sample may get 0..E experts; its weights are the gate
+    probabilities of the experts that took it. The choice depends on the whole batch.
+    """
+    batch = tf.shape(probabilities)[0]
+    n_experts = policy.n_experts
+    capacity = tf.minimum(expert_capacity(batch, policy.top_k or 1, n_experts, policy.capacity_factor or 1.0), batch)
+    _, chosen = tf.math.top_k(tf.transpose(probabilities), k=capacity)  # <int32>[E, C] samples per expert
+    experts = tf.tile(tf.range(n_experts)[:, None], [1, capacity])  # <int32>[E, C]
+    # kept <bool>[B, E]: expert e took sample b
+    kept = tf.scatter_nd(tf.stack([chosen, experts], axis=-1), tf.ones_like(chosen), [batch, n_experts]) > 0
+    expert_index = tf.tile(tf.range(n_experts)[None, :], [batch, 1])  # <int32>[B, E]
+    return Routing(logits, probabilities, expert_index, probabilities * tf.cast(kept, tf.float32), kept)
 
 
 def born_routing(probabilities: tf.Tensor) -> Routing:
@@ -92,18 +145,40 @@ def born_routing(probabilities: tf.Tensor) -> Routing:
 
 
 def routing_terms(route: Routing, policy: RoutingPolicy) -> RoutingTerms:
-    """Balance loss, z-loss and routed fractions of `route`.
+    """Balance loss, z-loss and the router's health for `route`.
 
-    Dense routing dispatches to every expert; balance is then measured on each sample's top choice.
+    Dense routing dispatches to every expert; usage and balance are then measured on each sample's
+    top choice.
     """
-    assigned = route.expert_index if policy.top_k else tf.argmax(
-        route.probabilities, axis=-1, output_type=tf.int32)[:, None]  # <int32>[B, k or 1]
-    return RoutingTerms(load_balancing_loss(route.probabilities, assigned), router_z_loss(route.logits),
-                        routing_fractions(assigned, policy.n_experts))
+    if policy.routing == "top_k" and policy.top_k is None:
+        assigned = tf.argmax(route.probabilities, axis=-1, output_type=tf.int32)[:, None]  # <int32>[B, 1]
+        kept = tf.ones_like(assigned, dtype=tf.bool)
+    else:
+        assigned, kept = route.expert_index, route.kept  # <int32>[B, k], <bool>[B, k]
+    usage = expert_usage(assigned, policy.n_experts, kept)  # <float32>[E]
+    fractions = usage / tf.maximum(tf.reduce_sum(usage), 1.0)
+    probabilities = route.probabilities
+    entropy = -tf.reduce_mean(tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-9), axis=-1))
+    if policy.routing == "expert_choice":
+        dropped = tf.reduce_mean(tf.cast(tf.logical_not(tf.reduce_any(route.kept, axis=1)), tf.float32))
+    else:
+        dropped = 1.0 - tf.reduce_mean(tf.cast(route.kept, tf.float32))
+    return RoutingTerms(load_balancing_loss(probabilities, fractions), router_z_loss(route.logits), usage, fractions,
+                        entropy,
+                        tf.reduce_mean(tf.reduce_max(probabilities, axis=-1)), dropped)
 
 
-def select_experts(probabilities: tf.Tensor, top_k: int | None) -> tuple[tf.Tensor, tf.Tensor]:
-    """Dispatch targets and their weights: every expert (dense) or the k most probable, renormalised.
+def bias_update(fractions: tf.Tensor, rate: float) -> tf.Tensor:
+    """<float32>[E] DeepSeek-V3's loss-free balancing step: +rate below the mean load, -rate above."""
+    return rate * tf.sign(tf.reduce_mean(fractions) - fractions)
+
+
+def select_experts(probabilities: tf.Tensor, top_k: int | None,
+                   scores: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Dispatch targets and their weights: every expert (dense) or the k best, renormalised.
+
+    The k best by `scores` <float32>[B, E] when given (biased selection), else by probability;
+    the weights are always the selected probabilities.
 
     The renormalising sum is held constant in the backward pass. The forward values are the
     renormalised gates (summing to 1), and the task loss still trains the router at ``k = 1``,
@@ -117,7 +192,8 @@ def select_experts(probabilities: tf.Tensor, top_k: int | None) -> tuple[tf.Tens
         n_experts = tf.shape(probabilities)[1]
         expert_index = tf.tile(tf.range(n_experts)[None, :], [batch, 1])
         return expert_index, probabilities
-    top_values, expert_index = tf.math.top_k(probabilities, k=top_k)
+    _, expert_index = tf.math.top_k(probabilities if scores is None else scores, k=top_k)  # <int32>[B, k]
+    top_values = tf.gather(probabilities, expert_index, batch_dims=1)  # <float32>[B, k]
     return expert_index, top_values / tf.stop_gradient(tf.reduce_sum(top_values, axis=1, keepdims=True))
 
 
@@ -142,20 +218,18 @@ def capacity_mask(expert_index: tf.Tensor, n_experts: int, capacity: tf.Tensor) 
     return tf.transpose(keep)
 
 
-def routing_fractions(expert_index: tf.Tensor, n_experts: int) -> tf.Tensor:
-    """<float32>[E] share of dispatched (sample, slot) pairs that each expert receives."""
-    one_hot = tf.one_hot(expert_index, n_experts, dtype=tf.float32)
-    return tf.reduce_mean(tf.reduce_sum(one_hot, axis=1), axis=0) / tf.cast(
-        tf.shape(expert_index)[1], tf.float32)
+def expert_usage(expert_index: tf.Tensor, n_experts: int, kept: tf.Tensor) -> tf.Tensor:
+    """<float32>[E] kept (sample, slot) pairs each expert receives."""
+    one_hot = tf.one_hot(expert_index, n_experts, dtype=tf.float32)  # <float32>[B, k, E]
+    return tf.reduce_sum(one_hot * tf.cast(kept, tf.float32)[..., None], axis=[0, 1])
 
 
-def load_balancing_loss(probabilities: tf.Tensor, expert_index: tf.Tensor) -> tf.Tensor:
+def load_balancing_loss(probabilities: tf.Tensor, fractions: tf.Tensor) -> tf.Tensor:
     """Switch Transformer's balance loss: E * sum_i fraction_routed_i * mean_probability_i.
 
     Equals 1 when routing is uniform and grows to E when one expert takes everything.
     """
     n_experts = probabilities.shape[-1]
-    fractions = routing_fractions(expert_index, n_experts)
     return float(n_experts) * tf.reduce_sum(fractions * tf.reduce_mean(probabilities, axis=0))
 
 

@@ -5,14 +5,16 @@ import pytest
 import qmoe_tfq  # noqa: F401  (selects tf_keras before TensorFlow is imported by tests)
 import cirq
 import tensorflow as tf
+import tf_keras as keras
 
 from qmoe_tfq.backends import CircuitExecutor
 
 
 @pytest.fixture(autouse=True)
 def _seed():
-    np.random.seed(0)
-    tf.random.set_seed(0)
+    # Python's random too: tf_keras draws the seeds of unseeded initializers from it, so without it
+    # a test's initial weights would depend on which tests ran before.
+    keras.utils.set_random_seed(0)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ MIRRORED = textwrap.dedent("""
         keras.utils.set_random_seed(1)
         model = qmoe.build_qmoe_classifier(cirq.GridQubit.rect(1, 2), 2, n_features=2, n_experts=2,
                                            expert_layers=1, router_layers=1, top_k=1,
-                                           load_balance_weight=0.0, z_loss_weight=z_loss)
+                                           load_balance_weight=0.0, z_loss_weight=z_loss, metrics="per_expert")
         model.compile(keras.optimizers.SGD(0.2), "sparse_categorical_crossentropy")
         return model
 

@@ -55,3 +55,21 @@ def test_hybrid_comparison_quick():
                                     "single QNN"]
     assert all(float(r[2]) > 0.6 for r in rows)  # moons: every variant learns
     assert re.search(r"^best: .+ \([\d.]+\)$", out, re.M)
+
+
+def test_routing_policies_quick(tmp_path):
+    out = run_example("routing_policies.py", "--out", str(tmp_path))
+    rows = {name: [float(v) for v in values] for name, *values in
+            re.findall(r"^\| (.+?) \| ([\d.]+) \+- [\d.]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)}
+    assert list(rows) == ["no balancing", "aux loss (default)", "bias (loss-free)", "expert choice"]
+    accuracy, smallest, largest, unused, entropy = rows["expert choice"]
+    assert smallest == largest == 0.125 and unused == 0 and entropy == 1.0  # exactly balanced by construction
+    assert all(0.0 <= row[4] <= 1.0 for row in rows.values())
+    assert (tmp_path / "routing_policies.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stacking_quick():
+    out = run_example("stacking.py")
+    results = re.findall(r"^(\w+): test accuracy ([\d.]+); reloaded predictions differ by ([\d.e+-]+)$", out, re.M)
+    assert [name for name, _, _ in results] == ["two_qmoe_layers", "classical_then_qmoe"]
+    assert all(float(accuracy) > 0.6 and float(difference) < 1e-5 for _, accuracy, difference in results)

@@ -1,0 +1,113 @@
+"""Routing collapse and the policies against it: 8 experts, top-1, on moons.
+
+Policies (same data, seeds and epochs): no balancing, the Switch auxiliary loss (today's default,
+load_balance_weight=0.01), loss-free bias balancing (balance="bias") and expert choice
+(routing="expert_choice"). After every epoch the routing of the whole training set is recorded:
+each expert's share of the routed (sample, expert) pairs and the usage entropy (1 = every expert
+equally used, 0 = one expert takes everything). Writes routing_policies.md and
+routing_policies.png (usage entropy per epoch).
+
+    python examples/routing_policies.py            # 3 seeds
+    python examples/routing_policies.py --quick    # 1 seed, fewer samples and epochs
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras first)
+import cirq
+import matplotlib
+import numpy as np
+import tf_keras as keras
+
+from qmoe_tfq import datasets
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+POLICIES = {
+    "no balancing": {"load_balance_weight": 0.0},
+    "aux loss (default)": {},
+    "bias (loss-free)": {"balance": "bias"},
+    "expert choice": {"routing": "expert_choice"},
+}
+
+
+def expert_shares(layer: qmoe.QMoELayer, x: np.ndarray) -> np.ndarray:
+    """<float>[E] share of the routed (sample, expert) pairs of `x` (one batch) per expert."""
+    routed = layer.gate_weights(x).numpy() > 0
+    return routed.sum(axis=0) / routed.sum()
+
+
+def usage_entropy(shares: np.ndarray) -> float:
+    """Entropy of the expert shares, normalised by log(E)."""
+    used = shares[shares > 0]
+    return float(-(used * np.log(used)).sum() / np.log(len(shares)))
+
+
+class ShareLogger(keras.callbacks.Callback):
+    def __init__(self, x: np.ndarray) -> None:
+        super().__init__()
+        self.x, self.shares = x, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.shares.append(expert_shares(self.model.get_layer("qmoe"), self.x))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.samples, args.epochs = 1, 160, 4
+
+    qubits = cirq.GridQubit.rect(1, 2)
+    results = {}
+    for name, options in POLICIES.items():
+        accuracies, final_shares, curves = [], [], []
+        for seed in range(args.seeds):
+            x_train, x_test, y_train, y_test = datasets.load("moons", 2, n_samples=args.samples, seed=seed)
+            keras.utils.set_random_seed(seed)
+            model = qmoe.build_qmoe_classifier(qubits, 2, n_features=2, n_experts=args.experts, expert_layers=1,
+                                               router_layers=1, top_k=1, learning_rate=0.05, **options)
+            logger = ShareLogger(x_train)
+            model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0, callbacks=[logger])
+            accuracies.append(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
+            final_shares.append(logger.shares[-1])
+            curves.append([usage_entropy(s) for s in logger.shares])
+        results[name] = (np.array(accuracies), np.array(final_shares), np.array(curves))
+        shares = np.array(final_shares)
+        print(f"{name:<20} accuracy {np.mean(accuracies):.3f}  smallest expert share {shares.min(axis=1).mean():.3f}  "
+              f"unused experts {(shares == 0).sum(axis=1).mean():.1f}", flush=True)
+
+    lines = [f"moons, {args.experts} experts, top-1 (expert choice: capacity 1), {args.epochs} epochs, "
+             f"{args.seeds} seed(s); shares of the routed pairs of the training set after the last epoch.", "",
+             "| policy | test accuracy | smallest expert share | largest expert share | unused experts | "
+             "usage entropy |", "|---|---:|---:|---:|---:|---:|"]
+    for name, (accuracies, shares, curves) in results.items():
+        lines.append(f"| {name} | {accuracies.mean():.3f} +- {accuracies.std():.3f} | {shares.min(axis=1).mean():.3f} | "
+                     f"{shares.max(axis=1).mean():.3f} | {(shares == 0).sum(axis=1).mean():.1f} | "
+                     f"{curves[:, -1].mean():.3f} |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "routing_policies.md").write_text(text)
+    figure, axis = plt.subplots(figsize=(5.5, 3.5))
+    for name, (_, _, curves) in results.items():
+        axis.plot(range(1, args.epochs + 1), curves.mean(axis=0), marker="o", label=name)
+    axis.set(xlabel="epoch", ylabel="usage entropy / log(E)", ylim=(0, 1.05),
+             title=f"Expert usage, {args.experts} experts, top-1, moons")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(args.out / "routing_policies.png", dpi=120)
+    print(f"wrote {args.out / 'routing_policies.md'} and {args.out / 'routing_policies.png'}")
+
+
+if __name__ == "__main__":
+    main()

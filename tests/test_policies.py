@@ -1,0 +1,146 @@
+"""MoE policies: expert choice, shared experts, loss-free (bias) balancing, router health metrics."""
+import warnings
+
+import cirq
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+import qmoe_tfq as qmoe
+from conftest import RowCounter
+from qmoe_tfq import routing
+from qmoe_tfq.gating import ExpertUsage
+
+QUBITS = cirq.GridQubit.rect(1, 3)
+SMALL = {"expert_layers": 1, "router_layers": 1}
+
+
+def test_expert_choice_takes_exactly_capacity_rows_and_simulates_only_those(features):
+    counter = RowCounter()
+    moe = qmoe.QMoELayer(QUBITS, 3, routing="expert_choice", backend=counter, **SMALL)
+    circuits = qmoe.encode(features, QUBITS)
+    out = moe(circuits).numpy()
+    route = moe.route(circuits)
+    kept, probabilities = route.kept.numpy(), route.probabilities.numpy()
+    capacity = int(np.ceil(len(features) / 3))  # capacity_factor 1, k = 1
+    assert kept.sum(axis=0).tolist() == [capacity] * 3 and counter.rows[:2] == [len(features), 3 * capacity]
+    for expert in range(3):  # each expert took the samples it scores highest
+        assert set(np.flatnonzero(kept[:, expert])) == set(np.argsort(-probabilities[:, expert])[:capacity])
+    gates = route.gate_matrix().numpy()
+    np.testing.assert_allclose(gates, probabilities * kept, atol=1e-6)
+    expected = sum(gates[:, [e]] * expert(circuits).numpy() for e, expert in enumerate(moe.experts))
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [1, "classical"])
+def test_shared_experts_join_every_sample_with_their_own_weights(features, shared):
+    counter = RowCounter()
+    kwargs = {"shared_experts": 1} if shared == 1 else {
+        "shared_experts": [qmoe.hybrid.ClassicalExpert(3, name="always")], "encoder": qmoe.AngleEncoder(QUBITS)}
+    moe = qmoe.QMoELayer(QUBITS, 3, top_k=1, backend=counter, **SMALL, **kwargs)
+    inputs = tf.constant(features) if shared == "classical" else qmoe.encode(features, QUBITS)
+    out = moe(inputs).numpy()
+    (shared_expert,) = moe.shared_experts
+    shared_out = shared_expert(tf.constant(features) if shared == "classical" else inputs).numpy()
+    circuits = qmoe.encode(features, QUBITS)
+    gates = moe.gate_weights(inputs).numpy()
+    routed = sum(gates[:, [e]] * expert(circuits).numpy() for e, expert in enumerate(moe.experts))
+    np.testing.assert_allclose(out, routed + shared_out, atol=1e-5)
+    assert counter.rows[1] == len(features) * (2 if shared == 1 else 1)  # routed + shared rows in one call
+    assert all(id(v) not in {id(w) for e in moe.experts for w in e.weights} for v in shared_expert.weights)
+
+
+def test_bias_moves_towards_the_under_used_expert_and_gets_no_gradient():
+    router = keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant([2.0, 0.0]))
+    moe = qmoe.QMoELayer(QUBITS, experts=[qmoe.hybrid.ClassicalExpert(3), qmoe.hybrid.ClassicalExpert(3)],
+                         router=router, top_k=1, balance="bias", bias_rate=0.1)
+    x = tf.random.uniform([8, 3])
+    moe.build(x.shape)
+    with tf.GradientTape() as tape:
+        tape.watch(moe.gate.expert_bias)
+        loss = tf.reduce_sum(moe(x, training=True))
+    # every sample chose expert 0: fractions [1, 0], mean 0.5, so the bias moves by -0.1 / +0.1
+    np.testing.assert_allclose(moe.gate.expert_bias.numpy(), [-0.1, 0.1], atol=1e-7)
+    assert tape.gradient(loss, moe.gate.expert_bias) is None
+    assert all(v is not moe.gate.expert_bias for v in moe.trainable_variables)
+    moe(x, training=False)
+    np.testing.assert_allclose(moe.gate.expert_bias.numpy(), [-0.1, 0.1], atol=1e-7)  # inference leaves it
+    moe.gate.expert_bias.assign([-1.0, 1.0])  # selection follows the bias; weights stay the probabilities
+    route = moe.route(x)
+    assert (route.expert_index.numpy() == 1).all()
+    np.testing.assert_allclose(route.combine_weights.numpy(), 1.0, atol=1e-6)
+
+
+def test_summary_terms_on_a_hand_made_routing():
+    probabilities = tf.constant([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
+    expert_index = tf.constant([[0], [0], [1], [0]])
+    kept = tf.constant([[True], [True], [False], [True]])
+    route = routing.Routing(tf.math.log(probabilities), probabilities, expert_index, probabilities[:, :1], kept)
+    terms = routing.routing_terms(route, routing.RoutingPolicy(2, top_k=1))
+    entropy = -np.mean([sum(p * np.log(p) for p in row) for row in probabilities.numpy()])
+    assert terms.usage.numpy().tolist() == [3.0, 0.0] and terms.fractions.numpy().tolist() == [1.0, 0.0]
+    assert float(terms.entropy) == pytest.approx(entropy, rel=1e-5)
+    assert float(terms.confidence) == pytest.approx(0.75) and float(terms.dropped) == pytest.approx(0.25)
+    chosen = routing.expert_choice(route.logits, probabilities, routing.RoutingPolicy(2, routing="expert_choice"))
+    # capacity 2 each: expert 0 takes samples 3 and 0, expert 1 samples 2 and 1; nobody is left out
+    assert chosen.kept.numpy().tolist() == [[True, False], [False, True], [False, True], [True, False]]
+    assert float(routing.routing_terms(chosen, routing.RoutingPolicy(2, routing="expert_choice")).dropped) == 0.0
+
+
+def test_fit_logs_the_summary_and_no_metric_for_zero_weight_losses():
+    x = np.random.default_rng(0).uniform(0, 1, size=(16, 3)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int32)
+    for metrics, z_loss_weight in (("summary", 0.0), ("per_expert", 1e-3)):
+        model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, n_experts=3, top_k=1, metrics=metrics,
+                                           z_loss_weight=z_loss_weight, **SMALL)
+        logs = model.fit(x, y, epochs=1, batch_size=8, verbose=0).history
+        names = {name for name in logs if name.startswith("qmoe_")}
+        summary = {"qmoe_load_balance", "qmoe_routing_entropy", "qmoe_router_confidence", "qmoe_dropped_fraction",
+                   "qmoe_unused_experts"}
+        extra = {"qmoe_z_loss"} | {f"qmoe_expert_{i}_fraction" for i in range(3)} if metrics == "per_expert" else set()
+        assert names == summary | extra
+        assert 0 <= logs["qmoe_unused_experts"][0] <= 2 and 0 < logs["qmoe_router_confidence"][0] <= 1
+
+
+def test_an_expert_unused_for_an_epoch_warns_once():
+    usage = ExpertUsage(3, "moe")
+    usage.update_state(tf.constant([2.0, 0.0, 1.0]))
+    assert float(usage.result()) == 1.0
+    with pytest.warns(RuntimeWarning, match=r"moe: experts \[1\] received no sample in a whole epoch"):
+        usage.reset_state()
+    usage.update_state(tf.constant([0.0, 0.0, 1.0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        usage.reset_state()  # once per layer
+    assert caught == [] and float(usage.result()) == 3.0
+
+
+@pytest.mark.parametrize("kwargs", [{"routing": "expert_choice", "capacity_factor": 1.5},
+                                    {"shared_experts": 2, "top_k": 1}, {"balance": "bias", "top_k": 2}])
+def test_new_options_round_trip(tmp_path, kwargs):
+    x = np.random.default_rng(1).uniform(0, 1, size=(8, 3)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int32)
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, n_experts=3, **SMALL, **kwargs)
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    qmoe.save_model(model, tmp_path / "m.keras")
+    reloaded = qmoe.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    layer, again = model.get_layer("qmoe"), reloaded.get_layer("qmoe")
+    assert again.get_config() == layer.get_config()
+    if "balance" in kwargs:
+        assert np.abs(layer.gate.expert_bias.numpy()).sum() > 0
+        np.testing.assert_allclose(again.gate.expert_bias.numpy(), layer.gate.expert_bias.numpy())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"routing": "random"}, r"routing='random' is not allowed; use one of \('top_k', 'expert_choice'\)"),
+    ({"balance": "loss"}, r"balance='loss' is not allowed"),
+    ({"metrics": "all"}, r"metrics='all' is not allowed; use one of \('summary', 'per_expert'\)"),
+    ({"routing": "expert_choice", "balance": "bias"}, "balanced by construction"),
+    ({"bias_rate": -1}, "bias_rate must be a number >= 0, got -1"),
+    ({"shared_experts": -1}, r"shared_experts must be a count >= 0 or a list of experts, got -1"),
+])
+def test_policy_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        qmoe.QMoELayer(QUBITS, 3, **kwargs)

@@ -19,15 +19,16 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import coherent, dispatch, routing
-from qmoe_tfq.gating import Gate
-from qmoe_tfq.routing import RoutingPolicy
 from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, execution_config, make_executor, validate_noise
 from qmoe_tfq.circuits import (Observable, default_readouts, hardware_efficient_ansatz, reuploading_ansatz,
-                               router_readouts, validate_entangler, validate_observables,
-                               validate_positive_int, validate_qubits, validate_rotations)
+                               router_readouts, validate_entangler, validate_observables, validate_positive_int,
+                               validate_qubits, validate_rotations)
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
 from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, circuit_batch, deserialize_part, expert_list, make_experts,
                               make_router)
+from qmoe_tfq.gating import Gate
+from qmoe_tfq.programs import check_input_circuits, qubit_ids
+from qmoe_tfq.routing import RoutingPolicy
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 EXPERT_PREFIX = "theta"
@@ -257,6 +258,7 @@ class QMoELayer(keras.layers.Layer):
             self._check_classical_widths(self._n_features)
         if self.encoder is not None and not self.encoder.built:
             self.encoder.build(input_shape)
+        self._qubit_ids = qubit_ids(self.qubits)  # <string>[n_qubits] what input circuits may act on
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
         self._table = self._expert_table(data_circuit, data_names)
@@ -309,7 +311,7 @@ class QMoELayer(keras.layers.Layer):
             if inputs.dtype != tf.string:
                 raise TypeError(f"{self.name} was built for serialized circuits <string>[batch], got a tensor of "
                                 f"dtype {inputs.dtype.name}; for float features make a layer with an encoder.")
-            circuits = circuit_batch(inputs, self.name)
+            circuits = check_input_circuits(circuit_batch(inputs, self.name), self._qubit_ids, self.name)
             return _Batch(circuits, None, tf.zeros([tf.shape(circuits)[0], 0]))
         if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
             raise TypeError(f"{self._takes_features_because()}, got a tensor of dtype {inputs.dtype.name}.")

@@ -10,7 +10,9 @@ import time
 import cirq
 import numpy as np
 import pytest
+import sympy
 import tensorflow as tf
+import tensorflow_quantum as tfq
 import tf_keras as keras
 
 import qmoe_tfq as qmoe
@@ -234,3 +236,29 @@ def exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exit:
         return exit.code
+
+
+@pytest.mark.parametrize("qubits, foreign", [
+    (cirq.LineQubit.range(2), ["0", "1"]),  # TFQ's ids of LineQubit(0), LineQubit(1)
+    ([QUBITS[0], cirq.GridQubit(5, 0)], ["5_0"]),
+])
+def test_input_circuits_on_other_qubits_are_refused_in_graph(qubits, foreign):
+    moe = qmoe.QMoELayer(QUBITS, **SMALL)
+    moe(qmoe.encode(np.array([[0.2, 0.4]]), QUBITS))
+    bad = tfq.convert_to_tensor([cirq.Circuit(cirq.X.on_each(*qubits))])
+    for call in (moe, tf.function(moe)):  # eager and traced
+        with pytest.raises(tf.errors.InvalidArgumentError, match="input circuits act on qubits outside the layer") as info:
+            call(bad)
+        named = re.findall(r"[\w]+", str(info.value).split("foreign ids:")[1].split("\n\n")[0])
+        assert [i for i in named if i != "b"][:len(foreign)] == foreign
+    subset = tfq.convert_to_tensor([cirq.Circuit(cirq.X(QUBITS[1]))])  # a subset of the layer's qubits is fine
+    assert moe(subset).shape == (1, 2)
+
+
+@pytest.mark.parametrize("symbol", ["theta_l00_q00_ry", "free"])  # one the layer's, one unknown
+def test_input_circuits_with_symbols_are_refused_in_graph(symbol):
+    moe = qmoe.QMoELayer(QUBITS, **SMALL)
+    symbolic = tfq.convert_to_tensor([cirq.Circuit(cirq.rx(sympy.Symbol(symbol))(QUBITS[0]))])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"(?s)must have every parameter resolved, but they use "
+                                                             f"the symbols.*{symbol}"):
+        moe(symbolic)

@@ -1,0 +1,84 @@
+"""Serialized TFQ programs read in-graph: their qubit ids and symbols, and the checks on input circuits.
+
+TFQ passes circuits as serialized `tfq.proto.Program` strings. `tf.io.decode_proto`, given TFQ's
+own descriptors, reads them inside the graph (also in an exported SavedModel), so quantum data can
+be checked per batch for the cost of parsing a few fields.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cirq
+import tensorflow as tf
+import tensorflow_quantum as tfq
+from google.protobuf import descriptor_pb2
+from tensorflow_quantum.core.proto import program_pb2
+
+
+def _program_descriptors() -> bytes:
+    """TFQ's program proto as a descriptor set, so `tf.io.decode_proto` can read it in-graph."""
+    descriptors = descriptor_pb2.FileDescriptorSet()
+    program_pb2.DESCRIPTOR.CopyToProto(descriptors.file.add())
+    return b"bytes://" + descriptors.SerializeToString()
+
+
+_PROGRAM_DESCRIPTORS = _program_descriptors()
+
+
+def _submessages(messages: tf.Tensor, message_type: str, field: str) -> tf.Tensor:
+    """<string>[N'] every `field` of the serialized `message_type`s <string>[N], flattened."""
+    sizes, (values,) = tf.io.decode_proto(messages, f"tfq.proto.{message_type}", [field], [tf.string],
+                                          descriptor_source=_PROGRAM_DESCRIPTORS)
+    return tf.boolean_mask(values, tf.sequence_mask(sizes[:, 0], tf.shape(values)[1]))
+
+
+def _operations(programs: tf.Tensor) -> tf.Tensor:
+    """<string>[n_ops] every serialized operation of `programs` <string>[B]."""
+    messages = programs
+    for message_type, field in (("Program", "circuit"), ("Circuit", "moments"), ("Moment", "operations")):
+        messages = _submessages(messages, message_type, field)
+    return messages
+
+
+def serialized_qubit_ids(programs: tf.Tensor) -> tf.Tensor:
+    """<string>[n] TFQ's id of every qubit every operation of `programs` <string>[B] acts on, in-graph.
+
+    >>> ids = serialized_qubit_ids(tfq.convert_to_tensor([cirq.Circuit(cirq.X(cirq.GridQubit(0, 1)))]))
+    >>> ids.numpy().tolist()
+    [b'0_1']
+    """
+    return _submessages(_submessages(_operations(programs), "Operation", "qubits"), "Qubit", "id")
+
+
+def serialized_symbols(programs: tf.Tensor) -> tf.Tensor:
+    """<string>[n] the sympy symbol names the gate arguments of `programs` <string>[B] use, in-graph."""
+    arguments = _submessages(_submessages(_operations(programs), "Operation", "args"), "Operation.ArgsEntry", "value")
+    return _submessages(arguments, "Arg", "symbol")
+
+
+def qubit_ids(qubits: Sequence[cirq.Qid]) -> tf.Tensor:
+    """<string>[n] the ids TFQ gives `qubits` in serialized circuits."""
+    return tf.constant(sorted(set(serialized_qubit_ids(
+        tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*qubits))])).numpy())))
+
+
+def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) -> tf.Tensor:
+    """`programs` <string>[B], after in-graph checks: only the `allowed` qubit ids, no symbols.
+
+    A circuit on other qubits (LineQubits for a GridQubit layer, an extra qubit) would not raise in
+    TFQ: its state would not reach the layer's readouts, and every sample would give the same
+    output. A symbol would be resolved with the layer's value of the same name, or fail deep in TFQ.
+    Raises `tf.errors.InvalidArgumentError` naming the foreign qubit ids or the symbols instead.
+    """
+    ids = serialized_qubit_ids(programs)  # <string>[n]
+    foreign = tf.boolean_mask(ids, tf.logical_not(tf.reduce_any(tf.equal(ids[:, None], allowed[None, :]), axis=1)))
+    symbols = serialized_symbols(programs)  # <string>[m]
+    checks = [
+        tf.debugging.Assert(tf.size(foreign) == 0, [
+            f"{layer}: input circuits act on qubits outside the layer's qubits (TFQ ids", allowed,
+            "); foreign ids:", foreign[:8]], summarize=16),
+        tf.debugging.Assert(tf.size(symbols) == 0, [
+            f"{layer}: input circuits must have every parameter resolved, but they use the symbols",
+            symbols[:8]], summarize=8)]
+    with tf.control_dependencies(checks):
+        return tf.identity(programs)

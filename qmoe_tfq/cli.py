@@ -28,21 +28,22 @@ def positive_int(text: str) -> int:
     return value
 
 
-def fraction(text: str) -> float:
+def _float_or_none(text: str) -> float | None:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = None
+        return None
+
+
+def fraction(text: str) -> float:
+    value = _float_or_none(text)
     if value is None or not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a number strictly between 0 and 1, got {text!r}")
     return value
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
+    value = _float_or_none(text)
     if value is None or not np.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return value

@@ -20,23 +20,11 @@ from qmoe_tfq.backends import Backend, Noise, apply_noise, execution_config, mak
 from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
 from qmoe_tfq.hybrid import ClassicalExpert
+from qmoe_tfq.inputs import circuit_batch
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 QUANTUM = "quantum"
 Part = str | cirq.Circuit | keras.layers.Layer
-
-
-def circuit_batch(inputs: tf.Tensor, layer: str) -> tf.Tensor:
-    """Checks serialized circuits <string>[batch] (or [batch, 1]) and returns them as [batch]."""
-    if inputs.dtype != tf.string:
-        raise TypeError(
-            f"{layer} expects serialized circuits <string>[batch] (from tfq.convert_to_tensor or "
-            f"qmoe_tfq.encode), got a tensor of dtype {inputs.dtype.name}.")
-    if inputs.shape.rank == 2 and inputs.shape[1] == 1:
-        inputs = tf.squeeze(inputs, axis=1)
-    if inputs.shape.rank != 1:
-        raise ValueError(f"{layer} expects circuits of shape [batch] or [batch, 1], got {inputs.shape}.")
-    return inputs
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")

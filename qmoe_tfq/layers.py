@@ -10,10 +10,8 @@ Everything that call needs (programs, symbol layout, the router's program) is bu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import cirq
-import numpy as np
 import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
@@ -24,30 +22,15 @@ from qmoe_tfq.circuits import (Observable, default_readouts, hardware_efficient_
                                router_readouts, validate_entangler, validate_observables, validate_positive_int,
                                validate_qubits, validate_rotations)
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
-from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, circuit_batch, deserialize_part, expert_list, make_experts,
-                              make_router)
+from qmoe_tfq.experts import QUANTUM, ExpertPQC, Part, deserialize_part, expert_list, make_experts, make_router
 from qmoe_tfq.gating import Gate
-from qmoe_tfq.programs import check_input_circuits, qubit_ids
+from qmoe_tfq.inputs import Batch, InputReader, feeds_features
 from qmoe_tfq.routing import RoutingPolicy
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 EXPERT_PREFIX = "theta"
 ROUTER_PREFIX = "route"
 AGGREGATIONS = ("classical", "coherent")
-
-
-class _Batch(NamedTuple):
-    circuits: tf.Tensor | None  # <string>[B] input circuits (None for features)
-    features: tf.Tensor | None  # <float32>[B, F] (None for circuits)
-    angles: tf.Tensor  # <float32>[B, D] data symbol values (D = 0 for circuits)
-
-
-def _feeds_features(inputs: object) -> bool:
-    try:
-        dtype = tf.as_dtype(getattr(inputs, "dtype", None) or np.asarray(inputs).dtype)
-    except TypeError:
-        return False
-    return dtype.is_floating or dtype.is_integer
 
 
 def _depths(expert_layers: int | Sequence[int], n_experts: int) -> int | list[int]:
@@ -233,10 +216,9 @@ class QMoELayer(keras.layers.Layer):
         parts = [f"experts[{i}] ({e.name})" for i, e in enumerate(self._every_expert) if not self._quantum[i]]
         return parts + ([] if self.quantum_router else [f"router ({self.router.name})"])
 
-    def _takes_features_because(self) -> str:
+    def _why_features(self) -> str:
         parts = self._classical_parts()
-        why = f"{', '.join(parts)} are classical" if parts else f"it encodes them with {self.encoder.name}"
-        return f"{self.name} takes float features [batch, n_features] ({why})"
+        return f"{', '.join(parts)} are classical" if parts else f"it encodes them with {self.encoder.name}"
 
     def __call__(self, inputs, *args, **kwargs):
         self._adopt_inputs(inputs)
@@ -244,21 +226,23 @@ class QMoELayer(keras.layers.Layer):
 
     def _adopt_inputs(self, inputs: object) -> None:
         """Before the first build: float inputs without an encoder get `AngleEncoder(qubits)`."""
-        if not self.built and self.encoder is None and _feeds_features(inputs) and not self._classical_parts():
+        if not self.built and self.encoder is None and feeds_features(inputs) and not self._classical_parts():
             self.encoder = AngleEncoder(self.qubits)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         input_shape = tf.TensorShape(input_shape)
         # Decided once: features when there is an encoder or a classical part, else circuits.
-        self.takes_features = self.encoder is not None or bool(self._classical_parts())
-        if self.takes_features:
+        n_features = None
+        if self.encoder is not None or self._classical_parts():
             if input_shape.rank != 2 or input_shape[-1] is None:
-                raise ValueError(f"{self._takes_features_because()}, got inputs of shape {input_shape}.")
-            self._n_features = int(input_shape[-1])
-            self._check_classical_widths(self._n_features)
+                raise ValueError(f"{self.name} takes float features [batch, n_features] ({self._why_features()}), "
+                                 f"got inputs of shape {input_shape}.")
+            n_features = int(input_shape[-1])
+            self._check_classical_widths(n_features)
         if self.encoder is not None and not self.encoder.built:
             self.encoder.build(input_shape)
-        self._qubit_ids = qubit_ids(self.qubits)  # <string>[n_qubits] what input circuits may act on
+        self._inputs = InputReader(self.name, self.qubits, self.encoder, n_features,
+                                   self._why_features() if n_features else "")
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
         self._table = self._expert_table(data_circuit, data_names)
@@ -306,23 +290,7 @@ class QMoELayer(keras.layers.Layer):
             raise ValueError(f"router ({self.router.name}) outputs {self.router(probe).shape[-1]} logits per "
                              f"sample, but the layer has n_experts = {self.n_experts}.")
 
-    def _batch(self, inputs: tf.Tensor) -> _Batch:
-        if not self.takes_features:
-            if inputs.dtype != tf.string:
-                raise TypeError(f"{self.name} was built for serialized circuits <string>[batch], got a tensor of "
-                                f"dtype {inputs.dtype.name}; for float features make a layer with an encoder.")
-            circuits = check_input_circuits(circuit_batch(inputs, self.name), self._qubit_ids, self.name)
-            return _Batch(circuits, None, tf.zeros([tf.shape(circuits)[0], 0]))
-        if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
-            raise TypeError(f"{self._takes_features_because()}, got a tensor of dtype {inputs.dtype.name}.")
-        if inputs.shape.rank != 2 or inputs.shape[-1] != self._n_features:
-            raise ValueError(f"{self.name} expects float features of shape [batch, {self._n_features}], "
-                             f"got {inputs.shape}.")
-        features = tf.cast(inputs, tf.float32)  # <float32>[B, F]
-        angles = tf.zeros([tf.shape(features)[0], 0]) if self.encoder is None else self.encoder.angles(features)
-        return _Batch(None, features, angles)
-
-    def _logits(self, batch: _Batch) -> tf.Tensor:
+    def _logits(self, batch: Batch) -> tf.Tensor:
         """<float32>[B, E] router logits (coherent aggregation: the register's Born probabilities)."""
         if not self.quantum_router:
             return self.router(batch.features)
@@ -342,7 +310,7 @@ class QMoELayer(keras.layers.Layer):
             return readouts
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
-    def _run_experts(self, batch: _Batch, rows: dispatch.Rows) -> tf.Tensor:
+    def _run_experts(self, batch: Batch, rows: dispatch.Rows) -> tf.Tensor:
         size = tf.shape(batch.angles)[0]
         outputs = tf.zeros([size, self.n_readouts])  # <float32>[B, n_readouts]
         if any(self._quantum):
@@ -360,7 +328,7 @@ class QMoELayer(keras.layers.Layer):
         return outputs
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        batch = self._batch(inputs)
+        batch = self._inputs.read(inputs)
         route = self.gate(self._logits(batch), training=training, born=self.aggregation == "coherent")
         if self.aggregation == "coherent":
             program = self._coherent.mixture
@@ -380,7 +348,7 @@ class QMoELayer(keras.layers.Layer):
         self._adopt_inputs(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return self.gate.select(self._logits(self._batch(inputs)), training, born=self.aggregation == "coherent")
+        return self.gate.select(self._logits(self._inputs.read(inputs)), training, born=self.aggregation == "coherent")
 
     def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
         """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""

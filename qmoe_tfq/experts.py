@@ -219,12 +219,14 @@ def make_router(router: Part | None, qubits: Sequence[cirq.Qid], observables: Ca
 
 
 def deserialize_part(entry: str | dict, execution: dict) -> str | keras.layers.Layer:
-    """A part (expert, router, encoder, head) from its config entry; `ExpertPQC`s run on `execution`'s backend."""
+    """A part (expert, router, encoder, head) from its config entry; `ExpertPQC`s run on `execution`'s backend.
+
+    `execution` holds the layer config's stored ``backend``, ``repetitions`` and ``noise`` (Cirq JSON).
+    """
     if isinstance(entry, str):
         return entry
     if entry.get("class_name", "").endswith("ExpertPQC"):
-        noise = execution["noise"]
-        entry = {**entry, "config": {**entry["config"], **execution, "noise": None if noise is None else to_cirq_json(noise)}}
+        entry = {**entry, "config": {**entry["config"], **execution}}
     # The HDF5 format stores bare class names; the registry knows ours only as "qmoe_tfq>Name".
     parts = {cls.__name__: cls for cls in (ExpertPQC, AngleEncoder, CircuitEncoder, ClassicalExpert)}
     return keras.layers.deserialize(entry, custom_objects=parts)

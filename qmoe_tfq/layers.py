@@ -382,8 +382,9 @@ class QMoELayer(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict) -> QMoELayer:
-        config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise"))
+        # The backend fields as stored (noise as Cirq JSON), for the nested ExpertPQC configs.
         execution = {key: config.get(key) for key in ("backend", "repetitions", "noise")}
+        config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise"))
         for key in ("encoder", "router", "router_head"):
             if config.get(key) is not None:
                 config[key] = deserialize_part(config[key], execution)

@@ -21,6 +21,8 @@ test: $(STAMP)
 	$(PY) -m pytest  # tests/ and the package's docstring examples (pytest.ini)
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/throughput.py
 
 clean:

@@ -17,17 +17,46 @@ from __future__ import annotations
 
 import copy
 import numbers
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import cirq
 import tensorflow as tf
 import tensorflow_quantum as tfq
 
-BACKEND_NAMES = ("noiseless", "noisy")
+BACKEND_NAMES = ("auto", "statevector", "noiseless", "noisy")
+EXACT = ("auto", "statevector", "noiseless")
 MAX_REPETITIONS = 1_000_000  # shots or trajectories per row; TFQ keeps every sample in memory
 Backend = str | cirq.Sampler | cirq.SimulatesExpectationValues
-
-
 Noise = cirq.NoiseModel | cirq.Gate
+
+
+class Program(NamedTuple):
+    """Circuits, readouts and the symbol layout that every row's values follow: one contract.
+
+    Made once (`make_program`) and compiled once per executor (`compile`)."""
+
+    circuits: tf.Tensor  # <string>[P] serialized programs
+    operators: tf.Tensor  # <string>[P, n_readouts] serialized observables of each program
+    symbol_names: tf.Tensor  # <string>[N] data symbols first, then weight symbols
+    sources: tuple[cirq.Circuit, ...]  # the P programs
+    observables: tuple[tuple[cirq.PauliSum, ...], ...]  # [P][n_readouts]
+    qubits: tuple[cirq.Qid, ...]  # every program acts on these (identities pad the rest)
+    n_data: int  # leading symbols carrying data: values with no gradient, resolved first when sampling
+
+
+def make_program(circuits: Sequence[cirq.Circuit], observables: Sequence[Sequence[cirq.PauliSum]],
+                 symbol_names: Sequence[str], qubits: Sequence[cirq.Qid], n_data: int = 0) -> Program:
+    """A `Program` of circuits that already act on every one of `qubits`."""
+    return Program(tfq.convert_to_tensor(list(circuits)), tfq.convert_to_tensor([list(o) for o in observables]),
+                   tf.constant(list(symbol_names), tf.string), tuple(circuits),
+                   tuple(tuple(cirq.PauliSum.wrap(x) for x in o) for o in observables), tuple(qubits), n_data)
+
+
+# run(values <float32>[R, N], program_index <int32>[R] | None (all program 0), circuits <string>[B] | None
+#     (start from |0...0>), sample_index <int32>[R] | None (row r on circuits[r]), training: bool | None
+#     (False: inference only, which an executor may compile differently)) -> <float32>[R, n_readouts]
+Run = Callable[..., tf.Tensor]
 
 
 def validate_backend(backend: Backend, repetitions: int | None) -> None:
@@ -44,6 +73,9 @@ def validate_backend(backend: Backend, repetitions: int | None) -> None:
             raise ValueError(
                 f"backend={backend!r} is not allowed; use one of {BACKEND_NAMES}, a cirq.Sampler "
                 "or a cirq.SimulatesExpectationValues simulator.")
+        if backend == "statevector" and repetitions is not None:
+            raise ValueError(f"backend='statevector' computes exact expectations; for repetitions={repetitions} "
+                             "shots use backend='noiseless' or 'auto'.")
         if backend == "noisy" and repetitions is None:
             raise ValueError("backend='noisy' averages noise trajectories: give repetitions=N (e.g. 1000).")
         return
@@ -66,9 +98,13 @@ class CircuitExecutor:
     array([[-1.]], dtype=float32)
     """
 
+    name = "tfq"
+
     def __init__(self, backend: Backend = "noiseless", repetitions: int | None = None,
                  differentiator: tfq.differentiators.Differentiator | None = None) -> None:
         validate_backend(backend, repetitions)
+        if backend in ("auto", "statevector"):
+            raise ValueError(f"CircuitExecutor runs TFQ backends; for backend={backend!r} use make_executor.")
         if differentiator is not None and not isinstance(
                 differentiator, tfq.differentiators.Differentiator):
             raise TypeError(
@@ -90,6 +126,34 @@ class CircuitExecutor:
             self._op = differentiator.generate_differentiable_op(
                 analytic_op=tfq.get_expectation_op(backend=None if backend == "noiseless" else backend))
         self._sampled = sampled
+        self.name = backend if isinstance(backend, str) else type(backend).__name__
+
+    def compile(self, program: Program) -> Run:
+        """The `Run` of `program`'s rows: input circuits prepended, data symbols resolved first when sampling
+        (so ParameterShift shifts only the weights: 2 x n_weights circuits per row, not 2 x all symbols)."""
+        single = program.circuits.shape[0] == 1
+        resolve = self._sampled and program.n_data > 0
+
+        def run(values: tf.Tensor, program_index: tf.Tensor | None = None, circuits: tf.Tensor | None = None,
+                sample_index: tf.Tensor | None = None, training: bool | None = None) -> tf.Tensor:
+            del training  # TFQ runs the same op either way
+            rows = tf.shape(values)[0]
+            index = tf.zeros([rows], tf.int32) if program_index is None else program_index  # <int32>[R]
+            if circuits is None:
+                programs = tf.gather(program.circuits, index)  # <string>[R]
+            elif single:
+                # One program: append it once per sample, then copy rows (B appends instead of R).
+                programs = tfq.append_circuit(circuits, tf.tile(program.circuits, [tf.shape(circuits)[0]]))
+                programs = programs if sample_index is None else tf.gather(programs, sample_index)
+            else:
+                inputs = circuits if sample_index is None else tf.gather(circuits, sample_index)
+                programs = tfq.append_circuit(inputs, tf.gather(program.circuits, index))
+            names = program.symbol_names
+            if resolve:
+                programs = tfq.resolve_parameters(programs, names[:program.n_data], values[:, :program.n_data])
+                names, values = names[program.n_data:], values[:, program.n_data:]
+            return self(programs, names, values, tf.gather(program.operators, index))
+        return run
 
     def __call__(self, programs: tf.Tensor, symbol_names: tf.Tensor, symbol_values: tf.Tensor,
                  operators: tf.Tensor) -> tf.Tensor:
@@ -119,9 +183,9 @@ def validate_noise(noise: Noise | None, backend: Backend) -> None:
     if not isinstance(noise, (cirq.NoiseModel, cirq.Gate)):
         raise TypeError(f"noise must be a cirq.NoiseModel or a cirq channel such as cirq.depolarize(0.01), "
                         f"got {noise!r}.")
-    if backend == "noiseless":
+    if backend in EXACT:
         raise ValueError(
-            f"noise={noise!r} needs a simulator of noisy circuits: use backend='noisy' with "
+            f"noise={noise!r} needs a simulator of noisy circuits, not backend={backend!r}: use backend='noisy' with "
             "repetitions=N trajectories, or a Cirq simulator/sampler that applies noise.")
 
 
@@ -148,8 +212,24 @@ def execution_config(backend: Backend | CircuitExecutor, repetitions: int | None
 
 
 def make_executor(backend: Backend | CircuitExecutor, repetitions: int | None,
-                  differentiator: tfq.differentiators.Differentiator | None) -> CircuitExecutor:
-    """`backend` itself when it is already an executor (e.g. a wrapped one in tests), else a new one."""
-    if isinstance(backend, CircuitExecutor):
-        return backend
+                  differentiator: tfq.differentiators.Differentiator | None, n_qubits: int):
+    """The executor for `backend`: `backend` itself when it is already one (e.g. a wrapped one in tests).
+
+    ``"auto"`` is the TF statevector simulator for exact expectations on at most `AUTO_MAX_QUBITS` (12)
+    qubits, where TFQ's fixed cost per circuit row dominates, and TFQ's qsim otherwise (or for shots).
+    """
+    from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS, StatevectorExecutor
+
+    if not isinstance(backend, str):
+        executor = isinstance(backend, (CircuitExecutor, StatevectorExecutor))
+        return backend if executor else CircuitExecutor(backend, repetitions, differentiator)
+    validate_backend(backend, repetitions)
+    if backend == "auto":
+        statevector = repetitions is None and differentiator is None and n_qubits <= AUTO_MAX_QUBITS
+        backend = "statevector" if statevector else "noiseless"
+    if backend == "statevector":
+        if differentiator is not None:
+            raise ValueError("backend='statevector' differentiates by TF autodiff; it takes no differentiator "
+                             f"(got {differentiator!r}); use backend='noiseless' for a TFQ differentiator.")
+        return StatevectorExecutor()
     return CircuitExecutor(backend, repetitions, differentiator)

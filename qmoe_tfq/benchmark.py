@@ -13,7 +13,7 @@ All models are built and timed in this one process, on the same data, as the sam
 Two input kinds: float features (the naive model angle-encodes them with `AngleEncoder` in front
 of its PQCs; `QMoELayer(encoder=...)` feeds the angles straight to the simulator), and quantum
 data (serialized circuits, the same for all three). A sweep over n_experts (float input) at
-top_k=1 and dense shows how time per sample scales. Writes benchmarks/results.md and
+top_k=1 and dense shows how time per sample scales. Writes benchmarks/throughput.md and
 benchmarks/scaling.png.
 
     qmoe-tfq bench                 # or python benchmarks/throughput.py; 8 qubits, 3 layers, batch 64
@@ -67,7 +67,7 @@ def heterogeneous_experts(qubits, n_experts: int, n_layers: int) -> list[cirq.Ci
             for index in range(n_experts)]
 
 
-def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool) -> keras.Model:
+def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool, backend: str = "auto") -> keras.Model:
     """Model `kind` ("naive", "dense", "top1", "dense_het", "top1_het") on float features or circuits."""
     if float_input:
         inputs = keras.Input(shape=(len(qubits),), dtype=tf.float32)
@@ -80,7 +80,8 @@ def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool) -
         encoder = qmoe.AngleEncoder(qubits) if float_input else None
         experts = heterogeneous_experts(qubits, n_experts, n_layers) if kind.endswith("_het") else None
         readouts = qmoe.QMoELayer(qubits, None if experts else n_experts, n_layers, n_layers, encoder=encoder,
-                                  experts=experts, top_k=1 if kind.startswith("top1") else None)(inputs)
+                                  experts=experts, top_k=1 if kind.startswith("top1") else None,
+                                  backend=backend)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(readouts))
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -113,7 +114,7 @@ def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--sweep", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--quick", action="store_true", help="4 qubits, 2 steps, sweep 1 2 4")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results.md and scaling.png go")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where throughput.md and scaling.png go")
     return parser
 
 
@@ -182,7 +183,7 @@ def run(args: argparse.Namespace) -> None:
     print("\n" + text)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(text)
+    (args.out / "throughput.md").write_text(text)
     figure, axis = plt.subplots(figsize=(5, 3.5))
     for kind, times in sweep.items():
         axis.plot(args.sweep, times, marker="o", label="top_k=1" if kind == "top1" else "dense")
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> None:
     axis.legend()
     figure.tight_layout()
     figure.savefig(args.out / "scaling.png", dpi=120)
-    print(f"wrote {args.out / 'results.md'} and {args.out / 'scaling.png'}")
+    print(f"wrote {args.out / 'throughput.md'} and {args.out / 'scaling.png'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -101,11 +101,12 @@ def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], 
     expert_names = [f"{expert_symbol_prefix(index)}_{name}" for index, expert in enumerate(experts)
                     for name in expert.symbol_names.numpy().astype(str)]
     all_qubits = [*qubits, *register]
+    data_names = [*encoder.symbol_names.numpy().astype(str), *upload_names]
     return CoherentPrograms(
-        single_program(routed, basis_projectors(register), upload_names + list(router_names), all_qubits, noise),
+        single_program(routed, basis_projectors(register), upload_names + list(router_names), all_qubits, noise,
+                       len(upload_names)),
         single_program(encoder.circuit + routed + sum(controlled_experts, cirq.Circuit()), observables,
-                       [*encoder.symbol_names.numpy().astype(str), *upload_names, *router_names, *expert_names],
-                       all_qubits, noise))
+                       [*data_names, *router_names, *expert_names], all_qubits, noise, len(data_names)))
 
 
 def router_values(angles: tf.Tensor, router_layers: int, router_weights: tf.Tensor) -> tf.Tensor:

@@ -15,19 +15,10 @@ from typing import NamedTuple
 import cirq
 import numpy as np
 import tensorflow as tf
-import tensorflow_quantum as tfq
 
-from qmoe_tfq.backends import CircuitExecutor, Noise, apply_noise
+from qmoe_tfq.backends import Noise, Program, Run, apply_noise, make_program
 from qmoe_tfq.circuits import expert_symbol_prefix, on_qubits, rename_symbols, sorted_symbol_names
 from qmoe_tfq.routing import Routing
-
-
-class Program(NamedTuple):
-    """Circuits, readouts and the symbol layout that every row's values follow: one contract."""
-
-    circuits: tf.Tensor  # <string>[P] serialized programs
-    operators: tf.Tensor  # <string>[P, n_readouts] serialized observables of each program
-    symbol_names: tf.Tensor  # <string>[D + S] data symbols first, then weight symbols
 
 
 class ExpertTable(NamedTuple):
@@ -48,14 +39,14 @@ class Rows(NamedTuple):
 
 
 def single_program(circuit: cirq.Circuit, observables: Sequence[cirq.PauliSum], symbol_names: Sequence[str],
-                   qubits: Sequence[cirq.Qid], noise: Noise | None) -> Program:
+                   qubits: Sequence[cirq.Qid], noise: Noise | None, n_data: int = 0) -> Program:
     """A one-program table (the router's): `circuit` on all `qubits`, with `noise`."""
-    return Program(tfq.convert_to_tensor([apply_noise(on_qubits(circuit, qubits), noise)]),
-                   tfq.convert_to_tensor([list(observables)]), tf.constant(list(symbol_names), tf.string))
+    return make_program([apply_noise(on_qubits(circuit, qubits), noise)], [observables], symbol_names, qubits, n_data)
 
 
 def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Sequence[cirq.PauliSum] | None],
-                 data_symbols: Sequence[str], qubits: Sequence[cirq.Qid], noise: Noise | None) -> ExpertTable:
+                 data_symbols: Sequence[str], qubits: Sequence[cirq.Qid], noise: Noise | None,
+                 data_trainable: bool = False) -> ExpertTable:
     """Groups experts with the same program and gives each group its own weight symbols.
 
     Args:
@@ -63,6 +54,7 @@ def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Se
             a classical expert. Every non-data symbol is a weight, in sorted order as in its PQC.
         observables: per expert, its readouts (None for a classical expert).
         data_symbols: the data symbols shared by every program, in the order of the data values.
+        data_trainable: the data values carry gradients (re-uploading scales them with weights).
     """
     keys, programs, operators, names, columns = [], [], [], [], []
     program_index = []
@@ -83,8 +75,8 @@ def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Se
         offset = sum(len(n) for n in names[:group])
         columns.append(np.arange(offset, offset + len(names[group]), dtype=np.int32))
     weight_names = [name for group in names for name in group]
-    program = Program(tfq.convert_to_tensor(programs), tfq.convert_to_tensor(operators),
-                      tf.constant(list(data_symbols) + weight_names, tf.string))
+    program = make_program(programs, operators, list(data_symbols) + weight_names, qubits,
+                           0 if data_trainable else len(data_symbols))
     return ExpertTable(program, tf.constant(program_index, tf.int32), tuple(columns), len(weight_names))
 
 
@@ -135,29 +127,18 @@ def select(rows: Rows, mask: tf.Tensor) -> Rows:
     return Rows(*(tf.boolean_mask(t, mask) for t in rows))
 
 
-def run_experts(executor: CircuitExecutor, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
-                circuits: tf.Tensor | None) -> tf.Tensor:
+def run_experts(run: Run, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
+                circuits: tf.Tensor | None, training: bool | None = None) -> tf.Tensor:
     """<float32>[R, n_readouts]: every row on its expert's program, in ONE executor call.
 
     Args:
+        run: the executor's compiled run of ``table.program``.
         row_values: <float32>[R, D + S] values laid out as ``table.program.symbol_names``.
         circuits: <string>[B] input circuits that each row's program is appended to, or None when
             the programs encode the data themselves.
     """
     program_index = tf.gather(table.program_index, rows.expert_index)  # <int32>[R]
-    n_programs = table.program.circuits.shape[0]
-    if circuits is None:
-        programs = tf.gather(table.program.circuits, program_index)  # <string>[R]
-    elif n_programs == 1:
-        # One program: append it once per sample, then copy rows (B appends instead of R).
-        batch = tf.shape(circuits)[0]
-        programs = tf.gather(tfq.append_circuit(circuits, tf.tile(table.program.circuits, [batch])),
-                             rows.sample_index)
-    else:
-        programs = tfq.append_circuit(tf.gather(circuits, rows.sample_index),
-                                      tf.gather(table.program.circuits, program_index))
-    operators = tf.gather(table.program.operators, program_index)  # <string>[R, n_readouts]
-    return executor(programs, table.program.symbol_names, row_values, operators)
+    return run(row_values, program_index, circuits, rows.sample_index, training)
 
 
 def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:

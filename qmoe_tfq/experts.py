@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.backends import Backend, Noise, apply_noise, execution_config, make_executor, validate_noise
+from qmoe_tfq.backends import Backend, Noise, apply_noise, execution_config, make_executor, make_program, validate_noise
 from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
 from qmoe_tfq.hybrid import ClassicalExpert
@@ -35,8 +35,9 @@ class ExpertPQC(tfq.layers.PQC):
     ``parameters`` weight, same input and output), with three differences:
 
     * `get_config`/`from_config` work: the circuit and operators travel as Cirq JSON;
-    * it evaluates through one differentiable TFQ op (`CircuitExecutor`) rather than TFQ's
-      ``Expectation`` sub-layer, which cannot be exported as a SavedModel;
+    * it evaluates through this package's executors (``backend="auto"`` by default: the TF
+      statevector simulator up to 10 qubits, TFQ above) rather than TFQ's ``Expectation``
+      sub-layer, which cannot be exported as a SavedModel;
     * each instance gets a fresh initializer, so experts do not all start from the same weights
       (PQC's default initializer is one shared, unseeded instance).
 
@@ -49,7 +50,8 @@ class ExpertPQC(tfq.layers.PQC):
     Args:
         model_circuit: `cirq.Circuit` with sympy symbols; one trainable weight per symbol.
         operators: `cirq.PauliSum`/`cirq.PauliString` or a list of them, measured at the end.
-        backend: ``"noiseless"``, ``"noisy"``, or a Cirq sampler/simulator (see `backends`).
+        backend: ``"auto"``, ``"statevector"``, ``"noiseless"``, ``"noisy"``, or a Cirq
+            sampler/simulator (see `backends`).
         repetitions: shots (sampler) or trajectories (``"noisy"``); None for exact expectations.
         noise: a `cirq.NoiseModel` or channel (``cirq.depolarize(0.01)``) applied to the model
             circuit; needs ``backend="noisy"`` or a Cirq backend.
@@ -60,7 +62,7 @@ class ExpertPQC(tfq.layers.PQC):
     """
 
     def __init__(self, model_circuit: cirq.Circuit, operators: Observable | Sequence[Observable], *,
-                 backend: Backend = "noiseless", repetitions: int | None = None,
+                 backend: Backend = "auto", repetitions: int | None = None,
                  differentiator: tfq.differentiators.Differentiator | None = None,
                  noise: Noise | None = None,
                  initializer: keras.initializers.Initializer | str | None = None,
@@ -79,19 +81,27 @@ class ExpertPQC(tfq.layers.PQC):
         self.readouts = tuple(validate_observables(operators, sorted(model_circuit.all_qubits()), "operators"))
         self.backend = backend
         self.repetitions = repetitions
-        self.executor = make_executor(backend, repetitions, differentiator)
+        # Alone, like tfq.layers.PQC, it takes circuits on any superset of its qubits, which only TFQ can size at
+        # run time; "auto" is TFQ here. Inside a QMoELayer the layer's executor runs it and "auto" may mean statevector.
+        self.executor = make_executor("noiseless" if backend == "auto" else backend, repetitions, differentiator,
+                                      len(model_circuit.all_qubits()))
 
     @property
     def symbol_names(self) -> tf.Tensor:
         """<string>[n_symbols] symbol names, in the order of ``parameters``."""
         return self._symbols
 
+    def build(self, input_shape: tf.TensorShape) -> None:
+        qubits = sorted(self.model_circuit.all_qubits())
+        self._run = self.executor.compile(make_program(
+            [apply_noise(self.model_circuit, self.noise)], [self.readouts],
+            list(self._symbols.numpy().astype(str)), qubits))
+        super().build(input_shape)
+
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         inputs = circuit_batch(inputs, self.name)
-        batch = tf.shape(inputs)[0]
-        programs = tfq.append_circuit(inputs, tf.tile(self._model_circuit, [batch]))  # <string>[B]
-        values = tf.tile(self.parameters[None, :], [batch, 1])  # <float32>[B, n_symbols]
-        return self.executor(programs, self._symbols, values, self._operators)
+        values = tf.tile(self.parameters[None, :], [tf.shape(inputs)[0], 1])  # <float32>[B, n_symbols]
+        return self._run(values, circuits=inputs)
 
     def get_config(self) -> dict:
         return {

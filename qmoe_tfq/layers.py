@@ -114,7 +114,7 @@ class QMoELayer(keras.layers.Layer):
                  rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
                  encoder: FeatureEncoder | None = None, reuploading: bool = False, aggregation: str = "classical",
                  router_noise: float = 0.0, capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
-                 z_loss_weight: float = 1e-3, backend: Backend | CircuitExecutor = "noiseless",
+                 z_loss_weight: float = 1e-3, backend: Backend | CircuitExecutor = "auto",
                  repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
                  noise: Noise | None = None, experts: Sequence[Part] | None = None, router: Part | None = None,
                  router_observables: Sequence[Observable] | None = None,
@@ -174,7 +174,8 @@ class QMoELayer(keras.layers.Layer):
         self._quantum = [isinstance(e, ExpertPQC) for e in every_expert]
         if self.encoder is None and (any(self._quantum) or self.quantum_router) and self._classical_parts():
             self.encoder = AngleEncoder(self.qubits)  # classical parts need features; quantum ones encode them
-        self._executor = make_executor(backend, repetitions, differentiator)
+        width = len(self.qubits) + (len(self.register) if aggregation == "coherent" else 0)
+        self._executor = make_executor(backend, repetitions, differentiator, width)
 
     def _router_observables(self, given: Sequence[Observable] | None) -> Callable[[], list[cirq.PauliSum]]:
         """The readouts a router circuit is read with, made only if one is needed (a PQC brings its own)."""
@@ -194,6 +195,11 @@ class QMoELayer(keras.layers.Layer):
             circuit = hardware_efficient_ansatz(self.qubits, depth, EXPERT_PREFIX, self.rotations, self.entangler)
             return ExpertPQC(circuit, self.observables, name=f"expert_{index}", **args)
         return make
+
+    @property
+    def simulator(self) -> str:
+        """What runs the circuits: ``"statevector"`` (TF kernel), ``"noiseless"``/``"noisy"`` (TFQ) or a Cirq class."""
+        return self._executor.name
 
     @property
     def n_readouts(self) -> int:
@@ -246,8 +252,10 @@ class QMoELayer(keras.layers.Layer):
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
         self._table = self._expert_table(data_circuit, data_names)
+        if any(self._quantum) and self.aggregation == "classical":
+            self._run_table = self._executor.compile(self._table.program)
         if self.quantum_router and self.aggregation == "classical":
-            self._router_program = self._router_program_on(data_circuit, data_names)
+            self._run_router = self._executor.compile(self._router_program_on(data_circuit, data_names))
             if self.router_head is None:
                 self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
                                                    trainable=True)
@@ -256,6 +264,8 @@ class QMoELayer(keras.layers.Layer):
             self._coherent = coherent.coherent_programs(
                 self.qubits, self.register, self.encoder, self.router_layers, self.rotations, self.entangler,
                 ROUTER_PREFIX, self.router.symbol_names.numpy().astype(str), self.experts, self.observables, self.noise)
+            self._run_router = self._executor.compile(self._coherent.router)
+            self._run_mixture = self._executor.compile(self._coherent.mixture)
         super().build(input_shape)
 
     def _expert_table(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.ExpertTable:
@@ -269,7 +279,7 @@ class QMoELayer(keras.layers.Layer):
                 "input_scaling", shape=(len(bodies), self.expert_layers, self.encoder.n_features),
                 initializer="ones", trainable=True)
         readouts = [e.readouts if q else None for q, e in zip(self._quantum, self._every_expert)]
-        return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise)
+        return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise, self.reuploading)
 
     def _router_program_on(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.Program:
         router_names = list(self.router.symbol_names.numpy().astype(str))
@@ -277,7 +287,7 @@ class QMoELayer(keras.layers.Layer):
         if clash:
             raise ValueError(f"router symbols {clash} are also the encoder's feature symbols; rename them.")
         return dispatch.single_program(data_circuit + self.router.model_circuit, self.router.readouts,
-                                       data_names + router_names, self.qubits, self.noise)
+                                       data_names + router_names, self.qubits, self.noise, len(data_names))
 
     def _check_classical_widths(self, n_features: int) -> None:
         """Builds the classical parts on [batch, n_features] and checks their output widths."""
@@ -290,27 +300,22 @@ class QMoELayer(keras.layers.Layer):
             raise ValueError(f"router ({self.router.name}) outputs {self.router(probe).shape[-1]} logits per "
                              f"sample, but the layer has n_experts = {self.n_experts}.")
 
-    def _logits(self, batch: Batch) -> tf.Tensor:
+    def _logits(self, batch: Batch, training: bool | None = None) -> tf.Tensor:
         """<float32>[B, E] router logits (coherent aggregation: the register's Born probabilities)."""
         if not self.quantum_router:
             return self.router(batch.features)
         size = tf.shape(batch.angles)[0]
         if self.aggregation == "coherent":
-            program = self._coherent.router
             values = coherent.router_values(batch.angles, self.router_layers, self.router.parameters)
         else:
-            program = self._router_program
             # values <float32>[B, D + n_router_symbols]
             values = tf.concat([batch.angles, tf.tile(self.router.parameters[None, :], [size, 1])], axis=1)
-        programs = tf.tile(program.circuits, [size])  # <string>[B]
-        if batch.circuits is not None:
-            programs = tfq.append_circuit(batch.circuits, programs)
-        readouts = self._executor(programs, program.symbol_names, values, program.operators)  # <float32>[B, R]
+        readouts = self._run_router(values, circuits=batch.circuits, training=training)  # <float32>[B, n_readouts]
         if self.aggregation == "coherent":
             return readouts
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
-    def _run_experts(self, batch: Batch, rows: dispatch.Rows) -> tf.Tensor:
+    def _run_experts(self, batch: Batch, rows: dispatch.Rows, training: bool | None) -> tf.Tensor:
         size = tf.shape(batch.angles)[0]
         outputs = tf.zeros([size, self.n_readouts])  # <float32>[B, n_readouts]
         if any(self._quantum):
@@ -319,7 +324,7 @@ class QMoELayer(keras.layers.Layer):
             weights = [e.parameters if q else None for q, e in zip(self._quantum, self._every_expert)]
             values = dispatch.row_values(self._table, quantum, batch.angles, weights,
                                          self.input_scaling if self.reuploading else None)
-            readouts = dispatch.run_experts(self._executor, self._table, quantum, values, batch.circuits)
+            readouts = dispatch.run_experts(self._run_table, self._table, quantum, values, batch.circuits, training)
             outputs += dispatch.combine(readouts, quantum, size)
         for index, expert in enumerate(self._every_expert):
             if not self._quantum[index]:  # only the samples routed to this expert go through it
@@ -329,18 +334,16 @@ class QMoELayer(keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         batch = self._inputs.read(inputs)
-        route = self.gate(self._logits(batch), training=training, born=self.aggregation == "coherent")
+        route = self.gate(self._logits(batch, training), training=training, born=self.aggregation == "coherent")
         if self.aggregation == "coherent":
-            program = self._coherent.mixture
             values = coherent.mixture_values(batch.angles, self.router_layers,
                                              [self.router.parameters] + [e.parameters for e in self.experts])
-            return self._executor(tf.tile(program.circuits, [tf.shape(values)[0]]), program.symbol_names, values,
-                                  program.operators)
+            return self._run_mixture(values, training=training)
         rows = dispatch.routed_rows(route)
         if self.shared_experts:
             rows = dispatch.concat(rows, dispatch.shared_rows(tf.shape(batch.angles)[0], self.n_experts,
                                                               len(self.shared_experts)))
-        return self._run_experts(batch, rows)
+        return self._run_experts(batch, rows, training)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""
@@ -348,7 +351,8 @@ class QMoELayer(keras.layers.Layer):
         self._adopt_inputs(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return self.gate.select(self._logits(self._inputs.read(inputs)), training, born=self.aggregation == "coherent")
+        return self.gate.select(self._logits(self._inputs.read(inputs), training), training,
+                                born=self.aggregation == "coherent")
 
     def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
         """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""

@@ -151,9 +151,11 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> tf.Tensor
 
     The signature takes ``features`` <float32>[batch, n_features] when the model encodes floats
     in-graph, else ``circuits`` <string>[batch] (from `tfq.convert_to_tensor`), and returns
-    ``{"output": predictions}``. Load it anywhere with TFQ's ops registered (`load_saved_model`).
-    A model on a Cirq simulator or sampler is refused: move it with ``with_backend(model,
-    "noiseless")`` (or ``"noisy"``) first.
+    ``{"output": predictions}``, and nothing else: only the serving function is traced. A model on
+    the statevector simulator taking features is then plain TensorFlow, served by ``tensorflow``
+    alone; one that runs TFQ ops loads where they are registered (`load_saved_model`). A model on
+    a Cirq simulator or sampler is refused: move it with ``with_backend(model, "noiseless")`` (or
+    ``"noisy"``) first.
 
     Returns:
         The input spec of the serving signature.
@@ -168,7 +170,13 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> tf.Tensor
     def serve(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         return {SERVING_OUTPUT: model(inputs, training=False)}
 
-    save_model(model, path, save_format="tf", signatures={"serving_default": serve})
+    # A tf.Module rather than the Keras model: Keras would also trace every layer's own call, and an
+    # ExpertPQC's standalone call holds TFQ ops even when the model runs on the statevector kernel.
+    module = tf.Module()
+    module.serve = serve
+    module.captured = list(serve.get_concrete_function().variables)  # weights, and the gate's metric state
+    with atomic_path(path) as temporary:
+        tf.saved_model.save(module, temporary, signatures={"serving_default": serve})
     return spec
 
 

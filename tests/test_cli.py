@@ -103,7 +103,7 @@ def test_train_errors(tmp_path, capsys, args, message):
 
 def test_bench_quick_writes_table_and_plot(tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
-    table = (tmp_path / "results.md").read_text()
+    table = (tmp_path / "throughput.md").read_text()
     ratios = [float(r) for r in re.findall(r"\| ([\d.]+)x \|", table)]
     assert len(ratios) == 10 and ratios[0] == 1.0 and all(r > 0 for r in ratios)  # 5 models x 2 inputs
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,214 @@
+"""The TF statevector executor against TFQ and an exact float64 reference, and `auto`'s choice."""
+import os
+import subprocess
+import sys
+
+import cirq
+import numpy as np
+import pytest
+import sympy
+import tensorflow as tf
+import tensorflow_quantum as tfq
+import tf_keras as keras
+
+import qmoe_tfq as qmoe
+from qmoe_tfq.backends import CircuitExecutor, make_program
+from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS, Kernel, StatevectorExecutor, UnsupportedGate
+
+SYMBOLS = sympy.symbols("a b c d")
+NAMES = [str(s) for s in SYMBOLS]
+
+
+def every_gate(qubits, rng) -> list[cirq.Operation]:
+    """One of each supported gate kind, each on random qubits with a random coefficient x symbol."""
+    def angle():
+        return float(rng.choice([1.0, -0.7, 2.3])) * SYMBOLS[rng.integers(len(SYMBOLS))]
+
+    def pair():
+        return [qubits[i] for i in rng.choice(len(qubits), 2, replace=False)]
+
+    q = qubits[rng.integers(len(qubits))]
+    return [cirq.rx(angle())(q), cirq.ry(angle())(q), cirq.rz(angle())(q), cirq.X(q) ** angle(), cirq.Y(q) ** angle(),
+            cirq.Z(q) ** angle(), cirq.H(q) ** angle(), cirq.H(q), cirq.S(q), cirq.T(q),
+            cirq.PhasedXPowGate(phase_exponent=0.3, exponent=angle())(q),
+            cirq.CZ(*pair()) ** angle(), cirq.CNOT(*pair()) ** angle(), cirq.SWAP(*pair()) ** angle(),
+            cirq.ISWAP(*pair()) ** angle(), cirq.ZZ(*pair()) ** angle(), cirq.XX(*pair()) ** angle(),
+            cirq.YY(*pair()) ** angle(), cirq.CZ(*pair()), cirq.CNOT(*pair()), cirq.SWAP(*pair()),
+            cirq.ISWAP(*pair()), cirq.FSimGate(0.3, 0.8)(*pair()),
+            controlled(cirq.ry(angle()), *pair())]
+
+
+def controlled(gate: cirq.Gate, control: cirq.Qid, target: cirq.Qid) -> cirq.Operation:
+    return gate.on(target).controlled_by(control)
+
+
+def random_circuit(n_qubits: int, seed: int) -> cirq.Circuit:
+    rng = np.random.default_rng(seed)
+    qubits = cirq.GridQubit.rect(1, n_qubits)
+    operations = [op for _ in range(2) for op in every_gate(qubits, rng)]
+    rng.shuffle(operations)
+    return cirq.Circuit(cirq.ry(0.2 + i)(q) for i, q in enumerate(qubits)) + cirq.Circuit(operations)
+
+
+def readouts(qubits) -> list[cirq.PauliSum]:
+    first, last = qubits[0], qubits[-1]
+    return [cirq.PauliSum.from_pauli_strings(cirq.Z(first)),
+            cirq.X(first) * cirq.Y(last) + 0.5 * cirq.Z(last) - 0.25,
+            cirq.X(first) * cirq.Z(last) + cirq.Y(first)]
+
+
+def exact(circuit, observables, values: np.ndarray) -> np.ndarray:
+    """<float64>[R, n_ops] by Cirq's complex128 simulator."""
+    simulator = cirq.Simulator(dtype=np.complex128)
+    return np.array([np.real(simulator.simulate_expectation_values(
+        circuit, observables, cirq.ParamResolver(dict(zip(NAMES, row))), qubit_order=sorted(circuit.all_qubits())))
+        for row in values])
+
+
+@pytest.mark.parametrize("n_qubits,seed", [(2, 0), (3, 1), (4, 2), (6, 3)])
+def test_random_circuits_match_tfq_values_and_exact_gradients(n_qubits, seed):
+    circuit = random_circuit(n_qubits, seed)
+    qubits = sorted(circuit.all_qubits())
+    observables = readouts(qubits)
+    values = tf.constant(np.random.default_rng(seed).uniform(-3, 3, (3, len(NAMES))), tf.float32)
+    weights = tf.constant([1.0, -2.0, 0.5])
+    kernel = Kernel(circuit, observables, NAMES)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(values)
+        mine = kernel(values)  # <float32>[3, 3]
+        theirs = tfq.layers.Expectation()(tfq.convert_to_tensor([circuit] * 3), symbol_names=NAMES,
+                                           symbol_values=values, operators=observables)
+        loss = tf.reduce_sum(mine * weights)
+    np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-5)
+    # Exact gradients: central differences of Cirq's complex128 simulation (TFQ's Adjoint approximates
+    # some gate derivatives, e.g. HPowGate's, to ~1e-3).
+    step, grid = 1e-5, values.numpy().astype(np.float64)
+    reference = np.zeros_like(grid)
+    for column in range(len(NAMES)):
+        shift = np.zeros_like(grid)
+        shift[:, column] = step
+        reference[:, column] = ((exact(circuit, observables, grid + shift) - exact(circuit, observables, grid - shift))
+                                @ weights.numpy()) / (2 * step)
+    np.testing.assert_allclose(tape.gradient(loss, values).numpy(), reference, atol=1e-4)
+
+
+def test_input_states_and_heterogeneous_programs_match_tfq():
+    qubits = cirq.GridQubit.rect(1, 3)
+    programs = [random_circuit(3, seed)[1:] for seed in (4, 5)]  # without the fixed ry layer
+    program = make_program(programs, [readouts(qubits)] * 2, NAMES, qubits)
+    values = tf.constant(np.random.default_rng(0).uniform(-2, 2, (5, len(NAMES))), tf.float32)
+    index = tf.constant([1, 0, 0, 1, 1])
+    inputs = qmoe.encode(np.random.default_rng(1).uniform(0, 1, (2, 3)), qubits)
+    sample = tf.constant([0, 1, 1, 0, 1])
+    mine = StatevectorExecutor().compile(program)(values, index, inputs, sample)
+    theirs = CircuitExecutor().compile(program)(values, index, inputs, sample)
+    np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-5)
+
+
+def test_a_noise_channel_is_refused_by_name():
+    q = cirq.GridQubit(0, 0)
+    with pytest.raises(UnsupportedGate, match=r"cannot run cirq\.depolarize\(p=0\.1\)"):
+        Kernel(cirq.Circuit(cirq.rx(SYMBOLS[0])(q), cirq.depolarize(0.1)(q)), [cirq.Z(q)], NAMES)
+
+
+def test_statevector_layer_names_a_gate_it_cannot_run():
+    q = cirq.GridQubit.rect(1, 2)
+    expert = cirq.Circuit(cirq.rx(SYMBOLS[0])(q[0]), cirq.amplitude_damp(0.1)(q[1]))
+    layer = qmoe.QMoELayer(q, experts=[expert, "quantum"], backend="statevector", expert_layers=1)
+    with pytest.raises(UnsupportedGate, match=r"cannot run cirq\.amplitude_damp\(gamma=0\.1\).*backend='noisy'"):
+        layer(np.zeros((2, 2), np.float32))
+
+
+def test_auto_picks_by_width_and_leaves_shots_and_noise_to_tfq():
+    def simulator(width, **kwargs):
+        return qmoe.QMoELayer(cirq.GridQubit.rect(1, width), n_experts=2, **kwargs).simulator
+
+    assert simulator(AUTO_MAX_QUBITS) == "statevector"
+    assert simulator(AUTO_MAX_QUBITS + 1) == "noiseless"
+    assert simulator(2, repetitions=100) == "noiseless"
+    assert simulator(2, backend="noisy", repetitions=10, noise=cirq.depolarize(0.01)) == "noisy"
+    assert simulator(AUTO_MAX_QUBITS + 1, backend="statevector") == "statevector"
+
+
+def small_layer(backend, kind):
+    keras.utils.set_random_seed(3)
+    qubits = cirq.GridQubit.rect(1, 3)
+    kwargs = {"dense": {"n_experts": 3, "encoder": qmoe.AngleEncoder(qubits)},
+              "top1_circuits": {"experts": [qmoe.hardware_efficient_ansatz(qubits, 1, "p"), "quantum",
+                                            qmoe.hardware_efficient_ansatz(qubits, 2, "r", ("rx", "rz"), "cnot_ring")],
+                                "top_k": 1},
+              "reuploading": {"n_experts": 2, "encoder": qmoe.AngleEncoder(qubits), "reuploading": True},
+              "coherent": {"n_experts": 2, "encoder": qmoe.AngleEncoder(qubits), "aggregation": "coherent"}}[kind]
+    return qmoe.QMoELayer(qubits, expert_layers=2, backend=backend, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["dense", "top1_circuits", "reuploading", "coherent"])
+def test_qmoe_gives_the_same_outputs_and_gradients_on_statevector_and_tfq(kind):
+    features = np.random.default_rng(0).uniform(0, 1, (6, 3)).astype(np.float32)
+    inputs = qmoe.encode(features, cirq.GridQubit.rect(1, 3)) if kind == "top1_circuits" else features
+    results = []
+    for backend in ("statevector", "noiseless"):
+        layer = small_layer(backend, kind)
+        assert layer.simulator == backend
+        with tf.GradientTape() as tape:
+            outputs = layer(inputs)
+            loss = tf.reduce_sum(outputs * tf.range(1.0, outputs.shape[1] + 1.0))
+        gradients = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, layer.trainable_variables)]
+        results.append((outputs.numpy(), gradients))
+    (outputs, gradients), (tfq_outputs, tfq_gradients) = results
+    np.testing.assert_allclose(outputs, tfq_outputs, atol=1e-5)
+    for mine, theirs in zip(gradients, tfq_gradients):
+        np.testing.assert_allclose(mine, theirs, atol=1e-4 * max(1.0, np.abs(theirs).max()))
+
+
+TF_ONLY = """
+import sys
+import numpy as np
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = serve(features=tf.constant(np.load(sys.argv[2])))["output"].numpy()
+assert not any(name.startswith("tensorflow_quantum") for name in sys.modules), "TFQ was imported"
+np.save(sys.argv[3], out)
+"""
+
+
+def test_a_statevector_saved_model_serves_with_tensorflow_alone(tmp_path):
+    qubits = cirq.GridQubit.rect(1, 3)
+    model = qmoe.build_qmoe_classifier(qubits, 2, n_features=3, n_experts=2, expert_layers=1, router_layers=1,
+                                       backend="statevector")
+    features = np.random.default_rng(0).uniform(0, 1, (4, 3)).astype(np.float32)
+    qmoe.export_saved_model(model, tmp_path / "sm")
+    np.save(tmp_path / "x.npy", features)
+    env = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", TF_ONLY, str(tmp_path / "sm"), str(tmp_path / "x.npy"),
+                             str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=300,
+                            env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model.predict(features, verbose=0), atol=1e-6)
+
+
+class NameRecorder(CircuitExecutor):
+    """Records the symbol names each call differentiates."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.names = []
+
+    def __call__(self, programs, names, values, operators):
+        self.names.append(list(names.numpy().astype(str)))
+        return super().__call__(programs, names, values, operators)
+
+
+def test_shots_resolve_the_data_first_so_parameter_shift_sees_only_weights():
+    qubits = cirq.GridQubit.rect(1, 2)
+    x, w = sympy.symbols("x w")
+    circuit = cirq.Circuit(cirq.ry(x)(qubits[0]), cirq.ry(w)(qubits[0]), cirq.I(qubits[1]))
+    program = make_program([circuit], [[cirq.Z(qubits[0])]], ["x", "w"], qubits, n_data=1)
+    values = tf.constant([[0.3, 0.4], [1.0, -0.2]])
+    sampled = NameRecorder(repetitions=20_000)
+    estimates = sampled.compile(program)(values)
+    assert sampled.names == [["w"]]
+    np.testing.assert_allclose(estimates.numpy()[:, 0], np.cos(values.numpy().sum(axis=1)), atol=0.03)
+    exact = NameRecorder()
+    exact.compile(program)(values)
+    assert exact.names == [["x", "w"]]  # exact expectations keep every symbol (Adjoint costs the same)

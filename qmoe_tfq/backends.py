@@ -54,8 +54,7 @@ def make_program(circuits: Sequence[cirq.Circuit], observables: Sequence[Sequenc
 
 
 # run(values <float32>[R, N], program_index <int32>[R] | None (all program 0), circuits <string>[B] | None
-#     (start from |0...0>), sample_index <int32>[R] | None (row r on circuits[r]), training: bool | None
-#     (False: inference only, which an executor may compile differently)) -> <float32>[R, n_readouts]
+#     (start from |0...0>), sample_index <int32>[R] | None (row r on circuits[r])) -> <float32>[R, n_readouts]
 Run = Callable[..., tf.Tensor]
 
 
@@ -135,8 +134,7 @@ class CircuitExecutor:
         resolve = self._sampled and program.n_data > 0
 
         def run(values: tf.Tensor, program_index: tf.Tensor | None = None, circuits: tf.Tensor | None = None,
-                sample_index: tf.Tensor | None = None, training: bool | None = None) -> tf.Tensor:
-            del training  # TFQ runs the same op either way
+                sample_index: tf.Tensor | None = None) -> tf.Tensor:
             rows = tf.shape(values)[0]
             index = tf.zeros([rows], tf.int32) if program_index is None else program_index  # <int32>[R]
             if circuits is None:

@@ -251,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--expert-layers", type=positive_int, default=2)
     train.add_argument("--router-layers", type=positive_int, default=2)
     train.add_argument("--encoder-rotations", nargs="+", default=["ry"], choices=["rx", "ry", "rz"])
-    train.add_argument("--backend", choices=["noiseless", "noisy"], default="noiseless")
+    train.add_argument("--backend", choices=["auto", "statevector", "noiseless", "noisy"], default="auto")
     train.add_argument("--repetitions", type=positive_int, help="shots or trajectories (default: exact)")
     train.add_argument("--epochs", type=positive_int, default=10)
     train.add_argument("--batch-size", type=positive_int, default=32)

@@ -128,7 +128,7 @@ def select(rows: Rows, mask: tf.Tensor) -> Rows:
 
 
 def run_experts(run: Run, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
-                circuits: tf.Tensor | None, training: bool | None = None) -> tf.Tensor:
+                circuits: tf.Tensor | None) -> tf.Tensor:
     """<float32>[R, n_readouts]: every row on its expert's program, in ONE executor call.
 
     Args:
@@ -138,7 +138,7 @@ def run_experts(run: Run, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
             the programs encode the data themselves.
     """
     program_index = tf.gather(table.program_index, rows.expert_index)  # <int32>[R]
-    return run(row_values, program_index, circuits, rows.sample_index, training)
+    return run(row_values, program_index, circuits, rows.sample_index)
 
 
 def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:

@@ -300,7 +300,7 @@ class QMoELayer(keras.layers.Layer):
             raise ValueError(f"router ({self.router.name}) outputs {self.router(probe).shape[-1]} logits per "
                              f"sample, but the layer has n_experts = {self.n_experts}.")
 
-    def _logits(self, batch: Batch, training: bool | None = None) -> tf.Tensor:
+    def _logits(self, batch: Batch) -> tf.Tensor:
         """<float32>[B, E] router logits (coherent aggregation: the register's Born probabilities)."""
         if not self.quantum_router:
             return self.router(batch.features)
@@ -310,12 +310,12 @@ class QMoELayer(keras.layers.Layer):
         else:
             # values <float32>[B, D + n_router_symbols]
             values = tf.concat([batch.angles, tf.tile(self.router.parameters[None, :], [size, 1])], axis=1)
-        readouts = self._run_router(values, circuits=batch.circuits, training=training)  # <float32>[B, n_readouts]
+        readouts = self._run_router(values, circuits=batch.circuits)  # <float32>[B, n_router_readouts]
         if self.aggregation == "coherent":
             return readouts
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
-    def _run_experts(self, batch: Batch, rows: dispatch.Rows, training: bool | None) -> tf.Tensor:
+    def _run_experts(self, batch: Batch, rows: dispatch.Rows) -> tf.Tensor:
         size = tf.shape(batch.angles)[0]
         outputs = tf.zeros([size, self.n_readouts])  # <float32>[B, n_readouts]
         if any(self._quantum):
@@ -324,7 +324,7 @@ class QMoELayer(keras.layers.Layer):
             weights = [e.parameters if q else None for q, e in zip(self._quantum, self._every_expert)]
             values = dispatch.row_values(self._table, quantum, batch.angles, weights,
                                          self.input_scaling if self.reuploading else None)
-            readouts = dispatch.run_experts(self._run_table, self._table, quantum, values, batch.circuits, training)
+            readouts = dispatch.run_experts(self._run_table, self._table, quantum, values, batch.circuits)
             outputs += dispatch.combine(readouts, quantum, size)
         for index, expert in enumerate(self._every_expert):
             if not self._quantum[index]:  # only the samples routed to this expert go through it
@@ -334,16 +334,16 @@ class QMoELayer(keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         batch = self._inputs.read(inputs)
-        route = self.gate(self._logits(batch, training), training=training, born=self.aggregation == "coherent")
+        route = self.gate(self._logits(batch), training=training, born=self.aggregation == "coherent")
         if self.aggregation == "coherent":
             values = coherent.mixture_values(batch.angles, self.router_layers,
                                              [self.router.parameters] + [e.parameters for e in self.experts])
-            return self._run_mixture(values, training=training)
+            return self._run_mixture(values)
         rows = dispatch.routed_rows(route)
         if self.shared_experts:
             rows = dispatch.concat(rows, dispatch.shared_rows(tf.shape(batch.angles)[0], self.n_experts,
                                                               len(self.shared_experts)))
-        return self._run_experts(batch, rows, training)
+        return self._run_experts(batch, rows)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""
@@ -351,8 +351,7 @@ class QMoELayer(keras.layers.Layer):
         self._adopt_inputs(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return self.gate.select(self._logits(self._inputs.read(inputs), training), training,
-                                born=self.aggregation == "coherent")
+        return self.gate.select(self._logits(self._inputs.read(inputs)), training, born=self.aggregation == "coherent")
 
     def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
         """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""

@@ -13,6 +13,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.backends import CircuitExecutor, make_program
+from qmoe_tfq.simulators import statevector
 from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS, Kernel, StatevectorExecutor, UnsupportedGate
 
 SYMBOLS = sympy.symbols("a b c d")
@@ -90,6 +91,15 @@ def test_random_circuits_match_tfq_values_and_exact_gradients(n_qubits, seed):
         reference[:, column] = ((exact(circuit, observables, grid + shift) - exact(circuit, observables, grid - shift))
                                 @ weights.numpy()) / (2 * step)
     np.testing.assert_allclose(tape.gradient(loss, values).numpy(), reference, atol=1e-4)
+
+
+def test_layers_applied_axis_by_axis_above_the_kronecker_width_agree(monkeypatch):
+    circuit = random_circuit(4, 7)
+    observables = readouts(sorted(circuit.all_qubits()))
+    values = tf.constant(np.random.default_rng(7).uniform(-3, 3, (3, len(NAMES))), tf.float32)
+    kronecker = Kernel(circuit, observables, NAMES)(values)
+    monkeypatch.setattr(statevector, "KRON_MAX_QUBITS", 0)
+    np.testing.assert_allclose(Kernel(circuit, observables, NAMES)(values).numpy(), kronecker.numpy(), atol=1e-5)
 
 
 def test_input_states_and_heterogeneous_programs_match_tfq():

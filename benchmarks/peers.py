@@ -117,7 +117,6 @@ def one_width(args: argparse.Namespace) -> dict:
     result = {"width": args.width, "auto": "statevector" if args.width <= AUTO_MAX_QUBITS else "noiseless",
               "rows": {}}
     for label, make in models.items():
-        tf.keras.backend.clear_session() if hasattr(tf.keras, "backend") else None
         try:
             train, infer = throughput(make(), x, y, args.steps)
         except (tf.errors.ResourceExhaustedError, MemoryError) as error:
@@ -126,6 +125,8 @@ def one_width(args: argparse.Namespace) -> dict:
         result["rows"][label] = [train, infer]
         print(f"{args.width:>3} qubits  {label:<28} train {train:9.1f} samples/s  inference {infer:9.1f} samples/s",
               flush=True)
+        # Each model as it finishes: a width killed by the OS (memory) keeps what it measured.
+        (args.out / f"peers-{args.width}.json").write_text(json.dumps(result))
     return result
 
 
@@ -207,24 +208,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--statevector-max", type=int, default=12, help="widest run forced onto 'statevector'")
     parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--write-only", action="store_true", help="rewrite results.md from the stored peers-N.json")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.width is not None:
-        print("RESULT " + json.dumps(one_width(args)), flush=True)
+        one_width(args)
         return
-    results = []
-    for width in args.widths:
+    for width in args.widths if not args.write_only else []:
         command = [sys.executable, __file__, "--width", str(width)] + [
             f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-            if key in ("experts", "layers", "batch", "steps", "statevector_max")]
-        child = subprocess.run(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        for line in child.stdout.splitlines():
-            if line.startswith("RESULT "):
-                results.append(json.loads(line[len("RESULT "):]))
-            else:
-                print(line, flush=True)
+            if key in ("experts", "layers", "batch", "steps", "statevector_max", "out")]
+        child = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         if child.returncode:
-            sys.exit(f"width {width} failed with exit code {child.returncode}")
-    args.out.mkdir(parents=True, exist_ok=True)
+            print(f"width {width}: the process ended with exit code {child.returncode}; keeping what it measured")
+    results = [json.loads((args.out / f"peers-{w}.json").read_text()) for w in args.widths
+               if (args.out / f"peers-{w}.json").exists()]
     write(results, args)
 
 

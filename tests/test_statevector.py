@@ -102,6 +102,14 @@ def test_layers_applied_axis_by_axis_above_the_kronecker_width_agree(monkeypatch
     np.testing.assert_allclose(Kernel(circuit, observables, NAMES)(values).numpy(), kronecker.numpy(), atol=1e-5)
 
 
+def test_one_program_from_six_qubits_runs_under_xla_with_the_same_values():
+    circuit = random_circuit(statevector.XLA_MIN_QUBITS, 8)
+    qubits = sorted(circuit.all_qubits())
+    values = tf.constant(np.random.default_rng(8).uniform(-3, 3, (4, len(NAMES))), tf.float32)
+    run = StatevectorExecutor().compile(make_program([circuit], [readouts(qubits)], NAMES, qubits))
+    np.testing.assert_allclose(run(values).numpy(), Kernel(circuit, readouts(qubits), NAMES)(values).numpy(), atol=1e-5)
+
+
 def test_input_states_and_heterogeneous_programs_match_tfq():
     qubits = cirq.GridQubit.rect(1, 3)
     programs = [random_circuit(3, seed)[1:] for seed in (4, 5)]  # without the fixed ry layer

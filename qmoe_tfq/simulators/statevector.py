@@ -41,6 +41,7 @@ from tensorflow_quantum.core.ops import tfq_simulate_ops
 
 from qmoe_tfq.programs import check_input_circuits, qubit_ids
 
+XLA_MIN_QUBITS = 6  # below, XLA's compile time per shape outweighs what it saves per step
 KRON_MAX_QUBITS = 10  # a layer of single-qubit gates as two Kronecker halves up to here (see Kernel._apply_layer)
 AUTO_MAX_QUBITS = 12  # training crossover with TFQ qsim measured at 12-14 qubits here (dense first)
 
@@ -436,8 +437,9 @@ class StatevectorExecutor:
         kernels = [Kernel(circuit, observables, names, program.qubits)
                    for circuit, observables in zip(program.sources, program.observables)]
         # XLA measured ~1.3x faster for training and 2-3x for inference at 8 qubits. It compiles per row
-        # count, so it is kept to one program (several split rows into counts that vary from batch to batch).
-        if len(kernels) == 1:
+        # count (about a second each), so it is kept to one program (several split rows into counts that
+        # vary from batch to batch) and to widths where a step's simulation is worth a compile.
+        if len(kernels) == 1 and len(program.qubits) >= XLA_MIN_QUBITS:
             kernels = [tf.function(kernels[0].__call__, jit_compile=True)]
         identity = tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*program.qubits))])  # <string>[1]
         allowed = qubit_ids(program.qubits)  # <string>[n]

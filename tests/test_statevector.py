@@ -14,7 +14,8 @@ import tf_keras as keras
 import qmoe_tfq as qmoe
 from qmoe_tfq.backends import CircuitExecutor, make_program
 from qmoe_tfq.simulators import statevector
-from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS, Kernel, StatevectorExecutor, UnsupportedGate
+from qmoe_tfq.simulators.gates import UnsupportedGate
+from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS, Kernel, StatevectorExecutor
 
 SYMBOLS = sympy.symbols("a b c d")
 NAMES = [str(s) for s in SYMBOLS]

@@ -17,7 +17,7 @@ top_k=1 and dense shows how time per sample scales. Writes benchmarks/throughput
 benchmarks/scaling.png.
 
     qmoe-tfq bench                 # or python benchmarks/throughput.py; 8 qubits, 3 layers, batch 64
-    qmoe-tfq bench --quick         # 4 qubits, fewer steps, smoke run
+    qmoe-tfq bench --quick         # smoke run: 3 qubits, 1 layer, 2 experts, 1 step
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--sweep", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--quick", action="store_true", help="4 qubits, 2 steps, sweep 1 2 4")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 qubits, 1 layer, 2 experts, batch 16, 1 step, sweep 1 2")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where throughput.md and scaling.png go")
     return parser
 
@@ -121,8 +121,8 @@ def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     """Runs the benchmark and writes the table and the plot."""
     if args.quick:
-        args.qubits, args.steps, args.sweep = 4, 2, [1, 2, 4]
-        args.experts = min(args.experts, 4)
+        args.qubits, args.layers, args.batch, args.steps, args.sweep = 3, 1, 16, 1, [1, 2]
+        args.experts = min(args.experts, 2)
 
     qubits = cirq.GridQubit.rect(1, args.qubits)
     rng = np.random.default_rng(0)

@@ -12,6 +12,7 @@ on a real processor or on its quantum virtual machine through the same `cirq.Sam
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import cirq
@@ -87,8 +88,12 @@ def compile_for_device(circuit: cirq.Circuit, device: cirq.Device,
     mapper = cirq.HardCodedInitialMapper(placement) if placement else None
     routed, initial_map, swap_map = cirq.RouteCQC(graph).route_circuit(body, initial_mapper=mapper)
     final_map = {q: swap_map[initial_map[q]] for q in initial_map}
-    compiled = cirq.optimize_for_target_gateset(
-        routed, gateset=gateset or cirq_google.GoogleCZTargetGateset())
+    with warnings.catch_warnings():
+        # Cirq 1.5's own merge transformers build CircuitOperations without `use_repetition_ids`:
+        # one FutureWarning per merged block, raised inside cirq, beyond any argument of ours.
+        warnings.filterwarnings("ignore", message=".*use_repetition_ids", category=FutureWarning)
+        compiled = cirq.optimize_for_target_gateset(
+            routed, gateset=gateset or cirq_google.GoogleCZTargetGateset())
     if terminal:
         compiled.append(cirq.Moment(op.transform_qubits(final_map)
                                     for op in circuit.all_operations() if cirq.is_measurement(op)))

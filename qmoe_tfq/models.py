@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cirq
 import numpy as np
@@ -34,8 +35,18 @@ def _classifier(inputs: keras.Input, readouts: tf.Tensor, n_classes: int, learni
         raise ValueError(f"n_classes must be at least 2, got {n_classes}.")
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="classes")(readouts)
     model = keras.Model(inputs, outputs, name=name)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return _compiled(model, keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", ["accuracy"])
+
+
+def _compiled(model: keras.Model, optimizer: keras.optimizers.Optimizer, loss: Any, metrics: Sequence[str]
+              ) -> keras.Model:
+    """`model` compiled, its optimizer's slots already made.
+
+    A first training step that creates the slots is traced twice by `tf.function`; QMoE steps
+    hold thousands of simulator ops, so building them here saves seconds per model.
+    """
+    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
+    optimizer.build(model.trainable_variables)
     return model
 
 
@@ -144,6 +155,5 @@ def with_backend(model: keras.Model, backend: Backend, repetitions: int | None =
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     if model.optimizer is not None:
-        copy.compile(optimizer=model.optimizer.__class__.from_config(model.optimizer.get_config()),
-                     loss=model.loss, metrics=list(metrics))
+        _compiled(copy, model.optimizer.__class__.from_config(model.optimizer.get_config()), model.loss, metrics)
     return copy

@@ -68,7 +68,11 @@ def heterogeneous_experts(qubits, n_experts: int, n_layers: int) -> list[cirq.Ci
 
 
 def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool, backend: str = "auto") -> keras.Model:
-    """Model `kind` ("naive", "dense", "top1", "dense_het", "top1_het") on float features or circuits."""
+    """Model `kind` ("naive", "dense", "top1", "dense_het", "top1_het") on float features or circuits.
+
+    Built-in experts and router are pinned to rotations then a CZ ring: the naive baseline's and the
+    TensorCircuit-NG peer's circuits, and those of every recorded measurement.
+    """
     if float_input:
         inputs = keras.Input(shape=(len(qubits),), dtype=tf.float32)
     else:
@@ -81,7 +85,7 @@ def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool, b
         experts = heterogeneous_experts(qubits, n_experts, n_layers) if kind.endswith("_het") else None
         readouts = qmoe.QMoELayer(qubits, None if experts else n_experts, n_layers, n_layers, encoder=encoder,
                                   experts=experts, top_k=1 if kind.startswith("top1") else None,
-                                  backend=backend)(inputs)
+                                  backend=backend, entangler="ring", entangle_first=False)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(readouts))
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -89,15 +89,15 @@ def _rotation_names(rotations: Sequence[str]) -> list[str]:
 
 
 def _ansatz_layer(qubits: Sequence[cirq.Qid], layer: int, prefix: str, rotations: Sequence[str],
-                  entangler: str) -> cirq.Circuit:
+                  entangler: str, entangle_first: bool) -> cirq.Circuit:
     names = _rotation_names(rotations)
-    circuit = cirq.Circuit(
+    rotate = cirq.Circuit(
         ROTATIONS[gate](sympy.Symbol(f"{prefix}_l{layer:02d}_q{index:02d}_{name}")).on(qubit)
         for index, qubit in enumerate(qubits)
         for gate, name in zip(rotations, names))
     gate = ENTANGLERS[entangler][0]
-    circuit.append(gate(a, b) for a, b in entangling_pairs(qubits, entangler))
-    return circuit
+    entangle = cirq.Circuit(gate(a, b) for a, b in entangling_pairs(qubits, entangler))
+    return entangle + rotate if entangle_first else rotate + entangle
 
 
 def hardware_efficient_ansatz(
@@ -106,15 +106,19 @@ def hardware_efficient_ansatz(
     prefix: str = "theta",
     rotations: Sequence[str] = ("ry", "rz"),
     entangler: str = "ring",
+    entangle_first: bool = False,
 ) -> cirq.Circuit:
-    """Builds a hardware-efficient ansatz: `n_layers` blocks of rotations followed by entanglers.
+    """Builds a hardware-efficient ansatz: `n_layers` blocks of rotations and entanglers.
 
     Each block applies every gate of `rotations` to every qubit, each with its own sympy symbol
     named ``{prefix}_l{layer}_q{qubit}_{gate}`` (zero padded, so the sorted order that
     `tfq.layers.PQC` uses for its weights is layer, then qubit, then gate; a gate named twice,
     as in the general rotation ``("rz", "ry", "rz")``, is numbered ``rz0``, ``rz1``), then the
     `entangler`'s gate (CZ for ``"ring"``/``"chain"``, CNOT for ``"cnot_ring"``/``"cnot_chain"``)
-    on each pair from `entangling_pairs`.
+    on each pair from `entangling_pairs`. With `entangle_first` each block entangles first and
+    rotates last: a final CZ layer commutes with Z readouts and would be wasted, while a first
+    one acts on the input (it undoes a cluster state's CZ ring, turning its three-body
+    stabilisers into single-qubit X that the rotations then bring to Z).
 
     >>> circuit = hardware_efficient_ansatz(cirq.LineQubit.range(2), n_layers=1)
     >>> sorted(str(s) for s in cirq.parameter_symbols(circuit))
@@ -124,8 +128,8 @@ def hardware_efficient_ansatz(
     validate_positive_int(n_layers, "n_layers")
     rotations = validate_rotations(rotations)
     validate_entangler(entangler)
-    return sum((_ansatz_layer(qubits, layer, prefix, rotations, entangler) for layer in range(n_layers)),
-               cirq.Circuit())
+    return sum((_ansatz_layer(qubits, layer, prefix, rotations, entangler, entangle_first)
+                for layer in range(n_layers)), cirq.Circuit())
 
 
 def reuploading_ansatz(
@@ -135,12 +139,13 @@ def reuploading_ansatz(
     prefix: str = "theta",
     rotations: Sequence[str] = ("ry", "rz"),
     entangler: str = "ring",
+    entangle_first: bool = False,
 ) -> tuple[cirq.Circuit, list[sympy.Symbol]]:
     """Data re-uploading: the `encoding` circuit again before each layer of the ansatz.
 
     The encoding's symbols are renamed per layer (``x_000`` becomes ``x_000_l00``, ``x_000_l01``,
     ...), so each upload can carry its own (learnably scaled) angles; the variational symbols are
-    exactly those of `hardware_efficient_ansatz` with the same arguments.
+    exactly those of `hardware_efficient_ansatz` with the same arguments (`entangle_first` too).
 
     Returns:
         The circuit, and the data symbols in (layer, encoding symbol) order.
@@ -154,7 +159,7 @@ def reuploading_ansatz(
     for layer in range(n_layers):
         renamed = {s: sympy.Symbol(f"{s}_l{layer:02d}") for s in data_symbols}
         circuit += cirq.resolve_parameters(encoding, renamed)
-        circuit += _ansatz_layer(qubits, layer, prefix, rotations, entangler)
+        circuit += _ansatz_layer(qubits, layer, prefix, rotations, entangler, entangle_first)
         uploaded += renamed.values()
     return circuit, uploaded
 
@@ -164,27 +169,49 @@ def default_readouts(qubits: Sequence[cirq.Qid]) -> list[cirq.PauliString]:
     return [cirq.Z(q) for q in validate_qubits(qubits)]
 
 
-def router_readouts(qubits: Sequence[cirq.Qid], n_experts: int) -> list[cirq.PauliString]:
+ROUTER_READOUTS = ("local", "pauli")
+
+
+def _neighbour_pairs(qubits: Sequence[cirq.Qid]) -> list[tuple[cirq.Qid, cirq.Qid]]:
+    """Neighbouring pairs in list order, closed into a ring: disjoint pairs (0 1), (2 3), ... first."""
+    ring = [(qubits[i], qubits[(i + 1) % len(qubits)]) for i in range(len(qubits) if len(qubits) > 2 else 1)]
+    return ring[0::2] + ring[1::2]
+
+
+def router_readouts(qubits: Sequence[cirq.Qid], n_experts: int, kind: str = "local") -> list[cirq.PauliString]:
     """`n_experts` distinct Pauli strings whose expectations serve as the router's logits.
 
-    Single-qubit Z first, then ZZ on every pair, then the same with X and with Y, so small
-    routers read out simple, low-weight observables.
+    ``kind="local"`` (the default) reads correlations first, which is what quantum data carries:
+    Z Z on neighbouring qubits (disjoint pairs first, then the rest of the ring), then single Z,
+    then the three-body ``Z X Z`` around each qubit (a cluster state's stabilisers), then the rest
+    of the ``"pauli"`` strings. Single-qubit expectations vanish on entangled states such as
+    cluster and GHZ states, so a router reading only them cannot tell such inputs apart.
+    ``kind="pauli"`` is the order of format-version-1 models (single Z, Z Z on every pair, then
+    the same with X and with Y), kept so that they load as they were built.
 
-    >>> [str(readout) for readout in router_readouts(cirq.LineQubit.range(2), 3)]
+    >>> [str(readout) for readout in router_readouts(cirq.LineQubit.range(4), 3)]
+    ['Z(q(0))*Z(q(1))', 'Z(q(2))*Z(q(3))', 'Z(q(1))*Z(q(2))']
+    >>> [str(readout) for readout in router_readouts(cirq.LineQubit.range(2), 3, "pauli")]
     ['Z(q(0))', 'Z(q(1))', 'Z(q(0))*Z(q(1))']
     """
     qubits = validate_qubits(qubits)
     validate_positive_int(n_experts, "n_experts")
-    candidates = [
-        cirq.PauliString({q: pauli for q in group})
-        for pauli in (cirq.Z, cirq.X, cirq.Y)
-        for size in (1, 2)
-        for group in itertools.combinations(qubits, size)
-    ]
+    if kind not in ROUTER_READOUTS:
+        raise ValueError(f"kind={kind!r} is not allowed; use one of {ROUTER_READOUTS}.")
+    candidates = [cirq.PauliString({q: pauli for q in group}) for pauli in (cirq.Z, cirq.X, cirq.Y)
+                  for size in (1, 2) for group in itertools.combinations(qubits, size)]
+    if kind == "local":
+        local = [cirq.Z(a) * cirq.Z(b) for a, b in _neighbour_pairs(qubits)] if len(qubits) > 1 else []
+        local += [cirq.Z(q) for q in qubits]
+        if len(qubits) > 2:
+            local += [cirq.Z(qubits[i - 1]) * cirq.X(q) * cirq.Z(qubits[(i + 1) % len(qubits)])
+                      for i, q in enumerate(qubits)]
+        candidates = local + [c for c in candidates if c not in local]
     if n_experts > len(candidates):
         raise ValueError(
-            f"n_experts={n_experts} needs more router readouts than {len(qubits)} qubits offer "
-            f"(at most {len(candidates)}); use more qubits or fewer experts.")
+            f"n_experts={n_experts} needs more router readouts than {len(qubits)} qubits offer with "
+            f"kind={kind!r} (at most {len(candidates)}); use more qubits, fewer experts, another kind, "
+            "router_observables= or a router_head.")
     return candidates[:n_experts]
 
 

@@ -91,7 +91,10 @@ class QMoELayer(keras.layers.Layer):
         shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
             routed ones: a count of built-in experts, or a list of entries as for `experts`.
         observables: expert readouts; Z on each qubit by default.
-        rotations, entangler: built-in ansatz options, see `hardware_efficient_ansatz`.
+        rotations, entangler, entangle_first: built-in ansatz options, see `hardware_efficient_ansatz`.
+            By default each layer is a CNOT ring, then the rotations: the last gates before a readout
+            are rotations, and CNOTs carry two-body Z Z correlations (GHZ-like data) into Z readouts,
+            which CZ layers do not.
         encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the
             simulator with the weights; no circuit is built per sample).
         reuploading: QMoE+ re-uploading: the encoder again before every built-in expert layer,
@@ -102,7 +105,8 @@ class QMoELayer(keras.layers.Layer):
         experts: one entry per expert, as above.
         router: None (the built-in ansatz), a `cirq.Circuit` (read with `router_observables`), a
             `tfq.layers.PQC`/`ExpertPQC`, or any `tf_keras` layer mapping features to E logits.
-        router_observables: readouts of a quantum router; `router_readouts(qubits, E)` by default.
+        router_observables: readouts of a quantum router; `router_readouts(qubits, E)` by default:
+            neighbouring Z Z correlators first, which entangled (quantum-data) inputs carry.
         router_head: a `tf_keras` layer mapping the quantum router's readouts to E logits (e.g.
             ``Dense(n_experts)``, the hybrid QMoE router); then any number of router readouts works.
         backend, repetitions, differentiator, noise: where and how circuits run (see `backends`).
@@ -111,7 +115,7 @@ class QMoELayer(keras.layers.Layer):
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None,
                  expert_layers: int | Sequence[int] = 2, router_layers: int = 2, *, top_k: int | None = None,
                  temperature: float = 1.0, observables: Sequence[Observable] | None = None,
-                 rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
+                 rotations: Sequence[str] = ("ry", "rz"), entangler: str = "cnot_ring", entangle_first: bool = True,
                  encoder: FeatureEncoder | None = None, reuploading: bool = False, aggregation: str = "classical",
                  router_noise: float = 0.0, capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
                  z_loss_weight: float = 1e-3, backend: Backend | CircuitExecutor = "auto",
@@ -134,6 +138,9 @@ class QMoELayer(keras.layers.Layer):
         self.router_layers = validate_positive_int(router_layers, "router_layers")
         self.rotations = validate_rotations(rotations)
         self.entangler = validate_entangler(entangler)
+        if not isinstance(entangle_first, bool):
+            raise TypeError(f"entangle_first must be True or False, got {entangle_first!r}.")
+        self.entangle_first = entangle_first
         self.policy = RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
                                     load_balance_weight, z_loss_weight, routing, balance, bias_rate, metrics)
         self.gate = Gate(self.policy, self.name, name="gate")
@@ -187,12 +194,14 @@ class QMoELayer(keras.layers.Layer):
 
     def _builtin_router_circuit(self) -> cirq.Circuit:
         qubits = self.register if self.aggregation == "coherent" else self.qubits
-        return hardware_efficient_ansatz(qubits, self.router_layers, ROUTER_PREFIX, self.rotations, self.entangler)
+        return hardware_efficient_ansatz(qubits, self.router_layers, ROUTER_PREFIX, self.rotations, self.entangler,
+                                         self.entangle_first)
 
     def _builtin_expert(self, args: dict) -> Callable[[int], ExpertPQC]:
         def make(index: int) -> ExpertPQC:
             depth = self.expert_layers if isinstance(self.expert_layers, int) else self.expert_layers[index]
-            circuit = hardware_efficient_ansatz(self.qubits, depth, EXPERT_PREFIX, self.rotations, self.entangler)
+            circuit = hardware_efficient_ansatz(self.qubits, depth, EXPERT_PREFIX, self.rotations, self.entangler,
+                                                self.entangle_first)
             return ExpertPQC(circuit, self.observables, name=f"expert_{index}", **args)
         return make
 
@@ -273,7 +282,7 @@ class QMoELayer(keras.layers.Layer):
         bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self._every_expert)]
         if self.reuploading:
             body, uploads = reuploading_ansatz(self.qubits, self.expert_layers, self.encoder.circuit, EXPERT_PREFIX,
-                                               self.rotations, self.entangler)
+                                               self.rotations, self.entangler, self.entangle_first)
             bodies, data_names = [body] * len(bodies), [str(s) for s in uploads]
             self.input_scaling = self.add_weight(
                 "input_scaling", shape=(len(bodies), self.expert_layers, self.encoder.n_features),
@@ -368,13 +377,15 @@ class QMoELayer(keras.layers.Layer):
             **super().get_config(), "qubits": to_cirq_json(self.qubits), "n_experts": self.n_experts,
             "expert_layers": self.expert_layers, "router_layers": self.router_layers, "top_k": policy.top_k,
             "temperature": policy.temperature, "observables": to_cirq_json(self.observables),
-            "rotations": list(self.rotations), "entangler": self.entangler,
+            "rotations": list(self.rotations), "entangler": self.entangler, "entangle_first": self.entangle_first,
             "encoder": None if self.encoder is None else serialize(self.encoder),
             "reuploading": self.reuploading, "aggregation": self.aggregation,
             "experts": [QUANTUM if b else serialize(e) for b, e in zip(self._builtin, self.experts)] if custom else None,
             "shared_experts": len(self.shared_experts) if all(self._builtin[self.n_experts:]) else [
                 QUANTUM if b else serialize(e) for b, e in zip(self._builtin[self.n_experts:], self.shared_experts)],
             "router": None if self._builtin_router else serialize(self.router),
+            "router_observables": to_cirq_json(list(self.router.readouts))
+            if self._builtin_router and self.quantum_router and self.aggregation == "classical" else None,
             "router_head": None if self.router_head is None else serialize(self.router_head),
             "router_noise": policy.router_noise, "capacity_factor": policy.capacity_factor,
             "load_balance_weight": policy.load_balance_weight, "z_loss_weight": policy.z_loss_weight,
@@ -387,7 +398,12 @@ class QMoELayer(keras.layers.Layer):
     def from_config(cls, config: dict) -> QMoELayer:
         # The backend fields as stored (noise as Cirq JSON), for the nested ExpertPQC configs.
         execution = {key: config.get(key) for key in ("backend", "repetitions", "noise")}
-        config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise"))
+        version = config.get("format_version", FORMAT_VERSION)
+        config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise", "router_observables"))
+        if version < 2:  # saved before the defaults read correlations: rebuild the circuits they had
+            config["entangle_first"] = False
+            if config.get("router") is None and config.get("aggregation") != "coherent":
+                config["router_observables"] = router_readouts(config["qubits"], config["n_experts"], "pauli")
         for key in ("encoder", "router", "router_head"):
             if config.get(key) is not None:
                 config[key] = deserialize_part(config[key], execution)

@@ -10,7 +10,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from qmoe_tfq.backends import Backend, Noise
-from qmoe_tfq.circuits import default_readouts, hardware_efficient_ansatz, validate_positive_int, validate_qubits
+from qmoe_tfq.circuits import (Observable, default_readouts, hardware_efficient_ansatz, validate_positive_int,
+                               validate_qubits)
 from qmoe_tfq.encoding import AngleEncoder
 from qmoe_tfq.experts import QUANTUM, ExpertPQC
 from qmoe_tfq.hybrid import ClassicalExpert, classical_router
@@ -75,7 +76,8 @@ def _hybrid_parts(expert_kind: str | tuple[int, int], router_kind: str, n_expert
 
 def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_features: int | None = None,
                           n_experts: int = 4, expert_layers: int = 2, router_layers: int = 2,
-                          top_k: int | None = None, learning_rate: float = 0.05,
+                          top_k: int | None = None, observables: Sequence[Observable] | None = None,
+                          learning_rate: float = 0.05,
                           encoder_rotations: Sequence[str] = ("ry",), encoder_scale: float = np.pi,
                           expert_kind: str | tuple[int, int] = "quantum", router_kind: str = "quantum",
                           classical_hidden: int = 8, **layer_kwargs) -> keras.Model:
@@ -85,15 +87,15 @@ def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featu
     in-graph; without, it takes serialized circuits ``<string>[batch]`` (quantum data).
     `expert_kind` is ``"quantum"`` (PQC experts, the paper), ``"classical"`` (`ClassicalExpert`
     MLPs) or a ``(n_quantum, n_classical)`` pair; `router_kind` is ``"quantum"`` (the PQC router)
-    or ``"classical"`` (a dense layer). Classical parts need `n_features`. Extra keyword arguments
-    go to `QMoELayer`.
+    or ``"classical"`` (a dense layer). Classical parts need `n_features`. `observables` are the
+    experts' readouts (Z on each qubit by default). Extra keyword arguments go to `QMoELayer`.
 
     >>> model = build_qmoe_classifier(cirq.GridQubit.rect(1, 4), n_classes=2, n_features=4, top_k=1)
     >>> model.predict(np.random.rand(8, 4), verbose=0).shape
     (8, 2)
     """
     qubits = validate_qubits(qubits)
-    experts, router = _hybrid_parts(expert_kind, router_kind, n_experts, len(layer_kwargs.get("observables") or qubits),
+    experts, router = _hybrid_parts(expert_kind, router_kind, n_experts, len(observables or qubits),
                                     classical_hidden)
     if n_features is None and (experts is not None or router is not None):
         raise ValueError("classical experts or routers read float features: give n_features.")
@@ -101,7 +103,7 @@ def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featu
     all_classical = router is not None and experts is not None and QUANTUM not in experts
     moe = QMoELayer(qubits, None if experts is not None else n_experts, expert_layers, router_layers,
                     top_k=top_k, encoder=None if all_classical else encoder, experts=experts, router=router,
-                    name="qmoe", **layer_kwargs)
+                    observables=observables, name="qmoe", **layer_kwargs)
     return _classifier(inputs, moe(inputs), n_classes, learning_rate, "qmoe_classifier")
 
 
@@ -113,12 +115,15 @@ def matching_qnn_layers(n_experts: int = 4, expert_layers: int = 2, router_layer
 def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_features: int | None = None,
                          n_layers: int = matching_qnn_layers(), learning_rate: float = 0.05,
                          encoder_rotations: Sequence[str] = ("ry",), encoder_scale: float = np.pi,
-                         rotations: Sequence[str] = ("ry", "rz"), entangler: str = "ring",
+                         rotations: Sequence[str] = ("ry", "rz"), entangler: str = "cnot_ring",
+                         entangle_first: bool = True, observables: Sequence[Observable] | None = None,
                          **pqc_kwargs) -> keras.Model:
-    """The baseline: one PQC (`ExpertPQC`, Z readouts) -> softmax `Dense(n_classes)`.
+    """The baseline: one PQC (`ExpertPQC`) -> softmax `Dense(n_classes)`.
 
     `n_layers` defaults to `matching_qnn_layers()`, the depth whose parameter count matches the
-    default `build_qmoe_classifier` (4 experts x 2 layers + a 2-layer router). Inputs as there.
+    default `build_qmoe_classifier` (4 experts x 2 layers + a 2-layer router). The ansatz options
+    and `observables` (Z on each qubit by default) are those of `QMoELayer`'s built-in experts;
+    inputs as for `build_qmoe_classifier`.
 
     >>> model = build_qnn_classifier(cirq.GridQubit.rect(1, 4), n_classes=2, n_features=4)
     >>> model.predict(np.random.rand(8, 4), verbose=0).shape
@@ -127,8 +132,8 @@ def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featur
     qubits = validate_qubits(qubits)
     inputs, encoder = _classifier_inputs(qubits, n_features, encoder_rotations, encoder_scale)
     circuits = inputs if encoder is None else encoder(inputs)
-    pqc = ExpertPQC(hardware_efficient_ansatz(qubits, n_layers, EXPERT_PREFIX, rotations, entangler),
-                    default_readouts(qubits), name="qnn", **pqc_kwargs)
+    pqc = ExpertPQC(hardware_efficient_ansatz(qubits, n_layers, EXPERT_PREFIX, rotations, entangler, entangle_first),
+                    default_readouts(qubits) if observables is None else observables, name="qnn", **pqc_kwargs)
     return _classifier(inputs, pqc(circuits), n_classes, learning_rate, "qnn_classifier")
 
 

@@ -42,7 +42,8 @@ def test_router_readouts_are_distinct_and_bounded():
     qubits = cirq.LineQubit.range(2)
     readouts = router_readouts(qubits, 9)
     assert len(set(readouts)) == 9
-    assert readouts[:2] == default_readouts(qubits)
+    assert readouts[:3] == [cirq.Z(qubits[0]) * cirq.Z(qubits[1]), *default_readouts(qubits)]  # correlation first
+    assert router_readouts(qubits, 2, "pauli") == default_readouts(qubits)
     with pytest.raises(ValueError, match="n_experts=10 needs more router readouts than 2 qubits"):
         router_readouts(qubits, 10)
 

@@ -1,10 +1,10 @@
 """Each example runs end to end in --quick mode and prints sensible numbers."""
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -19,20 +19,26 @@ def run_example(name: str, *args: str) -> str:
 def test_paper_experiments_quick(tmp_path):
     out = run_example("paper_experiments.py", "--out", str(tmp_path))
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[3:-1]]
-            for line in out.splitlines() if re.match(r"^\| (moons|cluster) \| 2 \|", line)}
-    assert sorted(rows) == ["cluster", "moons"]
+            for line in out.splitlines() if re.match(r"^\| (moons|mixture) \| 2 \| \d", line)}
+    assert sorted(rows) == ["mixture", "moons"]
     accuracy = {name: [float(c.split(" +- ")[0]) if c != "n/a" else None for c in cells] for name, cells in rows.items()}
-    qnn, dense, top1, reupload, coherent = zip(*[accuracy["moons"], accuracy["cluster"]])
+    qnn, dense, top1, reupload, coherent = zip(*[accuracy["moons"], accuracy["mixture"]])
     assert all(0.5 < a <= 1.0 for a in qnn)                  # the QNN baseline learns both
     assert max(top1) > 0.6 and reupload[0] > 0.6 and coherent[0] > 0.6
     assert reupload[1] is None and coherent[1] is None     # QMoE+ options need classical features
-    for png in ("scaling.png", "gates_moons.png", "gates_cluster.png"):
+    paired = re.search(r"^\| mixture \| 2 \| ([+-][\d.]+) \+- 0.000 \(p n/a\) \|", out, re.M)
+    assert paired and abs(float(paired.group(1)) - (dense[1] - qnn[1])) < 2e-3  # one seed: the plain difference
+    families = re.findall(r"^\| (cluster|ghz|product) \| [01] \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
+    assert [f[0] for f in families] == ["cluster", "ghz", "product"]
+    assert all(0.0 <= float(share) <= 1.0 and 0.0 <= float(entropy) <= math.log(2) + 1e-6
+               for _, share, entropy in families)
+    for png in ("scaling.png", "gates_moons.png", "gates_mixture.png", "gates_mixture_families.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert "| 2 | QMoE top-1 | 24 |" in (tmp_path / "results.md").read_text()  # scaling table
 
 
-def test_noise_study_quick():
-    out = run_example("noise_study.py")
+def test_noise_study_quick_on_quantum_data():
+    out = run_example("noise_study.py", "--data", "cluster")
     table = dict((float(p), (float(a), float(b))) for p, a, b in
                  re.findall(r"^\| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M))
     assert sorted(table) == [0.0, 0.001, 0.01]

@@ -3,9 +3,12 @@
 Noise is applied after every moment of the encoder, router and expert circuits (a
 `cirq.depolarize(p)` channel on every qubit) and simulated with TFQ's trajectory simulator;
 gradients come from parameter shift. Amplitude damping works the same way (`--channel damp`).
+With ``--data cluster`` or ``--data mixture`` the inputs are quantum data (`qmoe_tfq.quantum_data`):
+the states arrive as given and the noise acts on the models' router and expert circuits.
 
-    python examples/noise_study.py            # 4 qubits, 160 training samples, 6 epochs
-    python examples/noise_study.py --quick    # 3 qubits, 60 training samples, 4 epochs
+    python examples/noise_study.py                  # digits 3 vs 5: 4 qubits, 160 training samples, 6 epochs
+    python examples/noise_study.py --data mixture   # the quantum state families instead
+    python examples/noise_study.py --quick          # 3 qubits, 60 training samples, 4 epochs
 """
 from __future__ import annotations
 
@@ -16,13 +19,14 @@ import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras first)
 import cirq
 import tf_keras as keras
 
-from qmoe_tfq import datasets
+from qmoe_tfq import datasets, quantum_data
 
 CHANNELS = {"depolarize": cirq.depolarize, "damp": cirq.amplitude_damp}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=["digits", "cluster", "mixture"], default="digits")
     parser.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.001, 0.01])
     parser.add_argument("--channel", choices=sorted(CHANNELS), default="depolarize")
     parser.add_argument("--qubits", type=int, default=4)
@@ -34,15 +38,21 @@ def main() -> None:
     if args.quick:
         args.qubits, args.samples, args.epochs, args.trajectories = 3, 86, 4, 50
 
-    x_train, x_test, y_train, y_test = datasets.load(
-        "digits", args.qubits, classes=(3, 5), n_samples=args.samples, seed=0)
     qubits = cirq.GridQubit.rect(1, args.qubits)
+    if args.data == "digits":
+        n_features, title = args.qubits, "digits 3 vs 5"
+        x_train, x_test, y_train, y_test = datasets.load(
+            "digits", args.qubits, classes=(3, 5), n_samples=args.samples, seed=0)
+    else:
+        families = tuple(quantum_data.FAMILIES) if args.data == "mixture" else ("cluster",)
+        n_features, title = None, f"quantum data ({', '.join(families)} states)"
+        x_train, x_test, y_train, y_test = quantum_data.generate(qubits, args.samples, families, seed=0).tensors()
     shape = {"n_experts": 2, "expert_layers": 1, "router_layers": 1}
-    builders = {"QMoE": lambda **kw: qmoe.build_qmoe_classifier(qubits, 2, n_features=args.qubits,
+    builders = {"QMoE": lambda **kw: qmoe.build_qmoe_classifier(qubits, 2, n_features=n_features,
                                                                 top_k=1, **shape, **kw),
                 "QNN": lambda **kw: qmoe.build_qnn_classifier(
-                    qubits, 2, n_features=args.qubits, n_layers=qmoe.models.matching_qnn_layers(**shape), **kw)}
-    print(f"digits 3 vs 5, {len(x_train)} train / {len(x_test)} test, {args.qubits} qubits, "
+                    qubits, 2, n_features=n_features, n_layers=qmoe.models.matching_qnn_layers(**shape), **kw)}
+    print(f"{title}, {len(y_train)} train / {len(y_test)} test, {args.qubits} qubits, "
           f"{args.channel} noise, {args.trajectories} trajectories")
     rows = []
     for level in args.levels:

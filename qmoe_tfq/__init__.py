@@ -22,6 +22,7 @@ if tf.keras.layers.Layer is not tf_keras.layers.Layer:
         "variable TF_USE_LEGACY_KERAS=1) before the first use of tf.keras.")
 
 from qmoe_tfq.circuits import (  # noqa: E402
+    Ansatz,
     default_readouts,
     hardware_efficient_ansatz,
     router_readouts,
@@ -39,6 +40,7 @@ register_tfq_ops()  # so keras/tf loaders in this process find every TFQ op a sa
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ansatz",
     "AngleEncoder",
     "CircuitEncoder",
     "ExpertPQC",

@@ -33,12 +33,14 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.circuits import default_readouts, hardware_efficient_ansatz, router_readouts
+from qmoe_tfq.circuits import Ansatz, default_readouts, router_readouts
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 DEFAULT_OUT = Path("benchmarks")
+# Rotations then a CZ ring: the circuits of every recorded measurement and of the TensorCircuit-NG peer.
+RECORDED = Ansatz(entangler="ring", entangle_first=False)
 
 
 class NaiveMoE(keras.layers.Layer):
@@ -46,8 +48,8 @@ class NaiveMoE(keras.layers.Layer):
 
     def __init__(self, qubits, n_experts: int, n_layers: int, **kwargs) -> None:
         super().__init__(**kwargs)
-        expert = hardware_efficient_ansatz(qubits, n_layers, "theta")
-        router = hardware_efficient_ansatz(qubits, n_layers, "route")
+        expert = RECORDED.circuit(qubits, n_layers, "theta")
+        router = RECORDED.circuit(qubits, n_layers, "route")
         self.experts = [
             tfq.layers.PQC(expert, default_readouts(qubits),
                            initializer=keras.initializers.RandomUniform(0, 2 * np.pi))
@@ -63,15 +65,14 @@ def heterogeneous_experts(qubits, n_experts: int, n_layers: int) -> list[cirq.Ci
     """`n_experts` different circuits with the built-in expert's gate and parameter counts."""
     rotations = [("ry", "rz"), ("rz", "ry")]
     entanglers = ["ring", "cnot_ring"]
-    return [hardware_efficient_ansatz(qubits, n_layers, f"h{index}", rotations[index % 2], entanglers[index // 2 % 2])
+    return [Ansatz(rotations[index % 2], entanglers[index // 2 % 2], False).circuit(qubits, n_layers, f"h{index}")
             for index in range(n_experts)]
 
 
 def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool, backend: str = "auto") -> keras.Model:
     """Model `kind` ("naive", "dense", "top1", "dense_het", "top1_het") on float features or circuits.
 
-    Built-in experts and router are pinned to rotations then a CZ ring: the naive baseline's and the
-    TensorCircuit-NG peer's circuits, and those of every recorded measurement.
+    Built-in experts and router are pinned to `RECORDED`.
     """
     if float_input:
         inputs = keras.Input(shape=(len(qubits),), dtype=tf.float32)
@@ -85,7 +86,8 @@ def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool, b
         experts = heterogeneous_experts(qubits, n_experts, n_layers) if kind.endswith("_het") else None
         readouts = qmoe.QMoELayer(qubits, None if experts else n_experts, n_layers, n_layers, encoder=encoder,
                                   experts=experts, top_k=1 if kind.startswith("top1") else None,
-                                  backend=backend, entangler="ring", entangle_first=False)(inputs)
+                                  backend=backend, entangler=RECORDED.entangler,
+                                  entangle_first=RECORDED.entangle_first)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(readouts))
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -7,6 +7,7 @@ so symbols never clash when circuits are concatenated into one program or resolv
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
 
@@ -88,80 +89,89 @@ def _rotation_names(rotations: Sequence[str]) -> list[str]:
     return names
 
 
-def _ansatz_layer(qubits: Sequence[cirq.Qid], layer: int, prefix: str, rotations: Sequence[str],
-                  entangler: str, entangle_first: bool) -> cirq.Circuit:
-    names = _rotation_names(rotations)
-    rotate = cirq.Circuit(
-        ROTATIONS[gate](sympy.Symbol(f"{prefix}_l{layer:02d}_q{index:02d}_{name}")).on(qubit)
-        for index, qubit in enumerate(qubits)
-        for gate, name in zip(rotations, names))
-    gate = ENTANGLERS[entangler][0]
-    entangle = cirq.Circuit(gate(a, b) for a, b in entangling_pairs(qubits, entangler))
-    return entangle + rotate if entangle_first else rotate + entangle
+@dataclasses.dataclass(frozen=True)
+class Ansatz:
+    """The built-in hardware-efficient ansatz's shape: which rotations, which entangler, in which order.
 
-
-def hardware_efficient_ansatz(
-    qubits: Sequence[cirq.Qid],
-    n_layers: int,
-    prefix: str = "theta",
-    rotations: Sequence[str] = ("ry", "rz"),
-    entangler: str = "ring",
-    entangle_first: bool = False,
-) -> cirq.Circuit:
-    """Builds a hardware-efficient ansatz: `n_layers` blocks of rotations and entanglers.
-
-    Each block applies every gate of `rotations` to every qubit, each with its own sympy symbol
-    named ``{prefix}_l{layer}_q{qubit}_{gate}`` (zero padded, so the sorted order that
+    Each of its layers applies every gate of `rotations` to every qubit, each with its own sympy
+    symbol named ``{prefix}_l{layer}_q{qubit}_{gate}`` (zero padded, so the sorted order that
     `tfq.layers.PQC` uses for its weights is layer, then qubit, then gate; a gate named twice,
-    as in the general rotation ``("rz", "ry", "rz")``, is numbered ``rz0``, ``rz1``), then the
-    `entangler`'s gate (CZ for ``"ring"``/``"chain"``, CNOT for ``"cnot_ring"``/``"cnot_chain"``)
-    on each pair from `entangling_pairs`. With `entangle_first` each block entangles first and
-    rotates last: a final CZ layer commutes with Z readouts and would be wasted, while a first
-    one acts on the input (it undoes a cluster state's CZ ring, turning its three-body
-    stabilisers into single-qubit X that the rotations then bring to Z).
+    as in the general rotation ``("rz", "ry", "rz")``, is numbered ``rz0``, ``rz1``), and the
+    `entangler`'s gate (CNOT for ``"cnot_ring"``/``"cnot_chain"``, CZ for ``"ring"``/``"chain"``)
+    on each pair from `entangling_pairs`.
+
+    By default each layer entangles first and rotates last (`entangle_first`): a final CZ layer
+    commutes with Z readouts and would be wasted, while a first one acts on the input; a first
+    CNOT ring carries a GHZ state's two-body Z Z correlations into single-qubit Z, and a CZ ring
+    would undo a cluster state's, turning its three-body stabilisers into single-qubit X.
+    ``Ansatz(entangler="ring", entangle_first=False)`` is the circuit of
+    format-version-1 models (rotations, then a CZ ring).
+
+    >>> circuit = Ansatz().circuit(cirq.LineQubit.range(2), n_layers=1)
+    >>> [sorted(type(op.gate).__name__ for op in moment) for moment in circuit]  # a CNOT, then rotations
+    [['CXPowGate'], ['Ry', 'Ry'], ['Rz', 'Rz']]
+    >>> sorted(str(s) for s in cirq.parameter_symbols(circuit))
+    ['theta_l00_q00_ry', 'theta_l00_q00_rz', 'theta_l00_q01_ry', 'theta_l00_q01_rz']
+    """
+
+    rotations: tuple[str, ...] = ("ry", "rz")
+    entangler: str = "cnot_ring"
+    entangle_first: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rotations", validate_rotations(self.rotations))
+        validate_entangler(self.entangler)
+        if not isinstance(self.entangle_first, bool):
+            raise TypeError(f"entangle_first must be True or False, got {self.entangle_first!r}.")
+
+    def circuit(self, qubits: Sequence[cirq.Qid], n_layers: int, prefix: str = "theta") -> cirq.Circuit:
+        """`n_layers` layers on `qubits`, symbols named with `prefix`."""
+        qubits = validate_qubits(qubits)
+        validate_positive_int(n_layers, "n_layers")
+        return sum((self._layer(qubits, layer, prefix) for layer in range(n_layers)), cirq.Circuit())
+
+    def reuploading(self, qubits: Sequence[cirq.Qid], n_layers: int, encoding: cirq.Circuit,
+                    prefix: str = "theta") -> tuple[cirq.Circuit, list[sympy.Symbol]]:
+        """Data re-uploading: the `encoding` circuit again before each layer.
+
+        The encoding's symbols are renamed per layer (``x_000`` becomes ``x_000_l00``, ``x_000_l01``,
+        ...), so each upload can carry its own (learnably scaled) angles; the variational symbols are
+        exactly those of `circuit` with the same arguments.
+
+        Returns:
+            The circuit, and the data symbols in (layer, encoding symbol) order.
+        """
+        qubits = validate_qubits(qubits)
+        validate_positive_int(n_layers, "n_layers")
+        data_symbols = sorted(cirq.parameter_symbols(encoding), key=str)
+        circuit, uploaded = cirq.Circuit(), []
+        for layer in range(n_layers):
+            renamed = {s: sympy.Symbol(f"{s}_l{layer:02d}") for s in data_symbols}
+            circuit += cirq.resolve_parameters(encoding, renamed) + self._layer(qubits, layer, prefix)
+            uploaded += renamed.values()
+        return circuit, uploaded
+
+    def _layer(self, qubits: Sequence[cirq.Qid], layer: int, prefix: str) -> cirq.Circuit:
+        names = _rotation_names(self.rotations)
+        rotate = cirq.Circuit(
+            ROTATIONS[gate](sympy.Symbol(f"{prefix}_l{layer:02d}_q{index:02d}_{name}")).on(qubit)
+            for index, qubit in enumerate(qubits)
+            for gate, name in zip(self.rotations, names))
+        gate = ENTANGLERS[self.entangler][0]
+        entangle = cirq.Circuit(gate(a, b) for a, b in entangling_pairs(qubits, self.entangler))
+        return entangle + rotate if self.entangle_first else rotate + entangle
+
+
+def hardware_efficient_ansatz(qubits: Sequence[cirq.Qid], n_layers: int, prefix: str = "theta",
+                              rotations: Sequence[str] = Ansatz.rotations, entangler: str = Ansatz.entangler,
+                              entangle_first: bool = Ansatz.entangle_first) -> cirq.Circuit:
+    """``Ansatz(rotations, entangler, entangle_first).circuit(qubits, n_layers, prefix)``: see `Ansatz`.
 
     >>> circuit = hardware_efficient_ansatz(cirq.LineQubit.range(2), n_layers=1)
     >>> sorted(str(s) for s in cirq.parameter_symbols(circuit))
     ['theta_l00_q00_ry', 'theta_l00_q00_rz', 'theta_l00_q01_ry', 'theta_l00_q01_rz']
     """
-    qubits = validate_qubits(qubits)
-    validate_positive_int(n_layers, "n_layers")
-    rotations = validate_rotations(rotations)
-    validate_entangler(entangler)
-    return sum((_ansatz_layer(qubits, layer, prefix, rotations, entangler, entangle_first)
-                for layer in range(n_layers)), cirq.Circuit())
-
-
-def reuploading_ansatz(
-    qubits: Sequence[cirq.Qid],
-    n_layers: int,
-    encoding: cirq.Circuit,
-    prefix: str = "theta",
-    rotations: Sequence[str] = ("ry", "rz"),
-    entangler: str = "ring",
-    entangle_first: bool = False,
-) -> tuple[cirq.Circuit, list[sympy.Symbol]]:
-    """Data re-uploading: the `encoding` circuit again before each layer of the ansatz.
-
-    The encoding's symbols are renamed per layer (``x_000`` becomes ``x_000_l00``, ``x_000_l01``,
-    ...), so each upload can carry its own (learnably scaled) angles; the variational symbols are
-    exactly those of `hardware_efficient_ansatz` with the same arguments (`entangle_first` too).
-
-    Returns:
-        The circuit, and the data symbols in (layer, encoding symbol) order.
-    """
-    qubits = validate_qubits(qubits)
-    validate_positive_int(n_layers, "n_layers")
-    rotations = validate_rotations(rotations)
-    validate_entangler(entangler)
-    data_symbols = sorted(cirq.parameter_symbols(encoding), key=str)
-    circuit, uploaded = cirq.Circuit(), []
-    for layer in range(n_layers):
-        renamed = {s: sympy.Symbol(f"{s}_l{layer:02d}") for s in data_symbols}
-        circuit += cirq.resolve_parameters(encoding, renamed)
-        circuit += _ansatz_layer(qubits, layer, prefix, rotations, entangler, entangle_first)
-        uploaded += renamed.values()
-    return circuit, uploaded
+    return Ansatz(rotations, entangler, entangle_first).circuit(qubits, n_layers, prefix)
 
 
 def default_readouts(qubits: Sequence[cirq.Qid]) -> list[cirq.PauliString]:

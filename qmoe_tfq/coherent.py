@@ -14,7 +14,7 @@ import cirq
 import tensorflow as tf
 
 from qmoe_tfq.backends import Noise
-from qmoe_tfq.circuits import expert_symbol_prefix, rename_symbols, reuploading_ansatz, validate_qubits
+from qmoe_tfq.circuits import Ansatz, expert_symbol_prefix, rename_symbols, validate_qubits
 from qmoe_tfq.dispatch import Program, single_program
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
 
@@ -84,7 +84,7 @@ class CoherentPrograms(NamedTuple):
 
 
 def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], encoder: FeatureEncoder,
-                      router_layers: int, rotations: Sequence[str], entangler: str, prefix: str,
+                      router_layers: int, ansatz: Ansatz, prefix: str,
                       router_names: Sequence[str], experts: Sequence, observables: Sequence[cirq.PauliSum],
                       noise: Noise | None) -> CoherentPrograms:
     """Builds both programs once; `experts` are `ExpertPQC`s reading `observables`."""
@@ -92,8 +92,7 @@ def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], 
     slots = -(-n_features // len(register))  # rotations per register qubit to hold every feature
     register_encoder = AngleEncoder(register, rotations=("ry", "rz") * (-(-slots // 2)),
                                     scale=encoder.scale, n_features=n_features)
-    routed, uploads = reuploading_ansatz(register, router_layers, register_encoder.circuit, prefix,
-                                         rotations, entangler)
+    routed, uploads = ansatz.reuploading(register, router_layers, register_encoder.circuit, prefix)
     upload_names = [str(s) for s in uploads]
     bits = [basis_bits(index, len(register)) for index in range(len(experts))]
     controlled_experts = [controlled(rename_symbols(expert.model_circuit, expert_symbol_prefix(index)), register, b)

@@ -18,9 +18,8 @@ import tf_keras as keras
 
 from qmoe_tfq import coherent, dispatch, routing
 from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, execution_config, make_executor, validate_noise
-from qmoe_tfq.circuits import (Observable, default_readouts, hardware_efficient_ansatz, reuploading_ansatz,
-                               router_readouts, validate_entangler, validate_observables, validate_positive_int,
-                               validate_qubits, validate_rotations)
+from qmoe_tfq.circuits import (Ansatz, Observable, default_readouts, router_readouts, validate_observables,
+                               validate_positive_int, validate_qubits)
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
 from qmoe_tfq.experts import QUANTUM, ExpertPQC, Part, deserialize_part, expert_list, make_experts, make_router
 from qmoe_tfq.gating import Gate
@@ -91,10 +90,8 @@ class QMoELayer(keras.layers.Layer):
         shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
             routed ones: a count of built-in experts, or a list of entries as for `experts`.
         observables: expert readouts; Z on each qubit by default.
-        rotations, entangler, entangle_first: built-in ansatz options, see `hardware_efficient_ansatz`.
-            By default each layer is a CNOT ring, then the rotations: the last gates before a readout
-            are rotations, and CNOTs carry two-body Z Z correlations (GHZ-like data) into Z readouts,
-            which CZ layers do not.
+        rotations, entangler, entangle_first: the built-in experts' and router's `Ansatz`: by default
+            each layer is a CNOT ring, then the rotations.
         encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the
             simulator with the weights; no circuit is built per sample).
         reuploading: QMoE+ re-uploading: the encoder again before every built-in expert layer,
@@ -115,7 +112,8 @@ class QMoELayer(keras.layers.Layer):
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None,
                  expert_layers: int | Sequence[int] = 2, router_layers: int = 2, *, top_k: int | None = None,
                  temperature: float = 1.0, observables: Sequence[Observable] | None = None,
-                 rotations: Sequence[str] = ("ry", "rz"), entangler: str = "cnot_ring", entangle_first: bool = True,
+                 rotations: Sequence[str] = Ansatz.rotations, entangler: str = Ansatz.entangler,
+                 entangle_first: bool = Ansatz.entangle_first,
                  encoder: FeatureEncoder | None = None, reuploading: bool = False, aggregation: str = "classical",
                  router_noise: float = 0.0, capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
                  z_loss_weight: float = 1e-3, backend: Backend | CircuitExecutor = "auto",
@@ -136,11 +134,7 @@ class QMoELayer(keras.layers.Layer):
             shared_experts if isinstance(shared_experts, int) else None)
         self.expert_layers = _depths(expert_layers, self.n_experts + len(shared))
         self.router_layers = validate_positive_int(router_layers, "router_layers")
-        self.rotations = validate_rotations(rotations)
-        self.entangler = validate_entangler(entangler)
-        if not isinstance(entangle_first, bool):
-            raise TypeError(f"entangle_first must be True or False, got {entangle_first!r}.")
-        self.entangle_first = entangle_first
+        self.ansatz = Ansatz(rotations, entangler, entangle_first)
         self.policy = RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
                                     load_balance_weight, z_loss_weight, routing, balance, bias_rate, metrics)
         self.gate = Gate(self.policy, self.name, name="gate")
@@ -194,15 +188,13 @@ class QMoELayer(keras.layers.Layer):
 
     def _builtin_router_circuit(self) -> cirq.Circuit:
         qubits = self.register if self.aggregation == "coherent" else self.qubits
-        return hardware_efficient_ansatz(qubits, self.router_layers, ROUTER_PREFIX, self.rotations, self.entangler,
-                                         self.entangle_first)
+        return self.ansatz.circuit(qubits, self.router_layers, ROUTER_PREFIX)
 
     def _builtin_expert(self, args: dict) -> Callable[[int], ExpertPQC]:
         def make(index: int) -> ExpertPQC:
             depth = self.expert_layers if isinstance(self.expert_layers, int) else self.expert_layers[index]
-            circuit = hardware_efficient_ansatz(self.qubits, depth, EXPERT_PREFIX, self.rotations, self.entangler,
-                                                self.entangle_first)
-            return ExpertPQC(circuit, self.observables, name=f"expert_{index}", **args)
+            return ExpertPQC(self.ansatz.circuit(self.qubits, depth, EXPERT_PREFIX), self.observables,
+                             name=f"expert_{index}", **args)
         return make
 
     @property
@@ -271,7 +263,7 @@ class QMoELayer(keras.layers.Layer):
         self.gate.build(tf.TensorShape([None, self.n_experts]))
         if self.aggregation == "coherent":
             self._coherent = coherent.coherent_programs(
-                self.qubits, self.register, self.encoder, self.router_layers, self.rotations, self.entangler,
+                self.qubits, self.register, self.encoder, self.router_layers, self.ansatz,
                 ROUTER_PREFIX, self.router.symbol_names.numpy().astype(str), self.experts, self.observables, self.noise)
             self._run_router = self._executor.compile(self._coherent.router)
             self._run_mixture = self._executor.compile(self._coherent.mixture)
@@ -281,8 +273,8 @@ class QMoELayer(keras.layers.Layer):
         """Every quantum expert's program behind the data encoding (or re-uploading it per layer)."""
         bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self._every_expert)]
         if self.reuploading:
-            body, uploads = reuploading_ansatz(self.qubits, self.expert_layers, self.encoder.circuit, EXPERT_PREFIX,
-                                               self.rotations, self.entangler, self.entangle_first)
+            body, uploads = self.ansatz.reuploading(self.qubits, self.expert_layers, self.encoder.circuit,
+                                                    EXPERT_PREFIX)
             bodies, data_names = [body] * len(bodies), [str(s) for s in uploads]
             self.input_scaling = self.add_weight(
                 "input_scaling", shape=(len(bodies), self.expert_layers, self.encoder.n_features),
@@ -377,7 +369,8 @@ class QMoELayer(keras.layers.Layer):
             **super().get_config(), "qubits": to_cirq_json(self.qubits), "n_experts": self.n_experts,
             "expert_layers": self.expert_layers, "router_layers": self.router_layers, "top_k": policy.top_k,
             "temperature": policy.temperature, "observables": to_cirq_json(self.observables),
-            "rotations": list(self.rotations), "entangler": self.entangler, "entangle_first": self.entangle_first,
+            "rotations": list(self.ansatz.rotations), "entangler": self.ansatz.entangler,
+            "entangle_first": self.ansatz.entangle_first,
             "encoder": None if self.encoder is None else serialize(self.encoder),
             "reuploading": self.reuploading, "aggregation": self.aggregation,
             "experts": [QUANTUM if b else serialize(e) for b, e in zip(self._builtin, self.experts)] if custom else None,

@@ -10,8 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from qmoe_tfq.backends import Backend, Noise
-from qmoe_tfq.circuits import (Observable, default_readouts, hardware_efficient_ansatz, validate_positive_int,
-                               validate_qubits)
+from qmoe_tfq.circuits import Ansatz, Observable, default_readouts, validate_positive_int, validate_qubits
 from qmoe_tfq.encoding import AngleEncoder
 from qmoe_tfq.experts import QUANTUM, ExpertPQC
 from qmoe_tfq.hybrid import ClassicalExpert, classical_router
@@ -115,8 +114,8 @@ def matching_qnn_layers(n_experts: int = 4, expert_layers: int = 2, router_layer
 def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_features: int | None = None,
                          n_layers: int = matching_qnn_layers(), learning_rate: float = 0.05,
                          encoder_rotations: Sequence[str] = ("ry",), encoder_scale: float = np.pi,
-                         rotations: Sequence[str] = ("ry", "rz"), entangler: str = "cnot_ring",
-                         entangle_first: bool = True, observables: Sequence[Observable] | None = None,
+                         rotations: Sequence[str] = Ansatz.rotations, entangler: str = Ansatz.entangler,
+                         entangle_first: bool = Ansatz.entangle_first, observables: Sequence[Observable] | None = None,
                          **pqc_kwargs) -> keras.Model:
     """The baseline: one PQC (`ExpertPQC`) -> softmax `Dense(n_classes)`.
 
@@ -132,7 +131,7 @@ def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featur
     qubits = validate_qubits(qubits)
     inputs, encoder = _classifier_inputs(qubits, n_features, encoder_rotations, encoder_scale)
     circuits = inputs if encoder is None else encoder(inputs)
-    pqc = ExpertPQC(hardware_efficient_ansatz(qubits, n_layers, EXPERT_PREFIX, rotations, entangler, entangle_first),
+    pqc = ExpertPQC(Ansatz(rotations, entangler, entangle_first).circuit(qubits, n_layers, EXPERT_PREFIX),
                     default_readouts(qubits) if observables is None else observables, name="qnn", **pqc_kwargs)
     return _classifier(inputs, pqc(circuits), n_classes, learning_rate, "qnn_classifier")
 

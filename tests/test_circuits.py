@@ -3,6 +3,7 @@ import pytest
 import sympy
 
 from qmoe_tfq.circuits import (
+    Ansatz,
     default_readouts,
     entangling_pairs,
     hardware_efficient_ansatz,
@@ -14,7 +15,7 @@ from qmoe_tfq.circuits import (
 
 def test_ansatz_has_one_symbol_per_rotation_and_cz_ring():
     qubits = cirq.LineQubit.range(3)
-    circuit = hardware_efficient_ansatz(qubits, n_layers=2, rotations=("rx", "ry"))
+    circuit = hardware_efficient_ansatz(qubits, n_layers=2, rotations=("rx", "ry"), entangler="ring")
     symbols = cirq.parameter_symbols(circuit)
     assert len(symbols) == 2 * 3 * 2
     assert all(str(s).startswith("theta_") for s in symbols)
@@ -74,3 +75,26 @@ def test_observables_outside_circuit_are_refused():
         validate_observables([sympy.Symbol("a")], qubits, "observables")
     summed = validate_observables(cirq.Z(qubits[0]) + 0.5 * cirq.X(qubits[1]), qubits, "observables")
     assert len(summed) == 1 and isinstance(summed[0], cirq.PauliSum)
+
+
+def test_ansatz_order_and_reuploading_share_one_shape():
+    qubits = cirq.LineQubit.range(3)
+    first, last = Ansatz(), Ansatz(entangler="ring", entangle_first=False)
+    gates = lambda circuit: [{type(op.gate) for op in moment} for moment in circuit]  # noqa: E731
+    assert gates(first.circuit(qubits, 1)) == [{cirq.CXPowGate}] * 3 + [{cirq.Ry}, {cirq.Rz}]  # CNOT ring, rotations
+    assert gates(last.circuit(qubits, 1))[-1] == {cirq.CZPowGate}                                # rotations, CZ ring
+    assert hardware_efficient_ansatz(qubits, 2) == first.circuit(qubits, 2)                     # one set of defaults
+    encoding = cirq.Circuit(cirq.ry(sympy.Symbol("x_000")).on(qubits[0]))
+    uploaded, data = first.reuploading(qubits, 2, encoding)
+    assert [str(s) for s in data] == ["x_000_l00", "x_000_l01"]
+    assert cirq.parameter_symbols(uploaded) - set(data) == cirq.parameter_symbols(first.circuit(qubits, 2))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"rotations": ()}, ValueError, r"rotations=\(\) is not allowed; use a non-empty sequence"),
+    ({"entangler": "swap"}, ValueError, "entangler='swap' is not allowed; use one of"),
+    ({"entangle_first": 1}, TypeError, "entangle_first must be True or False, got 1"),
+])
+def test_bad_ansatz_arguments_are_named(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Ansatz(**kwargs)

@@ -81,8 +81,12 @@ def run(name: str, model_kind: str, n_experts: int, seed: int, args) -> dict:
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
     seconds = (time.perf_counter() - start) / args.epochs
     accuracy = model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
-    return {"accuracy": accuracy, "circuit_params": circuit_parameters(model), "params": model.count_params(),
-            "seconds_per_epoch": seconds, "model": model, "x_test": x_test, "y_test": y_test, "families": families}
+    # Only the gates are kept, not the model: hundreds of traced models do not fit in memory.
+    gates = model.get_layer("qmoe").gate_weights(x_test).numpy() if model_kind == "QMoE dense" else None  # [N, E]
+    result = {"accuracy": accuracy, "circuit_params": circuit_parameters(model), "params": model.count_params(),
+              "seconds_per_epoch": seconds, "gates": gates, "y_test": y_test, "families": families}
+    keras.backend.clear_session()
+    return result
 
 
 def paired_difference(runs: list[dict], baseline: list[dict]) -> str:
@@ -124,12 +128,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--layers", type=int, default=1, help="depth of every expert and of the router")
+    parser.add_argument("--layers", type=int, default=2, help="depth of every expert and of the router")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.datasets, args.experts, args.seeds, args.samples, args.epochs = ["moons", "mixture"], [2], 1, 90, 3
+        args.datasets, args.experts, args.seeds, args.samples, args.epochs, args.layers = ["moons", "mixture"], [2], 1, 90, 3, 1
     args.out.mkdir(parents=True, exist_ok=True)
 
     kinds = ["QNN", "QMoE dense", "QMoE top-1", REUPLOAD, COHERENT]
@@ -203,7 +207,7 @@ def main() -> None:
     family_lines = []
     for name in args.datasets:
         best = results[(name, "QMoE dense", args.experts[-1])][0]
-        gates = best["model"].get_layer("qmoe").gate_weights(best["x_test"]).numpy()  # [N, E]
+        gates = best["gates"]  # [N, E]
         routing = routing_statistics(gates, best["y_test"])
         plot_gate_heatmap(routing.class_gates, args.out / f"gates_{name}.png", class_names=CLASS_NAMES[name][
             :routing.class_gates.shape[0]], title=f"{name}: mean gate weight (dense, E={args.experts[-1]})")

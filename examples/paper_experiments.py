@@ -91,17 +91,19 @@ def run(name: str, model_kind: str, n_experts: int, seed: int, args) -> dict:
 
 def paired_difference(runs: list[dict], baseline: list[dict]) -> str:
     """Mean +- std over seeds of (accuracy - the QNN's on the same split), and the paired t-test's p."""
-    difference = np.array([r["accuracy"] for r in runs]) - np.array([b["accuracy"] for b in baseline])
+    accuracy = np.array([r["accuracy"] for r in runs])  # [seeds]
+    reference = np.array([b["accuracy"] for b in baseline])  # [seeds]
+    difference = accuracy - reference  # [seeds]
     if len(difference) < 2 or np.allclose(difference, difference[0]):
         p = "n/a"
     else:
-        p = f"{stats.ttest_rel([r['accuracy'] for r in runs], [b['accuracy'] for b in baseline]).pvalue:.3f}"
+        p = f"{stats.ttest_rel(accuracy, reference).pvalue:.3f}"
     return f"{np.mean(difference):+.3f} +- {np.std(difference):.3f} (p {p})"
 
 
-def family_routing(name: str, run_result: dict, gates: np.ndarray, out: Path, n_experts: int) -> list[str]:
+def family_routing(name: str, run_result: dict, out: Path, n_experts: int) -> list[str]:
     """Heatmap of the mean gate per state family, and a table: which expert each family goes to."""
-    families = QUANTUM[name]
+    families, gates = QUANTUM[name], run_result["gates"]  # gates [N, E]
     routing = routing_statistics(gates, run_result["families"])
     plot_gate_heatmap(routing.class_gates, out / f"gates_{name}_families.png", class_names=list(families),
                       title=f"{name}: mean gate weight per state family (dense, E={n_experts})")
@@ -113,7 +115,7 @@ def family_routing(name: str, run_result: dict, gates: np.ndarray, out: Path, n_
     for index, family in enumerate(families):
         mine = run_result["families"] == index
         expert = int(routing.class_gates[index].argmax())
-        entropy = float(np.mean(-np.sum(gates[mine] * np.log(np.clip(gates[mine], 1e-12, None)), axis=1)))
+        entropy = routing_statistics(gates[mine]).entropy
         lines.append(f"| {family} | {expert} | {np.mean(top[mine] == expert):.2f} | {entropy:.3f} |")
     return lines
 
@@ -215,7 +217,7 @@ def main() -> None:
                      + ", ".join(f"{s:.2f}" for s in routing.specialisation) + " | "
                      + ", ".join(CLASS_NAMES[name][c] for c in routing.top_class) + " |")
         if len(QUANTUM.get(name, ())) > 1:
-            family_lines += family_routing(name, best, gates, args.out, args.experts[-1])
+            family_lines += family_routing(name, best, args.out, args.experts[-1])
         plt.close("all")
     lines += family_lines
     lines += ["", f"Routing entropy is out of log(E) = {np.log(args.experts[-1]):.3f} nats (uniform gates)."]

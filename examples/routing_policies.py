@@ -1,14 +1,14 @@
 """Routing collapse and the policies against it: 8 experts, top-1, on moons.
 
-Policies (same data, seeds and epochs): no balancing, the Switch auxiliary loss (today's default,
-load_balance_weight=0.01), loss-free bias balancing (balance="bias") and expert choice
-(routing="expert_choice"). After every epoch the routing of the whole training set is recorded:
-each expert's share of the routed (sample, expert) pairs and the usage entropy (1 = every expert
-equally used, 0 = one expert takes everything). Writes routing_policies.md and
-routing_policies.png (usage entropy per epoch).
+Policies (same data, seeds and epochs, the layer's default depths): no balancing, the Switch
+auxiliary loss (the default, load_balance_weight=0.01), loss-free bias balancing (balance="bias")
+and expert choice (routing="expert_choice", at its default capacity factor 2 and at 1). After
+every epoch the routing of the whole training set is recorded: each expert's share of the routed
+(sample, expert) pairs and the usage entropy (1 = every expert equally used, 0 = one expert takes
+everything). Writes routing_policies.md and routing_policies.png (usage entropy per epoch).
 
-    python examples/routing_policies.py            # 3 seeds
-    python examples/routing_policies.py --quick    # 1 seed, fewer samples and epochs
+    python examples/routing_policies.py            # 5 seeds, 30 epochs
+    python examples/routing_policies.py --quick    # 1 seed, one-layer parts, fewer samples and epochs
 """
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ POLICIES = {
     "aux loss (default)": {},
     "bias (loss-free)": {"balance": "bias"},
     "expert choice": {"routing": "expert_choice"},
+    "expert choice, capacity 1": {"routing": "expert_choice", "capacity_factor": 1.0},
 }
+FLOOR = 0.05  # the share every expert should keep
 
 
 def expert_shares(layer: qmoe.QMoELayer, x: np.ndarray) -> np.ndarray:
@@ -58,14 +60,15 @@ class ShareLogger(keras.callbacks.Callback):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=400)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--layers", type=int, default=2, help="depth of the experts and of the router")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.samples, args.epochs = 1, 160, 4
+        args.seeds, args.samples, args.epochs, args.layers = 1, 160, 4, 1
 
     qubits = cirq.GridQubit.rect(1, 2)
     results = {}
@@ -74,8 +77,8 @@ def main() -> None:
         for seed in range(args.seeds):
             x_train, x_test, y_train, y_test = datasets.load("moons", 2, n_samples=args.samples, seed=seed)
             keras.utils.set_random_seed(seed)
-            model = qmoe.build_qmoe_classifier(qubits, 2, n_features=2, n_experts=args.experts, expert_layers=1,
-                                               router_layers=1, top_k=1, learning_rate=0.05, **options)
+            model = qmoe.build_qmoe_classifier(qubits, 2, n_features=2, n_experts=args.experts,
+                                               expert_layers=args.layers, router_layers=args.layers, top_k=1, learning_rate=0.05, **options)
             logger = ShareLogger(x_train)
             model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0, callbacks=[logger])
             accuracies.append(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])
@@ -83,24 +86,26 @@ def main() -> None:
             curves.append([usage_entropy(s) for s in logger.shares])
         results[name] = (np.array(accuracies), np.array(final_shares), np.array(curves))
         shares = np.array(final_shares)
-        print(f"{name:<20} accuracy {np.mean(accuracies):.3f}  smallest expert share {shares.min(axis=1).mean():.3f}  "
+        print(f"{name:<26} accuracy {np.mean(accuracies):.3f}  smallest expert share {shares.min(axis=1).mean():.3f}  "
               f"unused experts {(shares == 0).sum(axis=1).mean():.1f}", flush=True)
 
-    lines = [f"moons, {args.experts} experts, top-1 (expert choice: capacity 1), {args.epochs} epochs, "
-             f"{args.seeds} seed(s); shares of the routed pairs of the training set after the last epoch.", "",
-             "| policy | test accuracy | smallest expert share | largest expert share | unused experts | "
-             "usage entropy |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"moons, {args.experts} experts, top-1, {args.layers}-layer experts and router, {args.epochs} epochs, "
+             f"{args.seeds} seed(s); shares of the routed pairs of the training set after the last epoch "
+             "(means over seeds).", "",
+             f"| policy | test accuracy | smallest expert share | seeds with every expert >= {FLOOR:.0%} | "
+             "largest expert share | unused experts | usage entropy |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, (accuracies, shares, curves) in results.items():
         lines.append(f"| {name} | {accuracies.mean():.3f} +- {accuracies.std():.3f} | {shares.min(axis=1).mean():.3f} | "
-                     f"{shares.max(axis=1).mean():.3f} | {(shares == 0).sum(axis=1).mean():.1f} | "
-                     f"{curves[:, -1].mean():.3f} |")
+                     f"{(shares.min(axis=1) >= FLOOR).sum()} of {args.seeds} | {shares.max(axis=1).mean():.3f} | "
+                     f"{(shares == 0).sum(axis=1).mean():.1f} | {curves[:, -1].mean():.3f} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "routing_policies.md").write_text(text)
     figure, axis = plt.subplots(figsize=(5.5, 3.5))
-    for name, (_, _, curves) in results.items():
-        axis.plot(range(1, args.epochs + 1), curves.mean(axis=0), marker="o", label=name)
+    for index, (name, (_, _, curves)) in enumerate(results.items()):  # dashed: lines the others may hide
+        axis.plot(range(1, args.epochs + 1), curves.mean(axis=0), marker="o", markersize=3, label=name,
+                  linestyle="--" if index % 2 else "-")
     axis.set(xlabel="epoch", ylabel="usage entropy / log(E)", ylim=(0, 1.05),
              title=f"Expert usage, {args.experts} experts, top-1, moons")
     axis.legend()

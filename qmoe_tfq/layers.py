@@ -40,6 +40,16 @@ def _depths(expert_layers: int | Sequence[int], n_experts: int) -> int | list[in
     return validate_positive_int(expert_layers, "expert_layers")
 
 
+def _read_version_2_policy(config: dict) -> None:
+    """Version-2 expert choice took capacity 1 by default; its bias was added to probabilities."""
+    if config.get("routing") == "expert_choice" and config.get("capacity_factor") is None:
+        config["capacity_factor"] = 1.0
+    if config.get("balance") == "bias":
+        raise ValueError("this model was saved by qmoe_tfq format version 2 with balance='bias', whose bias was "
+                         "added to the gate probabilities; version 3 adds it to the logits, so the saved bias "
+                         "would select other experts. Load it with the qmoe_tfq that saved it, or retrain.")
+
+
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
 class QMoELayer(keras.layers.Layer):
     """Quantum mixture of experts: a router weights experts (PQCs or Keras layers), per input.
@@ -81,9 +91,10 @@ class QMoELayer(keras.layers.Layer):
             the logits' noise in training; None or ``ceil(capacity_factor * B * k / E)`` pairs per
             expert (first choices first, dropped pairs contribute nothing); aux-loss weights.
         routing: ``"top_k"`` (each sample chooses experts) or ``"expert_choice"`` (each expert takes
-            its ``ceil(capacity_factor * B * k / E)`` best samples of the batch; k = ``top_k`` or 1).
+            its ``ceil(capacity_factor * B * k / E)`` best samples of the batch; k = ``top_k`` or 1,
+            ``capacity_factor`` 2 unless given).
         balance: ``"aux_loss"`` (the Switch loss, `load_balance_weight`) or ``"bias"`` (DeepSeek-V3:
-            a non-trainable per-expert bias added to the probabilities for selection only, moved by
+            a non-trainable per-expert bias added to the logits for selection only, moved by
             ``bias_rate`` towards under-used experts after every training step).
         metrics: ``"summary"`` (routing entropy, router confidence, dropped pairs, unused experts,
             and the aux losses whose weight is > 0) or ``"per_expert"`` (also each expert's share).
@@ -121,7 +132,7 @@ class QMoELayer(keras.layers.Layer):
                  noise: Noise | None = None, experts: Sequence[Part] | None = None, router: Part | None = None,
                  router_observables: Sequence[Observable] | None = None,
                  router_head: keras.layers.Layer | None = None, routing: str = "top_k",
-                 balance: str = "aux_loss", bias_rate: float = 1e-2, metrics: str = "summary",
+                 balance: str = "aux_loss", bias_rate: float = 0.1, metrics: str = "summary",
                  shared_experts: int | Sequence[Part] = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.qubits = validate_qubits(qubits)
@@ -397,6 +408,8 @@ class QMoELayer(keras.layers.Layer):
             config["entangle_first"] = False
             if config.get("router") is None and config.get("aggregation") != "coherent":
                 config["router_observables"] = router_readouts(config["qubits"], config["n_experts"], "pauli")
+        if version < 3:
+            _read_version_2_policy(config)
         for key in ("encoder", "router", "router_head"):
             if config.get(key) is not None:
                 config[key] = deserialize_part(config[key], execution)

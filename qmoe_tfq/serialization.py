@@ -13,7 +13,9 @@ import cirq
 
 # 2: QMoELayer's built-in circuits entangle first and its router reads correlations by default; its
 #    config stores entangle_first and the router's readouts (version-1 configs load as they were built).
-FORMAT_VERSION = 2
+# 3: expert choice's default capacity factor is 2 (was 1); balance='bias' adds the bias to the logits
+#    (was the probabilities).
+FORMAT_VERSION = 3
 # What sympy may appear in a config: numbers, symbols, sums, products and small integer powers
 # (cirq writes rotations as symbol * pi**-1). Evaluating anything else, or huge numbers, can hang.
 SYMPY_TYPES = ("sympy.Symbol", "sympy.Integer", "sympy.Float", "sympy.Rational", "sympy.Add", "sympy.Mul",

@@ -23,7 +23,7 @@ def test_expert_choice_takes_exactly_capacity_rows_and_simulates_only_those(feat
     out = moe(circuits).numpy()
     route = moe.route(circuits)
     kept, probabilities = route.kept.numpy(), route.probabilities.numpy()
-    capacity = int(np.ceil(len(features) / 3))  # capacity_factor 1, k = 1
+    capacity = int(np.ceil(2 * len(features) / 3))  # the default capacity_factor 2, k = 1
     assert kept.sum(axis=0).tolist() == [capacity] * 3 and counter.rows[:2] == [len(features), 3 * capacity]
     for expert in range(3):  # each expert took the samples it scores highest
         assert set(np.flatnonzero(kept[:, expert])) == set(np.argsort(-probabilities[:, expert])[:capacity])
@@ -66,10 +66,13 @@ def test_bias_moves_towards_the_under_used_expert_and_gets_no_gradient():
     assert all(v is not moe.gate.expert_bias for v in moe.trainable_variables)
     moe(x, training=False)
     np.testing.assert_allclose(moe.gate.expert_bias.numpy(), [-0.1, 0.1], atol=1e-7)  # inference leaves it
-    moe.gate.expert_bias.assign([-1.0, 1.0])  # selection follows the bias; weights stay the probabilities
+    # selection follows logits + bias ([2, 0] + [-1.5, 1.5]); weights stay the (renormalised) probabilities
+    moe.gate.expert_bias.assign([-1.5, 1.5])
     route = moe.route(x)
     assert (route.expert_index.numpy() == 1).all()
     np.testing.assert_allclose(route.combine_weights.numpy(), 1.0, atol=1e-6)
+    moe.gate.expert_bias.assign([-0.9, 0.9])  # 1.1 > 0.9: expert 0 again
+    assert (moe.route(x).expert_index.numpy() == 0).all()
 
 
 def test_summary_terms_on_a_hand_made_routing():
@@ -82,10 +85,11 @@ def test_summary_terms_on_a_hand_made_routing():
     assert terms.usage.numpy().tolist() == [3.0, 0.0] and terms.fractions.numpy().tolist() == [1.0, 0.0]
     assert float(terms.entropy) == pytest.approx(entropy, rel=1e-5)
     assert float(terms.confidence) == pytest.approx(0.75) and float(terms.dropped) == pytest.approx(0.25)
-    chosen = routing.expert_choice(route.logits, probabilities, routing.RoutingPolicy(2, routing="expert_choice"))
+    policy = routing.RoutingPolicy(2, routing="expert_choice", capacity_factor=1.0)
+    chosen = routing.expert_choice(route.logits, probabilities, policy)
     # capacity 2 each: expert 0 takes samples 3 and 0, expert 1 samples 2 and 1; nobody is left out
     assert chosen.kept.numpy().tolist() == [[True, False], [False, True], [False, True], [True, False]]
-    assert float(routing.routing_terms(chosen, routing.RoutingPolicy(2, routing="expert_choice")).dropped) == 0.0
+    assert float(routing.routing_terms(chosen, policy).dropped) == 0.0
 
 
 def test_fit_logs_the_summary_and_no_metric_for_zero_weight_losses():
@@ -131,6 +135,16 @@ def test_new_options_round_trip(tmp_path, kwargs):
     if "balance" in kwargs:
         assert np.abs(layer.gate.expert_bias.numpy()).sum() > 0
         np.testing.assert_allclose(again.gate.expert_bias.numpy(), layer.gate.expert_bias.numpy())
+
+
+def test_version_2_policies_load_as_they_were_or_are_refused():
+    config = qmoe.QMoELayer(QUBITS, 3, routing="expert_choice", **SMALL).get_config()
+    config["format_version"] = 2
+    assert qmoe.QMoELayer.from_config(config).policy.capacity_factor == 1.0  # version 2's default
+    config = qmoe.QMoELayer(QUBITS, 3, top_k=1, balance="bias", **SMALL).get_config()
+    config["format_version"] = 2
+    with pytest.raises(ValueError, match="format version 2 with balance='bias'.*adds it to the logits"):
+        qmoe.QMoELayer.from_config(config)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 test: $(STAMP)
-	$(PY) -m pytest  # tests/ and the package's docstring examples (pytest.ini)
+	$(PY) -m pytest -n 2  # tests/ and the package's docstring examples (pytest.ini), on two worker processes
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import cirq
 import tensorflow as tf
 
-from qmoe_tfq.backends import Noise
+from qmoe_tfq.backends import CircuitExecutor, Noise
 from qmoe_tfq.circuits import Ansatz, expert_symbol_prefix, rename_symbols, validate_qubits
 from qmoe_tfq.dispatch import Program, single_program
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
@@ -56,7 +56,6 @@ def controlled(circuit: cirq.Circuit, controls: Sequence[cirq.Qid], values: Sequ
     return cirq.Circuit(cirq.ControlledOperation(list(controls), op.with_gate(copy.copy(op.gate)),
                                                  control_values=list(values))
                         for op in circuit.all_operations())
-
 
 
 def check_coherent(n_experts: int, encoder: FeatureEncoder | None, top_k: int | None,
@@ -119,3 +118,27 @@ def mixture_values(angles: tf.Tensor, router_layers: int, weights: Sequence[tf.T
     batch = tf.shape(angles)[0]
     flat = tf.concat(list(weights), axis=0)  # <float32>[n_router_symbols + sum of expert symbols]
     return tf.concat([angles, tf.tile(angles, [1, router_layers]), tf.tile(flat[None, :], [batch, 1])], axis=1)
+
+
+class CoherentMixture:
+    """Both programs compiled once on `executor`: `gates` runs the router alone, `outputs` the mixture.
+
+    Built in `QMoELayer.build`; `router` and `experts` are its `ExpertPQC`s, read at every call.
+    """
+
+    def __init__(self, executor: CircuitExecutor, qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid],
+                 encoder: FeatureEncoder, router_layers: int, ansatz: Ansatz, prefix: str, router, experts: Sequence,
+                 observables: Sequence[cirq.PauliSum], noise: Noise | None) -> None:
+        programs = coherent_programs(qubits, register, encoder, router_layers, ansatz, prefix,
+                                     router.symbol_names.numpy().astype(str), experts, observables, noise)
+        self._run_router, self._run_mixture = executor.compile(programs.router), executor.compile(programs.mixture)
+        self.router_layers, self.router, self.experts = router_layers, router, list(experts)
+
+    def gates(self, angles: tf.Tensor) -> tf.Tensor:
+        """<float32>[B, E] the register's Born probabilities for encoder angles <float32>[B, F]."""
+        return self._run_router(router_values(angles, self.router_layers, self.router.parameters))
+
+    def outputs(self, angles: tf.Tensor) -> tf.Tensor:
+        """<float32>[B, n_readouts] ``sum_e p_e <O>_e``, one circuit per sample."""
+        weights = [self.router.parameters] + [expert.parameters for expert in self.experts]
+        return self._run_mixture(mixture_values(angles, self.router_layers, weights))

@@ -44,6 +44,17 @@ def single_program(circuit: cirq.Circuit, observables: Sequence[cirq.PauliSum], 
     return make_program([apply_noise(on_qubits(circuit, qubits), noise)], [observables], symbol_names, qubits, n_data)
 
 
+def router_program(data_circuit: cirq.Circuit, data_names: Sequence[str], router_circuit: cirq.Circuit,
+                   router_names: Sequence[str], observables: Sequence[cirq.PauliSum], qubits: Sequence[cirq.Qid],
+                   noise: Noise | None) -> Program:
+    """The quantum router behind the data encoding; values are laid out [data | router weights]."""
+    clash = sorted(set(data_names) & set(router_names))
+    if clash:
+        raise ValueError(f"router symbols {clash} are also the encoder's feature symbols; rename them.")
+    return single_program(data_circuit + router_circuit, observables, [*data_names, *router_names], qubits, noise,
+                          len(data_names))
+
+
 def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Sequence[cirq.PauliSum] | None],
                  data_symbols: Sequence[str], qubits: Sequence[cirq.Qid], noise: Noise | None,
                  data_trainable: bool = False) -> ExpertTable:

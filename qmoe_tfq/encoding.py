@@ -193,6 +193,16 @@ class CircuitEncoder(FeatureEncoder):
         return cls(**read_layer_config(config, cls.__name__, ("circuit",)))
 
 
+def check_encoder(encoder: object, qubits: Sequence[cirq.Qid]) -> FeatureEncoder | None:
+    """A layer's ``encoder=`` argument: None, or a `FeatureEncoder` on some of `qubits`."""
+    if encoder is not None and not isinstance(encoder, FeatureEncoder):
+        raise TypeError(f"encoder must be None, a qmoe_tfq.AngleEncoder or a qmoe_tfq.CircuitEncoder, got {encoder!r}.")
+    if encoder is not None and not set(encoder.qubits) <= set(qubits):
+        raise ValueError(f"encoder qubits {[str(q) for q in encoder.qubits]} must be among the layer's "
+                         f"qubits {[str(q) for q in qubits]}.")
+    return encoder
+
+
 def encode(features: np.ndarray, qubits: Sequence[cirq.Qid], rotations: Sequence[str] = ("ry",),
            scale: float = np.pi) -> tf.Tensor:
     """Angle-encodes a numpy array ``[n_samples, n_features]`` into a TFQ circuit tensor.

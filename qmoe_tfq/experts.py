@@ -17,7 +17,7 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq.backends import Backend, Noise, apply_noise, execution_config, make_executor, make_program, validate_noise
-from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables
+from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables, validate_positive_int
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
 from qmoe_tfq.hybrid import ClassicalExpert
 from qmoe_tfq.inputs import circuit_batch
@@ -181,6 +181,37 @@ def expert_list(experts: Sequence[Part] | None, n_experts: int | None) -> list[P
     if len({id(e) for e in layers}) != len(layers):
         raise ValueError("experts contains the same layer object twice; give each expert its own layer.")
     return experts
+
+
+def shared_list(shared_experts: int | Sequence[Part]) -> list[Part]:
+    """The ``shared_experts=`` argument (a count of built-in experts, or entries as for ``experts=``) as a list."""
+    if isinstance(shared_experts, bool) or isinstance(shared_experts, int) and shared_experts < 0:
+        raise ValueError(f"shared_experts must be a count >= 0 or a list of experts, got {shared_experts!r}.")
+    if isinstance(shared_experts, int):
+        return [] if shared_experts == 0 else expert_list(None, shared_experts)
+    return expert_list(shared_experts, None)
+
+
+def expert_depths(expert_layers: int | Sequence[int], n_experts: int) -> int | list[int]:
+    """``expert_layers`` checked: one depth for every built-in expert, or one per expert."""
+    if isinstance(expert_layers, Sequence) and not isinstance(expert_layers, str):
+        if len(expert_layers) != n_experts:
+            raise ValueError(f"expert_layers has {len(expert_layers)} depths but there are {n_experts} experts.")
+        return [validate_positive_int(d, f"expert_layers[{i}]") for i, d in enumerate(expert_layers)]
+    return validate_positive_int(expert_layers, "expert_layers")
+
+
+def check_output_widths(experts: Sequence[keras.layers.Layer], router: keras.layers.Layer, n_features: int,
+                        n_readouts: int, n_experts: int) -> None:
+    """Builds the classical parts on [batch, n_features] and checks they output n_readouts / n_experts values."""
+    probe = tf.zeros([1, n_features])  # <float32>[1, F]
+    for index, expert in enumerate(experts):
+        if not isinstance(expert, ExpertPQC) and expert(probe).shape[-1] != n_readouts:
+            raise ValueError(f"experts[{index}] ({expert.name}) outputs {expert(probe).shape[-1]} values per "
+                             f"sample, but every expert must output len(observables) = {n_readouts}.")
+    if not isinstance(router, ExpertPQC) and router(probe).shape[-1] != n_experts:
+        raise ValueError(f"router ({router.name}) outputs {router(probe).shape[-1]} logits per "
+                         f"sample, but the layer has n_experts = {n_experts}.")
 
 
 def make_experts(experts: Sequence[Part], builtin: Callable[[int], ExpertPQC], qubits: Sequence[cirq.Qid],

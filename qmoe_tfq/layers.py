@@ -20,34 +20,17 @@ from qmoe_tfq import coherent, dispatch, routing
 from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, execution_config, make_executor, validate_noise
 from qmoe_tfq.circuits import (Ansatz, Observable, default_readouts, router_readouts, validate_observables,
                                validate_positive_int, validate_qubits)
-from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
-from qmoe_tfq.experts import QUANTUM, ExpertPQC, Part, deserialize_part, expert_list, make_experts, make_router
+from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder, check_encoder
+from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_depths,
+                              expert_list, make_experts, make_router, shared_list)
 from qmoe_tfq.gating import Gate
 from qmoe_tfq.inputs import Batch, InputReader, feeds_features
 from qmoe_tfq.routing import RoutingPolicy
-from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
+from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json, upgrade_qmoe_config
 
 EXPERT_PREFIX = "theta"
 ROUTER_PREFIX = "route"
 AGGREGATIONS = ("classical", "coherent")
-
-
-def _depths(expert_layers: int | Sequence[int], n_experts: int) -> int | list[int]:
-    if isinstance(expert_layers, Sequence) and not isinstance(expert_layers, str):
-        if len(expert_layers) != n_experts:
-            raise ValueError(f"expert_layers has {len(expert_layers)} depths but there are {n_experts} experts.")
-        return [validate_positive_int(d, f"expert_layers[{i}]") for i, d in enumerate(expert_layers)]
-    return validate_positive_int(expert_layers, "expert_layers")
-
-
-def _read_version_2_policy(config: dict) -> None:
-    """Version-2 expert choice took capacity 1 by default; its bias was added to probabilities."""
-    if config.get("routing") == "expert_choice" and config.get("capacity_factor") is None:
-        config["capacity_factor"] = 1.0
-    if config.get("balance") == "bias":
-        raise ValueError("this model was saved by qmoe_tfq format version 2 with balance='bias', whose bias was "
-                         "added to the gate probabilities; version 3 adds it to the logits, so the saved bias "
-                         "would select other experts. Load it with the qmoe_tfq that saved it, or retrain.")
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
@@ -138,12 +121,8 @@ class QMoELayer(keras.layers.Layer):
         self.qubits = validate_qubits(qubits)
         parts = expert_list(experts, n_experts)
         self.n_experts = len(parts)
-        if isinstance(shared_experts, bool) or isinstance(shared_experts, int) and shared_experts < 0:
-            raise ValueError(f"shared_experts must be a count >= 0 or a list of experts, got {shared_experts!r}.")
-        shared = [] if shared_experts == 0 else expert_list(
-            None if isinstance(shared_experts, int) else shared_experts,
-            shared_experts if isinstance(shared_experts, int) else None)
-        self.expert_layers = _depths(expert_layers, self.n_experts + len(shared))
+        shared = shared_list(shared_experts)
+        self.expert_layers = expert_depths(expert_layers, self.n_experts + len(shared))
         self.router_layers = validate_positive_int(router_layers, "router_layers")
         self.ansatz = Ansatz(rotations, entangler, entangle_first)
         self.policy = RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
@@ -151,11 +130,7 @@ class QMoELayer(keras.layers.Layer):
         self.gate = Gate(self.policy, self.name, name="gate")
         self.observables = validate_observables(
             default_readouts(self.qubits) if observables is None else observables, self.qubits, "observables")
-        if encoder is not None and not isinstance(encoder, FeatureEncoder):
-            raise TypeError(f"encoder must be None, a qmoe_tfq.AngleEncoder or a qmoe_tfq.CircuitEncoder, got {encoder!r}.")
-        if encoder is not None and not set(encoder.qubits) <= set(self.qubits):
-            raise ValueError(f"encoder qubits {[str(q) for q in encoder.qubits]} must be among the layer's "
-                             f"qubits {[str(q) for q in self.qubits]}.")
+        encoder = check_encoder(encoder, self.qubits)
         if reuploading and (encoder is None or not isinstance(self.expert_layers, int)
                             or any(p != QUANTUM for p in parts)):
             raise ValueError("reuploading=True re-encodes float features before every layer of the built-in "
@@ -256,7 +231,7 @@ class QMoELayer(keras.layers.Layer):
                 raise ValueError(f"{self.name} takes float features [batch, n_features] ({self._why_features()}), "
                                  f"got inputs of shape {input_shape}.")
             n_features = int(input_shape[-1])
-            self._check_classical_widths(n_features)
+            check_output_widths(self._every_expert, self.router, n_features, self.n_readouts, self.n_experts)
         if self.encoder is not None and not self.encoder.built:
             self.encoder.build(input_shape)
         self._inputs = InputReader(self.name, self.qubits, self.encoder, n_features,
@@ -267,17 +242,17 @@ class QMoELayer(keras.layers.Layer):
         if any(self._quantum) and self.aggregation == "classical":
             self._run_table = self._executor.compile(self._table.program)
         if self.quantum_router and self.aggregation == "classical":
-            self._run_router = self._executor.compile(self._router_program_on(data_circuit, data_names))
+            self._run_router = self._executor.compile(dispatch.router_program(
+                data_circuit, data_names, self.router.model_circuit, self.router.symbol_names.numpy().astype(str),
+                self.router.readouts, self.qubits, self.noise))
             if self.router_head is None:
                 self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
                                                    trainable=True)
         self.gate.build(tf.TensorShape([None, self.n_experts]))
         if self.aggregation == "coherent":
-            self._coherent = coherent.coherent_programs(
-                self.qubits, self.register, self.encoder, self.router_layers, self.ansatz,
-                ROUTER_PREFIX, self.router.symbol_names.numpy().astype(str), self.experts, self.observables, self.noise)
-            self._run_router = self._executor.compile(self._coherent.router)
-            self._run_mixture = self._executor.compile(self._coherent.mixture)
+            self._coherent = coherent.CoherentMixture(
+                self._executor, self.qubits, self.register, self.encoder, self.router_layers, self.ansatz,
+                ROUTER_PREFIX, self.router, self.experts, self.observables, self.noise)
         super().build(input_shape)
 
     def _expert_table(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.ExpertTable:
@@ -293,38 +268,16 @@ class QMoELayer(keras.layers.Layer):
         readouts = [e.readouts if q else None for q, e in zip(self._quantum, self._every_expert)]
         return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise, self.reuploading)
 
-    def _router_program_on(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.Program:
-        router_names = list(self.router.symbol_names.numpy().astype(str))
-        clash = sorted(set(data_names) & set(router_names))
-        if clash:
-            raise ValueError(f"router symbols {clash} are also the encoder's feature symbols; rename them.")
-        return dispatch.single_program(data_circuit + self.router.model_circuit, self.router.readouts,
-                                       data_names + router_names, self.qubits, self.noise, len(data_names))
-
-    def _check_classical_widths(self, n_features: int) -> None:
-        """Builds the classical parts on [batch, n_features] and checks their output widths."""
-        probe = tf.zeros([1, n_features])  # <float32>[1, F]
-        for index, expert in enumerate(self._every_expert):
-            if not self._quantum[index] and expert(probe).shape[-1] != self.n_readouts:
-                raise ValueError(f"experts[{index}] ({expert.name}) outputs {expert(probe).shape[-1]} values per "
-                                 f"sample, but every expert must output len(observables) = {self.n_readouts}.")
-        if not self.quantum_router and self.router(probe).shape[-1] != self.n_experts:
-            raise ValueError(f"router ({self.router.name}) outputs {self.router(probe).shape[-1]} logits per "
-                             f"sample, but the layer has n_experts = {self.n_experts}.")
-
     def _logits(self, batch: Batch) -> tf.Tensor:
         """<float32>[B, E] router logits (coherent aggregation: the register's Born probabilities)."""
         if not self.quantum_router:
             return self.router(batch.features)
+        if self.aggregation == "coherent":
+            return self._coherent.gates(batch.angles)
         size = tf.shape(batch.angles)[0]
-        if self.aggregation == "coherent":
-            values = coherent.router_values(batch.angles, self.router_layers, self.router.parameters)
-        else:
-            # values <float32>[B, D + n_router_symbols]
-            values = tf.concat([batch.angles, tf.tile(self.router.parameters[None, :], [size, 1])], axis=1)
+        # values <float32>[B, D + n_router_symbols]
+        values = tf.concat([batch.angles, tf.tile(self.router.parameters[None, :], [size, 1])], axis=1)
         readouts = self._run_router(values, circuits=batch.circuits)  # <float32>[B, n_router_readouts]
-        if self.aggregation == "coherent":
-            return readouts
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
     def _run_experts(self, batch: Batch, rows: dispatch.Rows) -> tf.Tensor:
@@ -348,9 +301,7 @@ class QMoELayer(keras.layers.Layer):
         batch = self._inputs.read(inputs)
         route = self.gate(self._logits(batch), training=training, born=self.aggregation == "coherent")
         if self.aggregation == "coherent":
-            values = coherent.mixture_values(batch.angles, self.router_layers,
-                                             [self.router.parameters] + [e.parameters for e in self.experts])
-            return self._run_mixture(values)
+            return self._coherent.outputs(batch.angles)
         rows = dispatch.routed_rows(route)
         if self.shared_experts:
             rows = dispatch.concat(rows, dispatch.shared_rows(tf.shape(batch.angles)[0], self.n_experts,
@@ -404,12 +355,7 @@ class QMoELayer(keras.layers.Layer):
         execution = {key: config.get(key) for key in ("backend", "repetitions", "noise")}
         version = config.get("format_version", FORMAT_VERSION)
         config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise", "router_observables"))
-        if version < 2:  # saved before the defaults read correlations: rebuild the circuits they had
-            config["entangle_first"] = False
-            if config.get("router") is None and config.get("aggregation") != "coherent":
-                config["router_observables"] = router_readouts(config["qubits"], config["n_experts"], "pauli")
-        if version < 3:
-            _read_version_2_policy(config)
+        upgrade_qmoe_config(config, version, lambda: router_readouts(config["qubits"], config["n_experts"], "pauli"))
         for key in ("encoder", "router", "router_head"):
             if config.get(key) is not None:
                 config[key] = deserialize_part(config[key], execution)

@@ -7,6 +7,7 @@ with a clear message instead of being half-loaded. Files (loading, saving, expor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import cirq
@@ -85,6 +86,23 @@ def check_format_version(config: dict, layer: str) -> dict:
             f"{layer} config has format_version={version!r}, but this qmoe_tfq reads versions up to "
             f"{FORMAT_VERSION}; upgrade qmoe_tfq to load this model.")
     return config
+
+
+def upgrade_qmoe_config(config: dict, version: int, readouts_v1: Callable[[], list]) -> None:
+    """Makes a `QMoELayer` config of an older `version` build what it was saved with.
+
+    `readouts_v1` gives version 1's router readouts (the Pauli order) for this config's qubits.
+    """
+    if version < 2:  # saved before the defaults read correlations: rebuild the circuits they had
+        config["entangle_first"] = False
+        if config.get("router") is None and config.get("aggregation") != "coherent":
+            config["router_observables"] = readouts_v1()
+    if version < 3 and config.get("routing") == "expert_choice" and config.get("capacity_factor") is None:
+        config["capacity_factor"] = 1.0  # version 2's default
+    if version < 3 and config.get("balance") == "bias":
+        raise ValueError(f"this model was saved by qmoe_tfq format version {version} with balance='bias', whose bias was "
+                         "added to the gate probabilities; version 3 adds it to the logits, so the saved bias "
+                         "would select other experts. Load it with the qmoe_tfq that saved it, or retrain.")
 
 
 def read_layer_config(config: dict, layer: str, cirq_fields: tuple[str, ...]) -> dict:

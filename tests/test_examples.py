@@ -66,14 +66,14 @@ def test_hybrid_comparison_quick():
 def test_routing_policies_quick(tmp_path):
     out = run_example("routing_policies.py", "--out", str(tmp_path))
     rows = {name: [float(v) for v in values] for name, *values in
-            re.findall(r"^\| (.+?) \| ([\d.]+) \+- [\d.]+ \| ([\d.]+) \| ([01]) of 1 \| ([\d.]+) \| ([\d.]+) \| "
-                       r"([\d.]+) \|$", out, re.M)}
+            re.findall(r"^\| (.+?) \| ([\d.]+) \+- [\d.]+ \| ([+-][\d.]+) \+- [\d.]+ \| ([\d.]+) \| ([01]) of 1 \| "
+                       r"([\d.]+) \| ([01]) of 1 \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)}
     assert list(rows) == ["no balancing", "aux loss (default)", "bias (loss-free)", "expert choice",
                           "expert choice, capacity 1"]
     for policy in ("expert choice", "expert choice, capacity 1"):  # exactly balanced by construction
-        accuracy, smallest, floor_kept, largest, unused, entropy = rows[policy]
-        assert smallest == largest == 0.125 and floor_kept == 1 and unused == 0 and entropy == 1.0
-    assert all(0.0 <= row[5] <= 1.0 for row in rows.values())
+        accuracy, paired, final, final_kept, trained, trained_kept, unused, entropy = rows[policy]
+        assert final == trained == 0.125 and final_kept == trained_kept == 1 and unused == 0 and entropy == 1.0
+    assert rows["aux loss (default)"][1] == 0.0 and all(0.0 <= row[7] <= 1.0 for row in rows.values())
     assert (tmp_path / "routing_policies.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -120,9 +120,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "routing_policies.md").write_text(text)
     figure, axis = plt.subplots(figsize=(5.5, 3.5))
-    for index, (name, (*_, curves)) in enumerate(results.items()):  # dashed: lines the others may hide
+    for index, (name, (*_, curves)) in enumerate(results.items()):  # earlier lines dashed and on top
         axis.plot(range(1, args.epochs + 1), curves.mean(axis=0), marker="o", markersize=3, label=name,
-                  linestyle="--" if index % 2 else "-")
+                  linestyle="--" if index % 2 else "-", zorder=len(results) - index)
     axis.set(xlabel="epoch", ylabel="usage entropy / log(E)", ylim=(0, 1.05),
              title=f"Expert usage, {args.experts} experts, top-1, moons")
     axis.legend()

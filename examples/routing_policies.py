@@ -113,7 +113,8 @@ def main() -> None:
         lines.append(f"| {name} | {accuracies.mean():.3f} +- {accuracies.std():.3f} | {paired.mean():+.3f} +- "
                      f"{paired.std():.3f} | {final.min(axis=1).mean():.3f} | "
                      f"{(final.min(axis=1) >= FLOOR).sum()} of {args.seeds} | {trained.min(axis=1).mean():.3f} | "
-                     f"{(trained.min(axis=1) >= FLOOR).sum()} of {args.seeds} | {(final == 0).sum(axis=1).mean():.1f} | "
+                     f"{(trained.min(axis=1) >= FLOOR).sum()} of {args.seeds} | "
+                     f"{(final == 0).sum(axis=1).mean():.1f} | "
                      f"{curves[:, -1].mean():.3f} |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)

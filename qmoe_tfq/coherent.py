@@ -17,6 +17,7 @@ from qmoe_tfq.backends import CircuitExecutor, Noise
 from qmoe_tfq.circuits import Ansatz, expert_symbol_prefix, rename_symbols, validate_qubits
 from qmoe_tfq.dispatch import Program, single_program
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
+from qmoe_tfq.experts import ExpertPQC
 
 
 def ancilla_register(qubits: Sequence[cirq.Qid], n: int) -> list[cirq.Qid]:
@@ -84,7 +85,7 @@ class CoherentPrograms(NamedTuple):
 
 def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], encoder: FeatureEncoder,
                       router_layers: int, ansatz: Ansatz, prefix: str,
-                      router_names: Sequence[str], experts: Sequence, observables: Sequence[cirq.PauliSum],
+                      router_names: Sequence[str], experts: Sequence[ExpertPQC], observables: Sequence[cirq.PauliSum],
                       noise: Noise | None) -> CoherentPrograms:
     """Builds both programs once; `experts` are `ExpertPQC`s reading `observables`."""
     n_features = encoder.n_features
@@ -127,8 +128,8 @@ class CoherentMixture:
     """
 
     def __init__(self, executor: CircuitExecutor, qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid],
-                 encoder: FeatureEncoder, router_layers: int, ansatz: Ansatz, prefix: str, router, experts: Sequence,
-                 observables: Sequence[cirq.PauliSum], noise: Noise | None) -> None:
+                 encoder: FeatureEncoder, router_layers: int, ansatz: Ansatz, prefix: str, router: ExpertPQC,
+                 experts: Sequence[ExpertPQC], observables: Sequence[cirq.PauliSum], noise: Noise | None) -> None:
         programs = coherent_programs(qubits, register, encoder, router_layers, ansatz, prefix,
                                      router.symbol_names.numpy().astype(str), experts, observables, noise)
         self._run_router, self._run_mixture = executor.compile(programs.router), executor.compile(programs.mixture)

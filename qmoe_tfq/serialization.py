@@ -100,9 +100,9 @@ def upgrade_qmoe_config(config: dict, version: int, readouts_v1: Callable[[], li
     if version < 3 and config.get("routing") == "expert_choice" and config.get("capacity_factor") is None:
         config["capacity_factor"] = 1.0  # version 2's default
     if version < 3 and config.get("balance") == "bias":
-        raise ValueError(f"this model was saved by qmoe_tfq format version {version} with balance='bias', whose bias was "
-                         "added to the gate probabilities; version 3 adds it to the logits, so the saved bias "
-                         "would select other experts. Load it with the qmoe_tfq that saved it, or retrain.")
+        raise ValueError(f"this model was saved by qmoe_tfq format version {version} with balance='bias', whose "
+                         "bias was added to the gate probabilities; version 3 adds it to the logits, so the saved "
+                         "bias would select other experts. Load it with the qmoe_tfq that saved it, or retrain.")
 
 
 def read_layer_config(config: dict, layer: str, cirq_fields: tuple[str, ...]) -> dict:

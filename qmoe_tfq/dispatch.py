@@ -15,9 +15,11 @@ from typing import NamedTuple
 import cirq
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from qmoe_tfq.backends import Noise, Program, Run, apply_noise, make_program
 from qmoe_tfq.circuits import expert_symbol_prefix, on_qubits, rename_symbols, sorted_symbol_names
+from qmoe_tfq.inputs import Batch
 from qmoe_tfq.routing import Routing
 
 
@@ -155,3 +157,33 @@ def run_experts(run: Run, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
 def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:
     """<float32>[B, n_readouts]: each sample's rows' readouts, weighted and summed."""
     return tf.math.unsorted_segment_sum(readouts * rows.weight[:, None], rows.sample_index, batch)
+
+
+class ExpertBank:
+    """A layer's experts (routed, then shared) behind `outputs`: every quantum row in ONE executor
+    call of the table's program, each classical expert on its own rows.
+
+    Built once in `QMoELayer.build`; the experts' weights (and `input_scaling`) are read at every call.
+    """
+
+    def __init__(self, experts: Sequence[keras.layers.Layer], table: ExpertTable, run: Run | None, n_readouts: int,
+                 input_scaling: tf.Variable | None = None) -> None:
+        self.experts, self.table, self.run, self.n_readouts = list(experts), table, run, n_readouts
+        self.input_scaling = input_scaling
+        self.quantum = [columns is not None for columns in table.weight_columns]
+
+    def outputs(self, rows: Rows, batch: Batch) -> tf.Tensor:
+        """<float32>[B, n_readouts]: each sample's rows, evaluated, weighted and summed."""
+        size = tf.shape(batch.angles)[0]
+        outputs = tf.zeros([size, self.n_readouts])  # <float32>[B, n_readouts]
+        if any(self.quantum):
+            quantum = rows if all(self.quantum) else select(
+                rows, tf.gather(tf.constant(self.quantum), rows.expert_index))
+            weights = [e.parameters if q else None for q, e in zip(self.quantum, self.experts)]
+            values = row_values(self.table, quantum, batch.angles, weights, self.input_scaling)  # <float32>[R, D + S]
+            outputs += combine(run_experts(self.run, self.table, quantum, values, batch.circuits), quantum, size)
+        for index, expert in enumerate(self.experts):
+            if not self.quantum[index]:  # only the samples routed to this expert go through it
+                mine = select(rows, tf.equal(rows.expert_index, index))
+                outputs += combine(expert(tf.gather(batch.features, mine.sample_index)), mine, size)
+        return outputs

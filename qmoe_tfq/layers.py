@@ -238,9 +238,10 @@ class QMoELayer(keras.layers.Layer):
                                    self._why_features() if n_features else "")
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
-        self._table = self._expert_table(data_circuit, data_names)
-        if any(self._quantum) and self.aggregation == "classical":
-            self._run_table = self._executor.compile(self._table.program)
+        table = self._expert_table(data_circuit, data_names)
+        run = self._executor.compile(table.program) if any(self._quantum) and self.aggregation == "classical" else None
+        self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts,
+                                         self.input_scaling if self.reuploading else None)
         if self.quantum_router and self.aggregation == "classical":
             self._run_router = self._executor.compile(dispatch.router_program(
                 data_circuit, data_names, self.router.model_circuit, self.router.symbol_names.numpy().astype(str),
@@ -280,23 +281,6 @@ class QMoELayer(keras.layers.Layer):
         readouts = self._run_router(values, circuits=batch.circuits)  # <float32>[B, n_router_readouts]
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
-    def _run_experts(self, batch: Batch, rows: dispatch.Rows) -> tf.Tensor:
-        size = tf.shape(batch.angles)[0]
-        outputs = tf.zeros([size, self.n_readouts])  # <float32>[B, n_readouts]
-        if any(self._quantum):
-            quantum = rows if all(self._quantum) else dispatch.select(
-                rows, tf.gather(tf.constant(self._quantum), rows.expert_index))
-            weights = [e.parameters if q else None for q, e in zip(self._quantum, self._every_expert)]
-            values = dispatch.row_values(self._table, quantum, batch.angles, weights,
-                                         self.input_scaling if self.reuploading else None)
-            readouts = dispatch.run_experts(self._run_table, self._table, quantum, values, batch.circuits)
-            outputs += dispatch.combine(readouts, quantum, size)
-        for index, expert in enumerate(self._every_expert):
-            if not self._quantum[index]:  # only the samples routed to this expert go through it
-                mine = dispatch.select(rows, tf.equal(rows.expert_index, index))
-                outputs += dispatch.combine(expert(tf.gather(batch.features, mine.sample_index)), mine, size)
-        return outputs
-
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         batch = self._inputs.read(inputs)
         route = self.gate(self._logits(batch), training=training, born=self.aggregation == "coherent")
@@ -306,7 +290,7 @@ class QMoELayer(keras.layers.Layer):
         if self.shared_experts:
             rows = dispatch.concat(rows, dispatch.shared_rows(tf.shape(batch.angles)[0], self.n_experts,
                                                               len(self.shared_experts)))
-        return self._run_experts(batch, rows)
+        return self._bank.outputs(rows, batch)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""

@@ -23,8 +23,9 @@ class RoutingStatistics(NamedTuple):
     Attributes:
         mean_gates: <[E]> mean weight of each expert over all samples.
         class_gates: <[C, E]> mean weight of each expert over the samples of each class.
-        entropy: mean over samples of the gate distribution's entropy (nats); 0 when every
-            sample uses one expert, log(E) when it spreads evenly.
+        entropy: mean over samples of the entropy (nats) of the router's probabilities when they
+            are given (the layer's ``routing_entropy`` metric), else of the gate weights; 0 when
+            every sample goes to one expert, log(E) when it spreads evenly.
         usage_entropy: entropy of `mean_gates`; log(E) when experts are used equally overall.
         specialisation: <[E]> for each expert, the share of its total weight that goes to its
             most frequent class (1 / C for an expert that treats all classes alike).
@@ -44,8 +45,10 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(p)).sum(axis=-1)
 
 
-def routing_statistics(gates: np.ndarray, labels: np.ndarray | None = None) -> RoutingStatistics:
-    """Statistics of gate weights, per class when `labels` (ints 0..C-1) are given.
+def routing_statistics(gates: np.ndarray, labels: np.ndarray | None = None,
+                       probabilities: np.ndarray | None = None) -> RoutingStatistics:
+    """Statistics of gate weights, per class when `labels` (ints 0..C-1) are given; the entropy of the
+    router's `probabilities` <[n_samples, n_experts]> when given (top-k gates are one-hot: entropy 0).
 
     >>> stats = routing_statistics(np.array([[1.0, 0.0], [0.0, 1.0]]), labels=np.array([0, 1]))
     >>> stats.class_gates.tolist(), stats.specialisation.tolist()
@@ -66,7 +69,8 @@ def routing_statistics(gates: np.ndarray, labels: np.ndarray | None = None) -> R
     specialisation = np.divide(weight_per_class.max(axis=0), totals, out=np.zeros_like(totals),
                                where=totals > 0)
     mean_gates = gates.mean(axis=0)
-    return RoutingStatistics(mean_gates, class_gates, float(_entropy(gates).mean()),
+    spread = gates if probabilities is None else np.asarray(probabilities, dtype=np.float64)
+    return RoutingStatistics(mean_gates, class_gates, float(_entropy(spread).mean()),
                              float(_entropy(mean_gates)), specialisation, weight_per_class.argmax(axis=0))
 
 
@@ -105,7 +109,9 @@ class RoutingLogger(keras.callbacks.Callback):
     Adds ``routing_entropy``, ``routing_usage_entropy`` and ``expert_<i>_mean_gate`` to the epoch
     logs (so `History` and other callbacks see them), keeps every epoch's `RoutingStatistics` in
     ``self.history``, and with `log_dir` writes them, a gate histogram and the class heatmap to
-    TensorBoard. With a QMoE ``model`` and its data::
+    TensorBoard. `inputs` are the model's inputs: when layers precede the QMoE layer (a ``Dense``
+    feature extractor), they run first. ``routing_entropy`` is the router probabilities' entropy, as
+    the layer's metric of that name. With a QMoE ``model`` and its data::
 
         logger = RoutingLogger(x_val, y_val, log_dir="runs/qmoe")
         model.fit(x_train, y_train, epochs=5, callbacks=[logger])
@@ -119,10 +125,17 @@ class RoutingLogger(keras.callbacks.Callback):
         self.history: list[RoutingStatistics] = []
         self._writer = None if log_dir is None else tf.summary.create_file_writer(os.fspath(log_dir))
 
+    def _layer_inputs(self, layer: QMoELayer):
+        """What `layer` receives when the model gets `self.inputs` (the inputs themselves if it is first)."""
+        if layer not in self.model.layers or any(layer.input is tensor for tensor in self.model.inputs):
+            return self.inputs
+        return keras.Model(self.model.inputs, layer.input).predict(self.inputs, verbose=0)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         layer = self.layer or find_qmoe_layer(self.model)
-        gates = layer.gate_weights(self.inputs).numpy()
-        stats = routing_statistics(gates, self.labels)
+        route = layer.route(self._layer_inputs(layer))
+        gates = route.gate_matrix().numpy()
+        stats = routing_statistics(gates, self.labels, route.probabilities.numpy())
         self.history.append(stats)
         if logs is not None:
             logs["routing_entropy"] = stats.entropy

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import qmoe_tfq as qmoe
+import tf_keras as keras
 from conftest import separable_data
 from qmoe_tfq.interpretability import routing_statistics
 
@@ -43,11 +44,11 @@ def test_callback_logs_routing_per_epoch(tmp_path):
     logger = qmoe.RoutingLogger(x, y, log_dir=tmp_path / "tb")
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[logger])
     assert len(logger.history) == 2
-    gates = model.get_layer("qmoe").gate_weights(x).numpy()
-    expected = routing_statistics(gates, y)
+    route = model.get_layer("qmoe").route(x)
+    expected = routing_statistics(route.gate_matrix().numpy(), y, route.probabilities.numpy())
     np.testing.assert_allclose(logger.history[-1].class_gates, expected.class_gates, atol=1e-6)
     assert history.history["routing_entropy"][-1] == pytest.approx(expected.entropy, abs=1e-6)
-    assert history.history["routing_entropy"][-1] == pytest.approx(0.0, abs=1e-6)  # top-1: one expert each
+    assert history.history["routing_entropy"][-1] > 0.01  # the router's probabilities, not the one-hot top-1 gates
     mean_gates = [history.history[f"expert_{i}_mean_gate"][-1] for i in range(3)]
     assert sum(mean_gates) == pytest.approx(1.0, abs=1e-5)
     events = [f for f in os.listdir(tmp_path / "tb") if f.startswith("events")]
@@ -55,3 +56,18 @@ def test_callback_logs_routing_per_epoch(tmp_path):
     tags = {v.tag for e in tf.compat.v1.train.summary_iterator(str(tmp_path / "tb" / events[0]))
             for v in e.summary.value}
     assert {"routing/entropy", "routing/gates", "routing/class_heatmap"} <= tags
+
+
+def test_callback_runs_the_layers_before_the_qmoe_layer():
+    x, y = separable_data(32, 2)
+    qubits = cirq.GridQubit.rect(1, 2)
+    inputs = keras.Input(shape=(2,))
+    features = keras.layers.Dense(2, activation="tanh", name="extractor")(inputs)
+    moe = qmoe.QMoELayer(qubits, n_experts=2, expert_layers=1, router_layers=1, top_k=1, name="qmoe")
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(moe(features)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = qmoe.RoutingLogger(x, y)
+    history = model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[logger])
+    probabilities = moe.route(model.get_layer("extractor")(x)).probabilities.numpy()
+    entropy = -(probabilities * np.log(probabilities)).sum(axis=1).mean()
+    assert history.history["routing_entropy"][-1] == pytest.approx(entropy, abs=1e-5)

@@ -22,6 +22,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(PY) benchmarks/calibrate.py
+	$(PY) benchmarks/user_models.py
 	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/throughput.py
 

@@ -1,4 +1,4 @@
-"""qmoe-tfq against its peers at 4, 8, 12 and 16 qubits: every executor, `auto`, and TensorCircuit-NG.
+"""qmoe-tfq against its peers at 4 to 16 qubits: every executor, `auto`, and TensorCircuit-NG.
 
 The model is `qmoe-tfq bench`'s: float features angle-encoded with ry, a router PQC (logits =
 3 x readouts), 8 experts of 3 layers of ry/rz + a CZ ring reading Z on every qubit, a Dense(2)
@@ -101,7 +101,6 @@ def one_width(args: argparse.Namespace) -> dict:
     import tensorflow as tf
 
     from qmoe_tfq.benchmark import build, throughput
-    from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS
 
     qubits = cirq.GridQubit.rect(1, args.width)
     rng = np.random.default_rng(0)
@@ -114,11 +113,14 @@ def one_width(args: argparse.Namespace) -> dict:
             models[f"qmoe {backend}, {kind}"] = (
                 lambda kind=kind, backend=backend: build(kind, qubits, args.experts, args.layers, True, backend))
         models[f"TC-NG, {kind}"] = lambda kind=kind: tc_model(args.width, args.experts, args.layers, kind == "top1")
-    result = {"width": args.width, "auto": "statevector" if args.width <= AUTO_MAX_QUBITS else "noiseless",
-              "rows": {}}
+    result = {"width": args.width, "auto": {}, "rows": {}}
     for label, make in models.items():
         try:
-            train, infer = throughput(make(), x, y, args.steps)
+            model = make()
+            train, infer = throughput(model, x, y, args.steps)
+            if label.startswith("qmoe auto"):
+                result["auto"][label.split(", ")[1]] = next(
+                    layer.simulator for layer in model.layers if isinstance(layer, qmoe.QMoELayer))
         except (tf.errors.ResourceExhaustedError, MemoryError) as error:
             print(f"{args.width:>3} qubits  {label:<28} out of memory: {type(error).__name__}", flush=True)
             continue
@@ -164,7 +166,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
                 if not (label.endswith(kind) or label.startswith("TFQ naive")):
                     continue
                 ratio = (f"{train / peer[0]:.2f}x | {infer / peer[1]:.2f}x" if peer else "n/a | n/a")
-                lines.append(f"| {result['width']} | {result['auto']} | {label} | {train:.1f} | {infer:.1f} | {ratio} |")
+                lines.append(f"| {result['width']} | {result['auto'].get(kind, '')} | {label} | {train:.1f} | {infer:.1f} | {ratio} |")
         lines.append("")
     lines += ["## How close to the flop limit", "",
               "Lower-bound flops per training sample (state passes of fused gates, x3 for the backward pass) "
@@ -200,7 +202,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", type=int, nargs="+", default=[4, 8, 12, 16])
+    parser.add_argument("--widths", type=int, nargs="+", default=[4, 6, 8, 10, 12, 16])
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)  # one width, in a child process
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--layers", type=int, default=3)

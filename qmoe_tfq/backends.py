@@ -43,14 +43,17 @@ class Program(NamedTuple):
     observables: tuple[tuple[cirq.PauliSum, ...], ...]  # [P][n_readouts]
     qubits: tuple[cirq.Qid, ...]  # every program acts on these (identities pad the rest)
     n_data: int  # leading symbols carrying data: values with no gradient, resolved first when sampling
+    rows_per_sample: float  # rows a call evaluates per sample (router 1, top-k experts k, dense E): for `auto`
 
 
 def make_program(circuits: Sequence[cirq.Circuit], observables: Sequence[Sequence[cirq.PauliSum]],
-                 symbol_names: Sequence[str], qubits: Sequence[cirq.Qid], n_data: int = 0) -> Program:
+                 symbol_names: Sequence[str], qubits: Sequence[cirq.Qid], n_data: int = 0,
+                 rows_per_sample: float = 1.0) -> Program:
     """A `Program` of circuits that already act on every one of `qubits`."""
     return Program(tfq.convert_to_tensor(list(circuits)), tfq.convert_to_tensor([list(o) for o in observables]),
                    tf.constant(list(symbol_names), tf.string), tuple(circuits),
-                   tuple(tuple(cirq.PauliSum.wrap(x) for x in o) for o in observables), tuple(qubits), n_data)
+                   tuple(tuple(cirq.PauliSum.wrap(x) for x in o) for o in observables), tuple(qubits), n_data,
+                   rows_per_sample)
 
 
 # run(values <float32>[R, N], program_index <int32>[R] | None (all program 0), circuits <string>[B] | None
@@ -210,21 +213,24 @@ def execution_config(backend: Backend | CircuitExecutor, repetitions: int | None
 
 
 def make_executor(backend: Backend | CircuitExecutor, repetitions: int | None,
-                  differentiator: tfq.differentiators.Differentiator | None, n_qubits: int):
+                  differentiator: tfq.differentiators.Differentiator | None):
     """The executor for `backend`: `backend` itself when it is already one (e.g. a wrapped one in tests).
 
-    ``"auto"`` is the TF statevector simulator for exact expectations on at most `AUTO_MAX_QUBITS` (12)
-    qubits, where TFQ's fixed cost per circuit row dominates, and TFQ's qsim otherwise (or for shots).
+    ``"auto"`` with exact expectations and no differentiator is `simulators.auto.AutoExecutor`, which puts
+    each program on the TF statevector kernel or on TFQ's qsim by their estimated costs; with shots or
+    a differentiator it is TFQ.
     """
-    from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS, StatevectorExecutor
+    from qmoe_tfq.simulators.auto import AutoExecutor
+    from qmoe_tfq.simulators.statevector import StatevectorExecutor
 
     if not isinstance(backend, str):
-        executor = isinstance(backend, (CircuitExecutor, StatevectorExecutor))
+        executor = isinstance(backend, (CircuitExecutor, StatevectorExecutor, AutoExecutor))
         return backend if executor else CircuitExecutor(backend, repetitions, differentiator)
     validate_backend(backend, repetitions)
     if backend == "auto":
-        statevector = repetitions is None and differentiator is None and n_qubits <= AUTO_MAX_QUBITS
-        backend = "statevector" if statevector else "noiseless"
+        if repetitions is None and differentiator is None:
+            return AutoExecutor()
+        backend = "noiseless"
     if backend == "statevector":
         if differentiator is not None:
             raise ValueError("backend='statevector' differentiates by TF autodiff; it takes no differentiator "

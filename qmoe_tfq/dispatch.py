@@ -59,7 +59,7 @@ def router_program(data_circuit: cirq.Circuit, data_names: Sequence[str], router
 
 def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Sequence[cirq.PauliSum] | None],
                  data_symbols: Sequence[str], qubits: Sequence[cirq.Qid], noise: Noise | None,
-                 data_trainable: bool = False) -> ExpertTable:
+                 data_trainable: bool = False, rows_per_sample: float = 1.0) -> ExpertTable:
     """Groups experts with the same program and gives each group its own weight symbols.
 
     Args:
@@ -68,6 +68,7 @@ def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Se
         observables: per expert, its readouts (None for a classical expert).
         data_symbols: the data symbols shared by every program, in the order of the data values.
         data_trainable: the data values carry gradients (re-uploading scales them with weights).
+        rows_per_sample: rows a step evaluates per sample (see `Program`).
     """
     keys, programs, operators, names, columns = [], [], [], [], []
     program_index = []
@@ -89,7 +90,7 @@ def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Se
         columns.append(np.arange(offset, offset + len(names[group]), dtype=np.int32))
     weight_names = [name for group in names for name in group]
     program = make_program(programs, operators, list(data_symbols) + weight_names, qubits,
-                           0 if data_trainable else len(data_symbols))
+                           0 if data_trainable else len(data_symbols), rows_per_sample)
     return ExpertTable(program, tf.constant(program_index, tf.int32), tuple(columns), len(weight_names))
 
 

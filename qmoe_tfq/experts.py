@@ -83,8 +83,7 @@ class ExpertPQC(tfq.layers.PQC):
         self.repetitions = repetitions
         # Alone, like tfq.layers.PQC, it takes circuits on any superset of its qubits, which only TFQ can size at
         # run time; "auto" is TFQ here. Inside a QMoELayer the layer's executor runs it and "auto" may mean statevector.
-        self.executor = make_executor("noiseless" if backend == "auto" else backend, repetitions, differentiator,
-                                      len(model_circuit.all_qubits()))
+        self.executor = make_executor("noiseless" if backend == "auto" else backend, repetitions, differentiator)
 
     @property
     def symbol_names(self) -> tf.Tensor:

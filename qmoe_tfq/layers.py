@@ -161,8 +161,7 @@ class QMoELayer(keras.layers.Layer):
         self._quantum = [isinstance(e, ExpertPQC) for e in every_expert]
         if self.encoder is None and (any(self._quantum) or self.quantum_router) and self._classical_parts():
             self.encoder = AngleEncoder(self.qubits)  # classical parts need features; quantum ones encode them
-        width = len(self.qubits) + (len(self.register) if aggregation == "coherent" else 0)
-        self._executor = make_executor(backend, repetitions, differentiator, width)
+        self._executor = make_executor(backend, repetitions, differentiator)
 
     def _router_observables(self, given: Sequence[Observable] | None) -> Callable[[], list[cirq.PauliSum]]:
         """The readouts a router circuit is read with, made only if one is needed (a PQC brings its own)."""
@@ -185,8 +184,14 @@ class QMoELayer(keras.layers.Layer):
 
     @property
     def simulator(self) -> str:
-        """What runs the circuits: ``"statevector"`` (TF kernel), ``"noiseless"``/``"noisy"`` (TFQ) or a Cirq class."""
+        """What runs the circuits: ``"statevector"`` (TF kernel), ``"noiseless"``/``"noisy"`` (TFQ) or a Cirq class;
+        with ``backend="auto"``, ``"auto"`` until the layer is built, then what it chose."""
         return self._executor.name
+
+    @property
+    def executor(self):
+        """The executor the circuits run on; with ``backend="auto"``, its `choices` say what runs where and why."""
+        return self._executor
 
     @property
     def n_readouts(self) -> int:
@@ -267,7 +272,8 @@ class QMoELayer(keras.layers.Layer):
                 "input_scaling", shape=(len(bodies), self.expert_layers, self.encoder.n_features),
                 initializer="ones", trainable=True)
         readouts = [e.readouts if q else None for q, e in zip(self._quantum, self._every_expert)]
-        return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise, self.reuploading)
+        return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise, self.reuploading,
+                                     self.policy.rows_per_sample + len(self.shared_experts))
 
     def _logits(self, batch: Batch) -> tf.Tensor:
         """<float32>[B, E] router logits (coherent aggregation: the register's Born probabilities)."""

@@ -79,6 +79,12 @@ class RoutingPolicy:
                              "capacity); it takes no balance='bias'.")
 
     @property
+    def rows_per_sample(self) -> float:
+        """Routed (sample, expert) pairs per sample: k (top-k), E (dense) or capacity_factor * k (expert choice)."""
+        k = self.n_experts if self.top_k is None else self.top_k
+        return (self.capacity_factor or 2.0) * (self.top_k or 1) if self.routing == "expert_choice" else k
+
+    @property
     def balance_loss(self) -> bool:
         """Whether the Switch load-balancing loss is added (token choice with balance='aux_loss')."""
         return self.routing == "top_k" and self.balance == "aux_loss" and self.load_balance_weight > 0

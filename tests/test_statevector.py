@@ -13,9 +13,9 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.backends import CircuitExecutor, make_program
-from qmoe_tfq.simulators import statevector
+from qmoe_tfq.simulators import apply, statevector
 from qmoe_tfq.simulators.gates import UnsupportedGate
-from qmoe_tfq.simulators.statevector import AUTO_MAX_QUBITS, Kernel, StatevectorExecutor
+from qmoe_tfq.simulators.statevector import Kernel, StatevectorExecutor
 
 SYMBOLS = sympy.symbols("a b c d")
 NAMES = [str(s) for s in SYMBOLS]
@@ -94,21 +94,33 @@ def test_random_circuits_match_tfq_values_and_exact_gradients(n_qubits, seed):
     np.testing.assert_allclose(tape.gradient(loss, values).numpy(), reference, atol=1e-4)
 
 
-def test_layers_applied_axis_by_axis_above_the_kronecker_width_agree(monkeypatch):
-    circuit = random_circuit(4, 7)
+def test_layers_applied_in_chunks_of_any_size_agree(monkeypatch):
+    circuit = random_circuit(5, 7)
     observables = readouts(sorted(circuit.all_qubits()))
     values = tf.constant(np.random.default_rng(7).uniform(-3, 3, (3, len(NAMES))), tf.float32)
-    kronecker = Kernel(circuit, observables, NAMES)(values)
-    monkeypatch.setattr(statevector, "KRON_MAX_QUBITS", 0)
-    np.testing.assert_allclose(Kernel(circuit, observables, NAMES)(values).numpy(), kronecker.numpy(), atol=1e-5)
+    chunked = Kernel(circuit, observables, NAMES)(values)  # chunks of 3 and 2 qubits
+    monkeypatch.setattr(apply, "CHUNK_QUBITS", 1)
+    np.testing.assert_allclose(Kernel(circuit, observables, NAMES)(values).numpy(), chunked.numpy(), atol=1e-5)
 
 
-def test_one_program_from_six_qubits_runs_under_xla_with_the_same_values():
-    circuit = random_circuit(statevector.XLA_MIN_QUBITS, 8)
+def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_values_and_gradients():
+    circuit = random_circuit(6, 8)
     qubits = sorted(circuit.all_qubits())
-    values = tf.constant(np.random.default_rng(8).uniform(-3, 3, (4, len(NAMES))), tf.float32)
+    values = tf.constant(np.random.default_rng(8).uniform(-3, 3, (5, len(NAMES))), tf.float32)
     run = StatevectorExecutor().compile(make_program([circuit], [readouts(qubits)], NAMES, qubits))
-    np.testing.assert_allclose(run(values).numpy(), Kernel(circuit, readouts(qubits), NAMES)(values).numpy(), atol=1e-5)
+    assert max(table.single.shape[1] for table in run.kernel.runs) > statevector.UNROLL_MAX_STEPS
+    kernel = Kernel(circuit, readouts(qubits), NAMES)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(values)
+        mine, eager = run(values), kernel(values)  # 5 rows run as a bucket of 8
+        losses = [tf.reduce_sum(out * [1.0, -2.0, 0.5]) for out in (mine, eager)]
+    np.testing.assert_allclose(mine.numpy(), eager.numpy(), atol=1e-5)
+    np.testing.assert_allclose(*(tape.gradient(loss, values).numpy() for loss in losses), atol=1e-4)
+
+
+@pytest.mark.parametrize("rows,size", [(0, 0), (1, 1), (4, 4), (5, 5), (9, 10), (17, 20), (64, 64), (65, 80)])
+def test_row_buckets_add_at_most_a_quarter(rows, size):
+    assert int(statevector.bucket(tf.constant(rows))) == size
 
 
 def test_input_states_and_heterogeneous_programs_match_tfq():
@@ -136,17 +148,6 @@ def test_statevector_layer_names_a_gate_it_cannot_run():
     layer = qmoe.QMoELayer(q, experts=[expert, "quantum"], backend="statevector", expert_layers=1)
     with pytest.raises(UnsupportedGate, match=r"cannot run cirq\.amplitude_damp\(gamma=0\.1\).*backend='noisy'"):
         layer(np.zeros((2, 2), np.float32))
-
-
-def test_auto_picks_by_width_and_leaves_shots_and_noise_to_tfq():
-    def simulator(width, **kwargs):
-        return qmoe.QMoELayer(cirq.GridQubit.rect(1, width), n_experts=2, **kwargs).simulator
-
-    assert simulator(AUTO_MAX_QUBITS) == "statevector"
-    assert simulator(AUTO_MAX_QUBITS + 1) == "noiseless"
-    assert simulator(2, repetitions=100) == "noiseless"
-    assert simulator(2, backend="noisy", repetitions=10, noise=cirq.depolarize(0.01)) == "noisy"
-    assert simulator(AUTO_MAX_QUBITS + 1, backend="statevector") == "statevector"
 
 
 def small_layer(backend, kind):

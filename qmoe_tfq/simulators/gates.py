@@ -183,3 +183,40 @@ def schedule(gate_list: Sequence[Gate]) -> list[Stage]:
         target.axes |= axes
         target.gates.append(gate)
     return stages
+
+
+@dataclass
+class Step:
+    """A layer of single-qubit stages on distinct axes, then at most one diagonal stage."""
+
+    layer: dict[int, Stage] = field(default_factory=dict)  # axis -> single stage
+    diagonal: Stage | None = None
+
+
+def segments(stages: Sequence[Stage]) -> tuple[list[list[Step]], list[Gate]]:
+    """`stages` as runs of `Step`s split by general gates: ``steps[0], general[0], steps[1], ...``.
+
+    Consecutive single stages act on distinct axes (`schedule` merges a single-qubit gate into the
+    last single stage on its axis unless a stage touching that axis lies between), so each run of
+    them is one layer.
+    """
+    runs: list[list[Step]] = [[]]
+    general: list[Gate] = []
+    step = Step()
+    for stage in stages:
+        if stage.kind == "single" and next(iter(stage.axes)) not in step.layer:
+            step.layer[next(iter(stage.axes))] = stage
+            continue
+        if step.layer or stage.kind == "diagonal":
+            runs[-1].append(step)
+        step = Step()
+        if stage.kind == "diagonal":
+            runs[-1][-1].diagonal = stage
+        elif stage.kind == "general":
+            general.extend(stage.gates)
+            runs.append([])
+        else:  # a single stage on an axis the open layer already holds (not made by `schedule`)
+            step.layer[next(iter(stage.axes))] = stage
+    if step.layer:
+        runs[-1].append(step)
+    return runs, general

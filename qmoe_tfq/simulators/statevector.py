@@ -1,22 +1,27 @@
-"""A TensorFlow statevector simulator for small circuits: each program compiled once into TF ops.
+"""A TensorFlow statevector simulator for small circuits: programs compiled once into a loop of uniform steps.
 
 TFQ pays a fixed cost per circuit row (parse, resolve, fuse) that, below ~10 qubits, is larger
-than the simulation itself. Here a `cirq.Circuit` is compiled once, when a layer is built, into a
-short list of *stages* that act on a batched state <complex64>[rows, 2**n] where every row has its
-own symbol values:
+than the simulation itself. Here the programs of a layer (every expert's, however different) are
+compiled once, when the layer is built, into one `Kernel` acting on a batched state
+<complex64>[rows, 2**n] in which every row has its own program and symbol values:
 
-* single-qubit gates on a qubit, however many in a row, fuse into one 2x2 matrix per row, applied
-  as an elementwise update of the two halves of that qubit's axis;
-* diagonal gates (CZ, Rz, ZZ, controlled phases, ...) that can be moved next to each other merge
-  into one phase vector per row, ``exp(i (values @ W + b))``: one matmul for a whole CZ layer;
-* CNOT, XX and YY become diagonal gates between single-qubit basis changes, which fuse in turn;
-* a qubit's first single-qubit gates act on |0>: the state starts as their product state;
+* gates are scheduled into stages (`gates.schedule`): single-qubit gates on a qubit fuse into one
+  2x2 matrix per row; diagonal gates (CZ, Rz, ZZ, controlled phases, ...) that can be moved next to
+  each other merge into one phase vector; CNOT, XX and YY become diagonal gates between
+  single-qubit basis changes, which fuse in turn;
+* stages are packed into *steps* of one shape (`gates.segments`): a layer of single-qubit matrices
+  (the identity where a qubit has none), applied as Kronecker products over chunks of at most
+  `apply.CHUNK_QUBITS` qubits, then a phase ``exp(i (values[:, columns] . slopes + base))``. Every program
+  becomes a table of steps, so the graph is one loop body however deep the circuits are and
+  however many programs there are: building and compiling it costs about the same for a 10-gate
+  and a 1000-gate circuit;
+* other gates with a unitary (ISWAP and SWAP powers, controlled gates, fixed matrices) split the
+  steps and apply their <complex64>[rows, 2**k, 2**k] matrix to their k axes, on their program's rows;
 * readouts: every Pauli string is a Z-string after a basis change, so each group of strings that
   needs the same basis change costs one matmul of |amplitude|^2 with a sign matrix.
 
-Anything else with a unitary (ISWAP and SWAP powers, controlled gates, fixed matrices) applies its
-<complex64>[rows, 2**k, 2**k] matrix to its k axes. Exponents may be ``coefficient * symbol +
-constant``, as TFQ allows. Gradients come from TF autodiff; no differentiator is involved.
+Exponents may be ``coefficient * symbol + constant``, as TFQ allows. Gradients come from TF
+autodiff; no differentiator is involved.
 
 >>> a = sympy.Symbol("a")
 >>> q0, q1 = cirq.LineQubit.range(2)
@@ -27,8 +32,8 @@ array([[1., 1.],
 """
 from __future__ import annotations
 
-import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import cirq
 import numpy as np
@@ -37,98 +42,83 @@ import tensorflow_quantum as tfq
 from tensorflow_quantum.core.ops import tfq_simulate_ops
 
 from qmoe_tfq.programs import check_input_circuits, qubit_ids
-from qmoe_tfq.simulators.gates import Stage, gates, schedule
+from qmoe_tfq.simulators.apply import apply_general, apply_layer, apply_single, chunks, full, take
+from qmoe_tfq.simulators.gates import Stage, Step, gates, schedule, segments
 
-XLA_MIN_QUBITS = 6  # below, XLA's compile time per shape outweighs what it saves per step
-KRON_MAX_QUBITS = 10  # a layer of single-qubit gates as two Kronecker halves up to here (see Kernel._apply_layer)
-AUTO_MAX_QUBITS = 12  # training crossover with TFQ qsim measured at 12-14 qubits here (dense first)
+UNROLL_MAX_STEPS = 4  # runs of at most this many steps are unrolled; longer ones run as a loop
 
 _H = np.array([[1, 1], [1, -1]]) / np.sqrt(2)
 _S_DAGGER = np.diag([1, -1j])
 _BASIS_CHANGE = {"X": _H, "Y": _H @ _S_DAGGER}  # U with U P U^dagger = Z
 
 
-def _full(local: np.ndarray, axes: Sequence[int], n: int) -> np.ndarray:
-    """<float>[2**n] the value of `local` <float>[2**k] at each basis state, by the bits on `axes`."""
-    index = np.arange(2 ** n)
-    bits = [(index >> (n - 1 - a)) & 1 for a in axes]
-    return local[sum(b << (len(axes) - 1 - i) for i, b in enumerate(bits))]
+class StepTable(NamedTuple):
+    """One run of steps of every program (identity steps pad the shorter ones)."""
 
-
-def _apply_single(state: tf.Tensor, matrix: tf.Tensor, axis: int, n: int) -> tf.Tensor:
-    """`matrix` <complex64>[R, 2, 2] or [2, 2] on `axis` of `state` <complex64>[R, 2**n]: two halves, updated."""
-    halves = tf.reshape(state, [-1, 2 ** axis, 2, 2 ** (n - axis - 1)])  # <complex64>[R, A, 2, B]
-    low, high = halves[:, :, 0], halves[:, :, 1]  # <complex64>[R, A, B]
-    m = matrix[:, :, :, None, None] if matrix.shape.rank == 3 else matrix[None, :, :, None, None]  # [R or 1, 2, 2, 1, 1]
-    updated = tf.stack([m[:, 0, 0] * low + m[:, 0, 1] * high, m[:, 1, 0] * low + m[:, 1, 1] * high], axis=2)
-    return tf.reshape(updated, [-1, 2 ** n])  # <complex64>[R, 2**n]
-
-
-def _apply_general(state: tf.Tensor, matrix: tf.Tensor, axes: Sequence[int], n: int) -> tf.Tensor:
-    """`matrix` <complex64>[R, d, d] or [d, d] on `axes` of `state` <complex64>[R, 2**n]."""
-    k, names = len(axes), string.ascii_lowercase
-    before = names[:n]
-    new = names[n:n + k]
-    after = "".join(new[axes.index(a)] if a in axes else before[a] for a in range(n))
-    row = "Z" if matrix.shape.rank == 3 else ""
-    local = tf.reshape(matrix, [-1] * len(row) + [2] * (2 * k))  # <complex64>[R?, 2, ..., 2]
-    spec = f"{row}{new}{''.join(before[a] for a in axes)},Z{before}->Z{after}"
-    updated = tf.einsum(spec, local, tf.reshape(state, [-1] + [2] * n))  # <complex64>[R, 2, ..., 2]
-    return tf.reshape(updated, [-1, 2 ** n])
-
-
-def _kron(matrices: Sequence[tf.Tensor | None]) -> tf.Tensor | None:
-    """<complex64>[R, 2**k, 2**k] the Kronecker product of per-row 2x2 matrices (None: identity), first
-    most significant; None when all are identities."""
-    if all(m is None for m in matrices):
-        return None
-    product = tf.ones([1, 1, 1], tf.complex64)
-    for matrix in matrices:
-        matrix = tf.eye(2, batch_shape=[1], dtype=tf.complex64) if matrix is None else matrix
-        size = product.shape[1] * 2
-        product = tf.reshape(product[:, :, None, :, None] * matrix[:, None, :, None, :], [-1, size, size])
-    return product
+    single: np.ndarray  # <int32>[P, T, n] each axis's fused single-qubit matrix (the last one is the identity)
+    columns: np.ndarray  # <int32>[P, T, G] value columns of each step's phase (the zero column pads)
+    slopes: np.ndarray  # <float32>[P, T, G, 2**n] phase per unit of each column's value
+    base: np.ndarray  # <float32>[P, T, 2**n] constant phase
 
 
 class Kernel:
-    """One program compiled: row values <float32>[R, n_symbols] (and optionally initial states) -> readouts.
+    """Programs compiled: row values <float32>[R, n_symbols] (and program indices, initial states) -> readouts.
 
     Args:
-        circuit: the program.
-        observables: the readouts, `cirq.PauliSum`s (or strings) on the circuit's qubits.
+        circuits: one program, or the programs that rows choose from by `program_index`.
+        observables: the readouts (`cirq.PauliSum`s or strings); for several programs, one list per
+            program, all equally long.
         symbol_names: the names of the columns of the values the kernel will be called with.
-        qubits: the qubits in state order (first = most significant); default: the circuit's, sorted.
+        qubits: the qubits in state order (first = most significant); default: the circuits', sorted.
     """
 
     MAX_QUBITS = 20
 
-    def __init__(self, circuit: cirq.AbstractCircuit, observables: Sequence[cirq.PauliSum],
+    def __init__(self, circuits: cirq.AbstractCircuit | Sequence[cirq.AbstractCircuit],
+                 observables: Sequence[cirq.PauliSum] | Sequence[Sequence[cirq.PauliSum]],
                  symbol_names: Sequence[str], qubits: Sequence[cirq.Qid] | None = None) -> None:
-        self.qubits = sorted(circuit.all_qubits()) if qubits is None else list(qubits)
-        self.n = n = len(self.qubits)
-        if n > self.MAX_QUBITS:
-            raise ValueError(f"the statevector simulator holds at most {self.MAX_QUBITS} qubits, got {n}.")
+        one = isinstance(circuits, cirq.AbstractCircuit)
+        circuits, observables = ([circuits], [observables]) if one else (list(circuits), list(observables))
+        self.qubits = sorted(set().union(*(c.all_qubits() for c in circuits))) if qubits is None else list(qubits)
+        self.n = len(self.qubits)
+        if self.n > self.MAX_QUBITS:
+            raise ValueError(f"the statevector simulator holds at most {self.MAX_QUBITS} qubits, got {self.n}.")
+        self.n_programs = len(circuits)
         axes = {q: a for a, q in enumerate(self.qubits)}
-        gate_list = gates(circuit, axes, {name: c for c, name in enumerate(symbol_names)})
-        # The kernel reads only the columns its gates use.
-        self.columns = sorted({g.column for g in gate_list if g.column is not None})
-        for g in gate_list:
+        columns = {name: c for c, name in enumerate(symbol_names)}
+        stage_lists = [schedule(gates(c, axes, columns)) for c in circuits]
+        every_gate = [g for stages in stage_lists for stage in stages for g in stage.gates]
+        # The kernel reads only the columns its gates use, then a zero column that pads phases.
+        self.columns = sorted({g.column for g in every_gate if g.column is not None})
+        for g in every_gate:
             g.column = None if g.column is None else self.columns.index(g.column)
-        self.stages = schedule(gate_list)
-        self.diagonals = {id(s): self._phase_table(s) for s in self.stages if s.kind == "diagonal"}
-        # On |0...0>, each qubit's first stage, if single, is folded into a product state.
-        first = {}
-        for stage in self.stages:
-            for a in stage.axes:
-                first.setdefault(a, stage)
-        self.leading = {a: s for a, s in first.items() if s.kind == "single"}
-        self._single_tables()
+        self._single_tables([stage for stages in stage_lists for stage in stages if stage.kind == "single"])
+        runs = [segments(stages) for stages in stage_lists]
+        count = max(len(steps) for steps, _ in runs)
+        self.runs = [self._step_table([steps[j] if j < len(steps) else [] for steps, _ in runs])
+                     for j in range(count)]
+        # after run j: (program, general gate) pairs
+        self.general = [[(p, general[j]) for p, (_, general) in enumerate(runs) if j < len(general)]
+                        for j in range(count)]
         self.readouts = self._readout_groups(observables, axes)
+        self.stage_count = sum(len(stages) for stages in stage_lists)
 
-    def _single_tables(self) -> None:
+    @property
+    def step_count(self) -> int:
+        """Steps a row goes through (the longest program's), general gates included."""
+        return sum(table.single.shape[1] for table in self.runs) + len(self.runs) - 1
+
+    @property
+    def step_work(self) -> int:
+        """Multiply-adds per amplitude of one step: the layer's Kronecker chunks, then each symbolic phase term
+        (gathered per row when the programs differ)."""
+        terms = max(table.columns.shape[2] for table in self.runs)
+        return sum(2 ** size for _, size in chunks(self.n)) + terms * (2 if self.n_programs > 1 else 1)
+
+    def _single_tables(self, singles: Sequence[Stage]) -> None:
         """Every single-qubit gate as rows of one table, so all their matrices are made in a few ops."""
-        singles = [stage for stage in self.stages if stage.kind == "single"]
         self.single_index = {id(stage): i for i, stage in enumerate(singles)}
+        self.identity = len(singles)  # the fused table's last matrix
         gate_list = [g for stage in singles for g in stage.gates]
         width = max([len(g.projectors) for g in gate_list] + [1])  # eigencomponents J (2 for rotations)
         pad = [width - len(g.projectors) for g in gate_list]
@@ -144,151 +134,204 @@ class Kernel:
         starts = np.cumsum([0] + [len(stage.gates) for stage in singles])
         # fusion[s, k]: the k-th gate of single stage s, or the identity appended after the G gates.
         self._fusion = np.array([[starts[i] + k if k < len(stage.gates) else len(gate_list) for k in range(depth)]
-                                 for i, stage in enumerate(singles)], np.int32).reshape(-1, depth)
+                                 for i, stage in enumerate(singles)] + [[len(gate_list)] * depth], np.int32)
 
-    def _phase_table(self, stage: Stage) -> tuple[np.ndarray | None, np.ndarray]:
-        """(W <float32>[n_columns, 2**n] or None, b <float32>[2**n]): phase angles ``values @ W + b``."""
-        slope, base = np.zeros((len(self.columns), 2 ** self.n)), np.zeros(2 ** self.n)
-        for g in stage.gates:
+    def _step_table(self, programs: Sequence[Sequence[Step]]) -> StepTable:
+        """The steps of each program (one run of them) as arrays, padded to the longest program."""
+        size, zero = 2 ** self.n, len(self.columns)
+        phases = [[self._phase(step.diagonal) for step in steps] for steps in programs]
+        length = max(len(steps) for steps in programs)
+        width = max([len(slopes) for steps in phases for slopes, _ in steps] + [0])
+        table = StepTable(np.full((len(programs), length, self.n), self.identity, np.int32),
+                          np.full((len(programs), length, width), zero, np.int32),
+                          np.zeros((len(programs), length, width, size), np.float32),
+                          np.zeros((len(programs), length, size), np.float32))
+        for p, steps in enumerate(programs):
+            for t, step in enumerate(steps):
+                for axis, stage in step.layer.items():
+                    table.single[p, t, axis] = self.single_index[id(stage)]
+                slopes, table.base[p, t] = phases[p][t]
+                for g, (column, slope) in enumerate(slopes.items()):
+                    table.columns[p, t, g], table.slopes[p, t, g] = column, slope
+        return table
+
+    def _phase(self, stage: Stage | None) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """({column: slope <float>[2**n]}, base <float>[2**n]) of a diagonal stage: angles ``sum values * slope + base``."""
+        slopes, base = {}, np.zeros(2 ** self.n)
+        for g in stage.gates if stage is not None else []:
             local_slope, local_offset = g.phases()
-            base += _full(local_offset, g.axes, self.n)
+            base += full(local_offset, g.axes, self.n)
             if g.column is not None:
-                slope[g.column] += _full(local_slope, g.axes, self.n)
-        symbolic = any(g.column is not None for g in stage.gates)
-        return (slope.astype(np.float32) if symbolic else None), base.astype(np.float32)
+                slopes[g.column] = slopes.get(g.column, 0.0) + full(local_slope, g.axes, self.n)
+        return slopes, base
 
-    def _readout_groups(self, observables: Sequence[cirq.PauliSum], axes: dict[cirq.Qid, int]) -> dict:
-        """{basis change ((axis, "X"|"Y"), ...): sign matrix <float32>[2**n, n_ops]}."""
+    def _readout_groups(self, observables: Sequence[Sequence[cirq.PauliSum]], axes: dict[cirq.Qid, int]) -> dict:
+        """{basis change ((axis, "X"|"Y"), ...): sign matrix <float32>[P, 2**n, n_ops]}."""
         groups: dict[tuple, np.ndarray] = {}
         index = np.arange(2 ** self.n)
-        for column, observable in enumerate(observables):
-            for term in cirq.PauliSum.wrap(observable):
-                basis = tuple(sorted((axes[q], str(p)) for q, p in term.items() if str(p) in _BASIS_CHANGE))
-                signs = np.ones(2 ** self.n)
-                for q in term.qubits:
-                    signs *= 1 - 2 * ((index >> (self.n - 1 - axes[q])) & 1)
-                groups.setdefault(basis, np.zeros((2 ** self.n, len(observables))))[:, column] += (
-                    np.real(term.coefficient) * signs)
+        n_ops = len(observables[0])
+        for p, program in enumerate(observables):
+            for column, observable in enumerate(program):
+                for term in cirq.PauliSum.wrap(observable):
+                    basis = tuple(sorted((axes[q], str(x)) for q, x in term.items() if str(x) in _BASIS_CHANGE))
+                    signs = np.ones(2 ** self.n)
+                    for q in term.qubits:
+                        signs *= 1 - 2 * ((index >> (self.n - 1 - axes[q])) & 1)
+                    matrix = groups.setdefault(basis, np.zeros((self.n_programs, 2 ** self.n, n_ops)))
+                    matrix[p, :, column] += np.real(term.coefficient) * signs
         return {basis: matrix.astype(np.float32) for basis, matrix in groups.items()}
 
     def _fused(self, values: tf.Tensor) -> tf.Tensor:
-        """<complex64>[R, S, 2, 2] each single stage's fused matrix per row."""
+        """<complex64>[R, S + 1, 2, 2] each single stage's fused matrix per row, then the identity.
+
+        2x2 products are written out elementwise: as batched matmuls they cost more than the rest of a step.
+        """
         rows = tf.shape(values)[0]
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
         angle = tf.gather(padded, self._columns, axis=1)[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
         phases = tf.complex(tf.cos(angle), tf.sin(angle))  # <complex64>[R, G, J]
-        matrices = tf.einsum("rgj,gjab->rgab", phases, self._projectors) + self._fixed  # <complex64>[R, G, 2, 2]
+        matrices = tf.reduce_sum(phases[:, :, :, None, None] * self._projectors, axis=2) + self._fixed  # [R, G, 2, 2]
         identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [rows, 1, 2, 2])
-        stacked = tf.gather(tf.concat([matrices, identity], axis=1), self._fusion, axis=1)  # <complex64>[R, S, K, 2, 2]
-        fused = stacked[:, :, 0]  # <complex64>[R, S, 2, 2]
+        stacked = tf.gather(tf.concat([matrices, identity], axis=1), self._fusion, axis=1)  # <complex64>[R, S+1, K, 2, 2]
+        fused = stacked[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
         for k in range(1, self._fusion.shape[1]):
-            fused = tf.matmul(stacked[:, :, k], fused)
+            gate = stacked[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]
+            fused = gate[..., :, 0, None] * fused[..., None, 0, :] + gate[..., :, 1, None] * fused[..., None, 1, :]
         return fused
 
-    def _start(self, fused: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
-        """<complex64>[R, 2**n] the product state of the leading single-qubit stages on |0...0>."""
-        state = tf.ones([1, 1], tf.complex64)
-        for axis in range(self.n):
-            column = tf.constant([[1, 0]], tf.complex64)  # <complex64>[1, 2]
-            if axis in self.leading:
-                column = fused[:, self.single_index[id(self.leading[axis])], :, 0]  # <complex64>[R, 2]
-            state = tf.reshape(state[:, :, None] * column[:, None, :], [-1, 2 ** (axis + 1)])
-        return tf.broadcast_to(state, [rows, 2 ** self.n])
+    def _run(self, state: tf.Tensor, fused: tf.Tensor, values: tf.Tensor, table: StepTable,
+             program_index: tf.Tensor) -> tf.Tensor:
+        """`state` <complex64>[R, 2**n] after one run of steps; `values` <float32>[R, C + 1] end in the zero column."""
+        length = table.single.shape[1]
 
-    def _apply_layer(self, state: tf.Tensor, fused: tf.Tensor, layer: dict[int, int]) -> tf.Tensor:
-        """Single stages on distinct axes (`layer`: axis -> stage index) applied to `state` <complex64>[R, 2**n].
+        def at(array: np.ndarray, t: int | tf.Tensor) -> tf.Tensor:  # array[:, t] <[P, T, ...]> -> [1 or R, ...]
+            step_of_each = tf.gather(tf.constant(array), t, axis=1)
+            return step_of_each if self.n_programs == 1 else tf.gather(step_of_each, program_index)
 
-        Up to `KRON_MAX_QUBITS`, as two Kronecker products over the halves of the axes, so a whole layer
-        is two batched matmuls (same flops as axis by axis at 8 qubits, a tenth of the ops); above, axis by axis.
-        """
-        if self.n > KRON_MAX_QUBITS:
-            for axis, index in layer.items():
-                state = _apply_single(state, fused[:, index], axis, self.n)
+        def step(t: int | tf.Tensor, state: tf.Tensor) -> tf.Tensor:
+            state = apply_layer(state, take(fused, at(table.single, t)), self.n)
+            angle = at(table.base, t)  # <float32>[R or 1, 2**n]
+            if table.slopes.shape[2]:
+                used = take(values, at(table.columns, t))  # <float32>[R, G]
+                angle += tf.reduce_sum(used[:, :, None] * at(table.slopes, t), axis=1)
+            return state * tf.exp(tf.complex(tf.zeros_like(angle), angle))
+
+        if length <= UNROLL_MAX_STEPS:
+            for t in range(length):
+                state = step(t, state)
             return state
-        half = self.n // 2
-        sides = [_kron([fused[:, layer[a]] if a in layer else None for a in axes])
-                 for axes in (range(half), range(half, self.n))]
-        block = tf.reshape(state, [-1, 2 ** half, 2 ** (self.n - half)])  # <complex64>[R, 2**h, 2**(n-h)]
-        if sides[0] is not None:
-            block = tf.matmul(sides[0], block)
-        if sides[1] is not None:
-            block = tf.matmul(block, sides[1], transpose_b=True)
-        return tf.reshape(block, [-1, 2 ** self.n])
+        _, state = tf.while_loop(lambda t, _: t < length, lambda t, s: (t + 1, step(t, s)),
+                                 (tf.constant(0), state), maximum_iterations=length)
+        return state
 
-    def __call__(self, values: tf.Tensor, initial: tf.Tensor | None = None) -> tf.Tensor:
+    def ground_states(self, rows: tf.Tensor) -> tf.Tensor:
+        """<complex64>[rows, 2**n] copies of |0...0>."""
+        return tf.cast(tf.one_hot(tf.zeros([rows], tf.int32), 2 ** self.n), tf.complex64)
+
+    def __call__(self, values: tf.Tensor, initial: tf.Tensor | None = None,
+                 program_index: tf.Tensor | None = None) -> tf.Tensor:
         """<float32>[R, n_ops] readouts of rows with `values` <float32>[R, n_symbols], from `initial`
-        <complex64>[R, 2**n] states or (None) from |0...0>."""
-        values = tf.gather(tf.cast(values, tf.float32), self.columns, axis=1)  # <float32>[R, used columns]
+        <complex64>[R, 2**n] states or (None) from |0...0>, each on program `program_index` <int32>[R]."""
+        values = tf.gather(tf.cast(values, tf.float32), self.columns, axis=1)  # <float32>[R, C]
+        rows = tf.shape(values)[0]
+        if self.n_programs > 1 and program_index is None:
+            raise ValueError(f"a kernel of {self.n_programs} programs needs each row's program_index.")
+        state = self.ground_states(rows) if initial is None else tf.cast(initial, tf.complex64)
         fused = self._fused(values)
-        if initial is None:
-            state, done = self._start(fused, tf.shape(values)[0]), {id(s) for s in self.leading.values()}
-        else:
-            state, done = tf.cast(initial, tf.complex64), set()  # <complex64>[R, 2**n]
-        layer: dict[int, int] = {}  # consecutive single stages (on distinct axes), applied together
-        for stage in [s for s in self.stages if id(s) not in done] + [None]:
-            if stage is not None and stage.kind == "single":
-                layer[next(iter(stage.axes))] = self.single_index[id(stage)]
-                continue
-            if layer:
-                state, layer = self._apply_layer(state, fused, layer), {}
-            if stage is None:
-                break
-            if stage.kind == "diagonal":
-                slope, base = self.diagonals[id(stage)]
-                angle = tf.constant(base) if slope is None else tf.matmul(values, slope) + base  # <float32>[R or 1, 2**n]
-                state = state * tf.complex(tf.cos(angle), tf.sin(angle))
-            else:
-                (g,) = stage.gates
-                state = _apply_general(state, g.matrix(values), list(g.axes), self.n)
+        padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
+        for table, general in zip(self.runs, self.general):
+            state = self._run(state, fused, padded, table, program_index)
+            for program, gate in general:
+                applied = apply_general(state, gate.matrix(values), list(gate.axes), self.n)
+                state = applied if self.n_programs == 1 else tf.where(
+                    tf.equal(program_index, program)[:, None], applied, state)
         readouts = 0.0
         for basis, signs in self.readouts.items():
             rotated = state
             for axis, pauli in basis:
-                rotated = _apply_single(rotated, tf.constant(_BASIS_CHANGE[pauli], tf.complex64), axis, self.n)
+                rotated = apply_single(rotated, tf.constant(_BASIS_CHANGE[pauli], tf.complex64), axis, self.n)
             probabilities = tf.math.real(rotated) ** 2 + tf.math.imag(rotated) ** 2  # <float32>[R, 2**n]
-            readouts += tf.matmul(probabilities, signs)  # <float32>[R, n_ops]
+            if self.n_programs == 1:
+                readouts += tf.matmul(probabilities, signs[0])  # <float32>[R, n_ops]
+            else:
+                every = tf.einsum("rd,pdo->rpo", probabilities, signs)  # <float32>[R, P, n_ops]
+                readouts += tf.gather(every, program_index, axis=1, batch_dims=1)
         return readouts
 
 
-class StatevectorExecutor:
-    """Runs `Program`s with `Kernel`s: exact expectations, gradients by TF autodiff.
+def bucket(rows: tf.Tensor) -> tf.Tensor:
+    """<int32>[] `rows` rounded up to 4, 5, 6 or 7 times a power of two (at most 25% more), so XLA compiles
+    a few row counts per octave rather than one per routed group size."""
+    octave = tf.math.floor(tf.math.log(tf.cast(tf.maximum(rows, 4), tf.float32)) / np.log(2.0))
+    unit = tf.cast(2.0 ** (octave - 2.0), tf.int32)
+    return (rows + unit - 1) // unit * unit
 
-    Rows are grouped by program, each group through its program's kernel. Input circuits (quantum
-    data) are simulated once per sample by TFQ's state op and each row starts from its sample's
-    state; without them the graph holds plain TF ops only (a SavedModel then needs no TFQ).
+
+def under_xla(kernel: Kernel) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]:
+    """`kernel` as XLA computations, forward and backward, on `initial` states and rows padded to a `bucket`.
+
+    The backward computation runs the forward pass again: a loop's saved intermediates cannot leave
+    one XLA computation for another, and a second forward pass costs less than running unjitted.
+    """
+    forward = tf.function(kernel.__call__, jit_compile=True)
+
+    @tf.function(jit_compile=True)
+    def backward(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            readouts = kernel(values, initial, program_index)
+        return tape.gradient(readouts, values, output_gradients=upstream)  # <float32>[R', n_symbols]
+
+    @tf.custom_gradient
+    def differentiable(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor):
+        def gradient(upstream: tf.Tensor):
+            return backward(values, initial, program_index, upstream), None, None
+        # Stopped, so that an eager tape does not ask for the forward computation's intermediates.
+        return forward(tf.stop_gradient(values), initial, program_index), gradient
+
+    def run(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor) -> tf.Tensor:
+        rows = tf.shape(values)[0]
+        extra = bucket(rows) - rows
+        padded = differentiable(tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
+                                tf.pad(program_index, [[0, extra]]))  # <float32>[R', n_ops]
+        return padded[:rows]
+    return run
+
+
+class StatevectorExecutor:
+    """Runs `Program`s with one `Kernel` for all their programs: exact expectations, gradients by TF autodiff.
+
+    Input circuits (quantum data) are simulated once per sample by TFQ's state op and each row starts
+    from its sample's state; without them the graph holds plain TF ops only (a SavedModel then needs
+    no TFQ). The kernel runs `under_xla`: measured 1.1-1.5x faster than without at 4 qubits and more
+    above, for a compile of 1-3 s.
     """
 
     name = backend = "statevector"
     repetitions = None
 
     def compile(self, program) -> callable:
-        """The `backends.Run` of `program` (a `backends.Program`), its kernels compiled now."""
+        """The `backends.Run` of `program` (a `backends.Program`), its kernel compiled now."""
         names = list(program.symbol_names.numpy().astype(str))
-        kernels = [Kernel(circuit, observables, names, program.qubits)
-                   for circuit, observables in zip(program.sources, program.observables)]
-        # XLA measured ~1.3x faster for training and 2-3x for inference at 8 qubits. It compiles per row
-        # count (about a second each), so it is kept to one program (several split rows into counts that
-        # vary from batch to batch) and to widths where a step's simulation is worth a compile.
-        if len(kernels) == 1 and len(program.qubits) >= XLA_MIN_QUBITS:
-            kernels = [tf.function(kernels[0].__call__, jit_compile=True)]
+        kernel = Kernel(program.sources, program.observables, names, program.qubits)
+        compiled = under_xla(kernel)
         identity = tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*program.qubits))])  # <string>[1]
         allowed = qubit_ids(program.qubits)  # <string>[n]
 
+        @tf.autograph.experimental.do_not_convert
         def run(values: tf.Tensor, program_index: tf.Tensor | None = None, circuits: tf.Tensor | None = None,
                 sample_index: tf.Tensor | None = None) -> tf.Tensor:
-            initial = None
-            if circuits is not None:
+            rows = tf.shape(values)[0]
+            if circuits is None:
+                initial = kernel.ground_states(rows)
+            else:
                 circuits = check_input_circuits(circuits, allowed, "the statevector simulator")
                 padded = tfq.append_circuit(circuits, tf.tile(identity, [tf.shape(circuits)[0]]))  # <string>[B]
                 states = tfq_simulate_ops.tfq_simulate_state(padded, tf.constant([], tf.string),
                                                              tf.zeros([tf.shape(circuits)[0], 0]))
                 initial = states if sample_index is None else tf.gather(states, sample_index)  # <complex64>[R, 2**n]
-            if len(kernels) == 1:
-                return kernels[0](values, initial)
-            rows = tf.range(tf.shape(values)[0])  # <int32>[R]
-            positions = tf.dynamic_partition(rows, program_index, len(kernels))
-            parts = tf.dynamic_partition(values, program_index, len(kernels))
-            starts = [None] * len(kernels) if initial is None else tf.dynamic_partition(
-                initial, program_index, len(kernels))
-            return tf.dynamic_stitch(positions, [k(v, s) for k, v, s in zip(kernels, parts, starts)])
+            if program_index is None:
+                program_index = tf.zeros([rows], tf.int32)  # <int32>[R]
+            return compiled(values, initial, program_index)
+        run.kernel = kernel
         return run

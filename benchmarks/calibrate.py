@@ -1,0 +1,132 @@
+"""Measures what `backend="auto"` weighs: a training step's cost on the statevector kernel and on TFQ's qsim.
+
+For circuits of several widths and depths (brickwork layers of ry/rz rotations and ZZ or CZ
+entanglers, from shallow hardware-efficient to QCNN-deep) and several row counts, one process times
+the forward and backward pass of one executor call on each executor, then fits the cost model of
+`qmoe_tfq.simulators.auto`:
+
+    kernel  = kernel_call + steps * (kernel_step + kernel_amplitude * rows * 2**n)
+    tfq     = tfq_call + rows * (tfq_row + tfq_gate_amplitude * gates * 2**n)
+
+and prints the constants (to copy into `auto.COSTS`), each case's measured ratio and the one the
+model predicts, and whether `auto` picks the faster executor.
+
+    python benchmarks/calibrate.py            # about 5 minutes on 2 cores
+    python benchmarks/calibrate.py --quick    # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import qmoe_tfq  # noqa: F401  (sets up tf_keras before TensorFlow loads)
+import cirq
+import numpy as np
+import sympy
+import tensorflow as tf
+from scipy.optimize import nnls
+
+from qmoe_tfq.backends import CircuitExecutor, make_program
+from qmoe_tfq.simulators.auto import COSTS, Costs, ProgramShape, choose
+from qmoe_tfq.simulators.statevector import StatevectorExecutor
+
+
+def brickwork(n_qubits: int, layers: int, entangler: str) -> cirq.Circuit:
+    """`layers` of ry, rz on every qubit, then `entangler` ("zz": ZZ**s, "cz": CZ) on alternating pairs."""
+    qubits = cirq.GridQubit.rect(1, n_qubits)
+    circuit, count = cirq.Circuit(), 0
+    for layer in range(layers):
+        for q in qubits:
+            circuit += [cirq.ry(sympy.Symbol(f"w{count}"))(q), cirq.rz(sympy.Symbol(f"w{count + 1}"))(q)]
+            count += 2
+        for a, b in zip(qubits[layer % 2::2], qubits[layer % 2 + 1::2]):
+            circuit += cirq.ZZ(a, b) ** sympy.Symbol(f"w{count}") if entangler == "zz" else cirq.CZ(a, b)
+            count += entangler == "zz"
+    return circuit
+
+
+def training_seconds(run, values: tf.Tensor, repeats: int) -> float:
+    """Median seconds of one forward and backward pass of `run` on `values` (after a compiling call)."""
+    @tf.function
+    def step(values):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            loss = tf.reduce_sum(run(values))
+        return tape.gradient(loss, values)
+
+    step(values)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step(values).numpy()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def user_experts(n_qubits: int) -> list[cirq.Circuit]:
+    """The three experts of benchmarks/user_models.py (QCNN, brickwork, Heisenberg), with their own symbols."""
+    from user_models import brickwork as user_brickwork, heisenberg, qcnn  # this folder's script
+
+    qubits = cirq.GridQubit.rect(1, n_qubits)
+    return [qcnn(qubits, "a"), user_brickwork(qubits, 3, "b"), heisenberg(qubits, 2, "c")]
+
+
+def measure(programs: dict[str, list[cirq.Circuit]], rows_list, repeats: int) -> list[tuple[ProgramShape, float, float]]:
+    """Each program (one or more circuits, rows spread over them) timed on both executors at each row count."""
+    cases = []
+    for label, circuits in programs.items():
+        qubits = sorted(set().union(*(c.all_qubits() for c in circuits)))
+        names = sorted({str(s) for c in circuits for s in cirq.parameter_symbols(c)})
+        program = make_program(circuits, [[cirq.Z(q) for q in qubits]] * len(circuits), names, qubits)
+        kernel_run, tfq_run = StatevectorExecutor().compile(program), CircuitExecutor().compile(program)
+        for rows in rows_list:
+            shape = ProgramShape.of(program, kernel_run.kernel, rows)
+            values = tf.random.uniform([rows, len(names)], 0, 2 * np.pi)
+            index = tf.range(rows) % len(circuits)  # <int32>[rows]
+            kernel, tfq = (training_seconds(lambda v, run=run: run(v, index), values, repeats)
+                           for run in (kernel_run, tfq_run))
+            cases.append((shape, kernel, tfq))
+            print(f"{label:<24} ({shape.steps:>2} steps, {shape.gates:>4.0f} gates), {rows:>4} rows: "
+                  f"kernel {kernel * 1e3:8.2f} ms, qsim {tfq * 1e3:8.2f} ms", flush=True)
+    return cases
+
+
+def fit(cases: list[tuple[ProgramShape, float, float]]) -> Costs:
+    """Non-negative least squares in relative error: every case weighs the same, however long it takes."""
+    def constants(terms, seconds) -> list[float]:
+        matrix = np.array([terms(shape) for shape, *_ in cases]) / np.array(seconds)[:, None]
+        return [float(c) for c in nnls(matrix, np.ones(len(cases)))[0]]
+
+    kernel = constants(Costs.kernel_terms, [k for _, k, _ in cases])
+    tfq = constants(Costs.tfq_terms, [t for _, _, t in cases])
+    return Costs(*kernel, *tfq, COSTS.kernel_compile, COSTS.kernel_compile_step, COSTS.horizon)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 widths, 1 depth, 1 row count")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    if args.quick:
+        cases = measure({f"{n} qubits, 1 cz layer": [brickwork(n, 1, "cz")] for n in (2, 3)}, [4], 2)
+    else:
+        programs = {f"{n} qubits, {layers} {kind} layers": [brickwork(n, layers, kind)]
+                    for n in (4, 6, 8, 10, 12, 14) for layers, kind in ((3, "cz"), (12, "zz"))}
+        programs.update({f"{n} qubits, user's 3 experts": user_experts(n) for n in (4, 8, 12)})
+        cases = measure(programs, [16, 128], args.repeats)
+    costs = fit(cases)
+    print(f"\nfitted: {costs}\nin use: {COSTS}\n")
+    print("| qubits | steps | gates | rows | kernel / qsim measured | predicted (fitted) | auto picks | faster |")
+    print("|---:|---:|---:|---:|---:|---:|---|---|")
+    right = 0
+    for shape, kernel, tfq in cases:
+        picked = choose(shape, COSTS).executor
+        faster = "statevector" if kernel < tfq else "noiseless"
+        right += picked == faster or abs(kernel / tfq - 1) < 0.2
+        print(f"| {shape.n} | {shape.steps} | {shape.gates} | {shape.rows} | {kernel / tfq:.2f} | "
+              f"{costs.kernel_seconds(shape) / costs.tfq_seconds(shape):.2f} | {picked} | {faster} |")
+    print(f"\nauto (constants in use) picks the faster executor, or one within 20%, in {right} of {len(cases)} cases.")
+
+
+if __name__ == "__main__":
+    main()

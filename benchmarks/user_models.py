@@ -1,0 +1,171 @@
+"""`auto` against every exact executor on models a user writes: QCNN experts on quantum data, batch 16.
+
+The task is the TFQ QCNN tutorial's (excited cluster states on 8 qubits: is the excitation's angle
+within pi/2?). The QMoE has three experts the way a user would write them, each a different
+program: the tutorial's convolution + pooling QCNN (``X**s``, ``Y**s``, ``Z**s``, ``ZZ**s``,
+``YY**s``, ``XX**s``, CNOT, inverse selectors), a lighter ry/rz + CZ brickwork and a
+Heisenberg-style XX/YY/ZZ chain; the router is the layer's built-in one. Each (model, backend) runs
+in its own process: the first training step (compilation included), then rounds of training steps
+and of inference batches, and the process's peak memory.
+
+    python benchmarks/user_models.py                  # writes benchmarks/user_models.md
+    python benchmarks/user_models.py --rounds 2 --steps 4 --qubits 6
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BACKENDS = ("auto", "statevector", "noiseless")
+MODES = ("top1", "dense")
+
+
+def qcnn(qubits, prefix: str):
+    """The QCNN tutorial's circuit: convolution on all qubits, pooling half into the other half, repeated."""
+    import cirq
+    import sympy
+
+    def one_qubit(q, s):
+        return [cirq.X(q) ** s[0], cirq.Y(q) ** s[1], cirq.Z(q) ** s[2]]
+
+    def two_qubit(a, b, s):
+        return [*one_qubit(a, s[0:3]), *one_qubit(b, s[3:6]), cirq.ZZ(a, b) ** s[6], cirq.YY(a, b) ** s[7],
+                cirq.XX(a, b) ** s[8], *one_qubit(a, s[9:12]), *one_qubit(b, s[12:15])]
+
+    def pool(source, sink, s):
+        sink_basis = cirq.Circuit(one_qubit(sink, s[0:3]))
+        return sink_basis + cirq.Circuit(one_qubit(source, s[3:6])) + cirq.CNOT(source, sink) + sink_basis ** -1
+
+    circuit, bits, level = cirq.Circuit(), list(qubits), 0
+    while len(bits) > 1:
+        s = sympy.symbols(f"{prefix}c{level}_0:15")
+        pairs = list(zip(bits[0::2], bits[1::2])) + list(zip(bits[1::2], bits[2::2] + bits[:1]))
+        circuit += [op for a, b in pairs for op in two_qubit(a, b, s)]
+        p = sympy.symbols(f"{prefix}p{level}_0:6")
+        half = len(bits) // 2
+        for source, sink in zip(bits[:half], bits[half:]):
+            circuit += pool(source, sink, p)
+        bits, level = bits[half:], level + 1
+    return circuit
+
+
+def brickwork(qubits, layers: int, prefix: str):
+    import cirq
+    import sympy
+    circuit = cirq.Circuit()
+    for layer in range(layers):
+        circuit += [cirq.ry(sympy.Symbol(f"{prefix}y{layer}_{i}"))(q) for i, q in enumerate(qubits)]
+        circuit += [cirq.rz(sympy.Symbol(f"{prefix}z{layer}_{i}"))(q) for i, q in enumerate(qubits)]
+        circuit += [cirq.CZ(a, b) for a, b in zip(qubits, qubits[1:] + qubits[:1])]
+    return circuit
+
+
+def heisenberg(qubits, layers: int, prefix: str):
+    import cirq
+    import sympy
+    circuit = cirq.Circuit()
+    for layer in range(layers):
+        for i, (a, b) in enumerate(zip(qubits, qubits[1:])):
+            t = sympy.Symbol(f"{prefix}j{layer}_{i}")
+            circuit += [cirq.XX(a, b) ** t, cirq.YY(a, b) ** t, cirq.ZZ(a, b) ** t]
+        circuit += [cirq.rx(sympy.Symbol(f"{prefix}x{layer}_{i}"))(q) for i, q in enumerate(qubits)]
+    return circuit
+
+
+def one_run(args: argparse.Namespace) -> dict:
+    """Times one model on one backend in this process."""
+    import qmoe_tfq as qmoe
+    import cirq
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_quantum as tfq
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(0)
+    qubits = cirq.GridQubit.rect(1, args.qubits)
+    from qmoe_tfq.quantum_data import excited_cluster_states
+    train, test, train_labels, test_labels = excited_cluster_states(qubits, 2 * args.batch * args.steps, seed=0,
+                                                                    test_size=0.5)
+    x = tfq.convert_to_tensor((train + test)[:args.batch * args.steps])
+    y = np.concatenate([train_labels, test_labels])[:args.batch * args.steps]
+    inputs = keras.Input(shape=(), dtype=tf.string)
+    moe = qmoe.QMoELayer(qubits, experts=[qcnn(qubits, "a"), brickwork(qubits, 3, "b"), heisenberg(qubits, 2, "c")],
+                         top_k=1 if args.mode == "top1" else None, backend=args.backend)
+    model = keras.Model(inputs, keras.layers.Dense(2)(moe(inputs)))
+    model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(y), args.batch)]
+    start = time.perf_counter()
+    model.train_on_batch(*batches[0])
+    first = time.perf_counter() - start
+    predict = tf.function(lambda circuits: model(circuits, training=False))
+    predict(batches[0][0])
+    train, infer = [], []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        for batch in batches:
+            model.train_on_batch(*batch)
+        train.append(len(y) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for circuits, _ in batches:
+            predict(circuits).numpy()
+        infer.append(len(y) / (time.perf_counter() - start))
+    return {"first_step": first, "train": train, "infer": infer, "simulator": moe.simulator,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def spread(values: list[float]) -> str:
+    """Median, and the spread as (max - min) / median."""
+    import numpy as np
+    median = float(np.median(values))
+    return f"{median:.0f} (±{50 * (max(values) - min(values)) / median:.0f}%)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--qubits", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=12, help="training steps (batches) per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=HERE / "user_models.md")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "BACKEND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.mode, args.backend = args.child
+        print(json.dumps(one_run(args)))
+        return
+    rows = []
+    for mode in MODES:
+        for backend in BACKENDS:
+            command = [sys.executable, __file__, "--child", mode, backend, "--qubits", str(args.qubits), "--batch",
+                       str(args.batch), "--steps", str(args.steps), "--rounds", str(args.rounds)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append((mode, backend, result))
+            print(mode, backend, result, flush=True)
+    lines = ["# User-style models: QCNN experts on quantum data", "",
+             f"`python benchmarks/user_models.py`: {args.qubits} qubits, three heterogeneous experts (QCNN, brickwork, "
+             f"Heisenberg), built-in router, batch {args.batch}, {args.rounds} rounds of {args.steps} training steps "
+             "and as many inference batches, one process per row; median samples/s (± half the range, % of median).",
+             "", "| routing | backend | ran on | first step s | train samples/s | inference samples/s | "
+             "train vs best | first step vs qsim | peak MB |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    import numpy as np
+    for mode in MODES:
+        mine = [(b, r) for m, b, r in rows if m == mode]
+        best = max(np.median(r["train"]) for _, r in mine)
+        qsim = next(r["first_step"] for b, r in mine if b == "noiseless")
+        for backend, r in mine:
+            lines.append(f"| {mode} | {backend} | {r['simulator']} | {r['first_step']:.1f} | {spread(r['train'])} | "
+                         f"{spread(r['infer'])} | {np.median(r['train']) / best:.2f}x | {r['first_step'] / qsim:.1f}x | "
+                         f"{r['peak_mb']:.0f} |")
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

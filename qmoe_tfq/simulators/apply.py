@@ -1,0 +1,69 @@
+"""How matrices act on a batched state <complex64>[R, 2**n] (first axis = most significant qubit)."""
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+CHUNK_QUBITS = 4  # a layer is applied as Kronecker products of at most this many qubits' matrices
+
+
+def full(local: np.ndarray, axes: Sequence[int], n: int) -> np.ndarray:
+    """<float>[2**n] the value of `local` <float>[2**k] at each basis state, by the bits on `axes`."""
+    index = np.arange(2 ** n)
+    bits = [(index >> (n - 1 - a)) & 1 for a in axes]
+    return local[sum(b << (len(axes) - 1 - i) for i, b in enumerate(bits))]
+
+
+def chunks(n: int) -> list[tuple[int, int]]:
+    """(first axis, size) of the balanced chunks of at most `CHUNK_QUBITS` axes that a layer is applied in."""
+    count = math.ceil(n / CHUNK_QUBITS)
+    sizes = [n // count + (i < n % count) for i in range(count)]
+    return [(sum(sizes[:i]), size) for i, size in enumerate(sizes)]
+
+
+def kron(matrices: tf.Tensor) -> tf.Tensor:
+    """<complex64>[R, 2**k, 2**k] the Kronecker product of `matrices` <complex64>[R, k, 2, 2], first most significant."""
+    product = matrices[:, 0]
+    for i in range(1, matrices.shape[1]):
+        size = product.shape[1] * 2
+        product = tf.reshape(product[:, :, None, :, None] * matrices[:, i, None, :, None, :], [-1, size, size])
+    return product
+
+
+def apply_layer(state: tf.Tensor, matrices: tf.Tensor, n: int) -> tf.Tensor:
+    """`matrices` <complex64>[R, n, 2, 2], one per axis, applied to `state` <complex64>[R, 2**n], a chunk at a time."""
+    for first, size in chunks(n):
+        block = kron(matrices[:, first:first + size])  # <complex64>[R, 2**size, 2**size]
+        view = tf.reshape(state, [-1, 2 ** first, 2 ** size, 2 ** (n - first - size)])  # <complex64>[R, A, 2**size, B]
+        state = tf.einsum("rij,rajb->raib", block, view)
+    return tf.reshape(state, [-1, 2 ** n])
+
+
+def apply_single(state: tf.Tensor, matrix: tf.Tensor, axis: int, n: int) -> tf.Tensor:
+    """A fixed `matrix` <complex64>[2, 2] on `axis` of `state` <complex64>[R, 2**n]."""
+    view = tf.reshape(state, [-1, 2 ** axis, 2, 2 ** (n - axis - 1)])  # <complex64>[R, A, 2, B]
+    return tf.reshape(tf.einsum("ij,rajb->raib", matrix, view), [-1, 2 ** n])
+
+
+def apply_general(state: tf.Tensor, matrix: tf.Tensor, axes: Sequence[int], n: int) -> tf.Tensor:
+    """`matrix` <complex64>[R, d, d] or [d, d] on `axes` of `state` <complex64>[R, 2**n]."""
+    k, names = len(axes), string.ascii_lowercase
+    before = names[:n]
+    new = names[n:n + k]
+    after = "".join(new[axes.index(a)] if a in axes else before[a] for a in range(n))
+    row = "Z" if matrix.shape.rank == 3 else ""
+    local = tf.reshape(matrix, [-1] * len(row) + [2] * (2 * k))  # <complex64>[R?, 2, ..., 2]
+    spec = f"{row}{new}{''.join(before[a] for a in axes)},Z{before}->Z{after}"
+    updated = tf.einsum(spec, local, tf.reshape(state, [-1] + [2] * n))  # <complex64>[R, 2, ..., 2]
+    return tf.reshape(updated, [-1, 2 ** n])
+
+
+def take(params: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """Per row r, ``params[r, indices[r]]``; `indices` <int32>[1, ...] (one program) serve every row."""
+    if indices.shape[0] == 1:
+        return tf.gather(params, indices[0], axis=1)
+    return tf.gather(params, indices, axis=1, batch_dims=1)

@@ -18,7 +18,7 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["qmoe_tfq", "qmoe_tfq.*"]),
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.13",
     install_requires=_requirements(),
     entry_points={"console_scripts": ["qmoe-tfq=qmoe_tfq.cli:main"]},
 )

@@ -9,7 +9,8 @@ the forward and backward pass of one executor call on each executor, then fits t
     tfq     = tfq_call + rows * (tfq_row + tfq_gate_amplitude * gates * 2**n)
 
 and prints the constants (to copy into `auto.COSTS`), each case's measured ratio and the one the
-model predicts, and whether `auto` picks the faster executor.
+model predicts, and whether `auto` picks the faster executor; the table goes to
+benchmarks/calibration.md.
 
     python benchmarks/calibrate.py            # about 5 minutes on 2 cores
     python benchmarks/calibrate.py --quick    # a smoke run
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import qmoe_tfq  # noqa: F401  (sets up tf_keras before TensorFlow loads)
 import cirq
@@ -115,17 +117,23 @@ def main() -> None:
         programs.update({f"{n} qubits, user's 3 experts": user_experts(n) for n in (4, 8, 12)})
         cases = measure(programs, [16, 128], args.repeats)
     costs = fit(cases)
-    print(f"\nfitted: {costs}\nin use: {COSTS}\n")
-    print("| qubits | steps | gates | rows | kernel / qsim measured | predicted (fitted) | auto picks | faster |")
-    print("|---:|---:|---:|---:|---:|---:|---|---|")
+    lines = ["# What `auto` weighs", "", "`python benchmarks/calibrate.py`: one forward and backward pass of one executor "
+             f"call, median of {args.repeats}, 2-core CPU.", "", f"- fitted: `{costs}`", f"- in use: `{COSTS}`", "",
+             "| qubits | steps | gates | rows | kernel ms | qsim ms | kernel / qsim | predicted (in use) | auto picks | "
+             "faster |", "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     right = 0
     for shape, kernel, tfq in cases:
         picked = choose(shape, COSTS).executor
         faster = "statevector" if kernel < tfq else "noiseless"
         right += picked == faster or abs(kernel / tfq - 1) < 0.2
-        print(f"| {shape.n} | {shape.steps} | {shape.gates} | {shape.rows} | {kernel / tfq:.2f} | "
-              f"{costs.kernel_seconds(shape) / costs.tfq_seconds(shape):.2f} | {picked} | {faster} |")
-    print(f"\nauto (constants in use) picks the faster executor, or one within 20%, in {right} of {len(cases)} cases.")
+        lines.append(f"| {shape.n} | {shape.steps} | {shape.gates:.0f} | {shape.rows} | {kernel * 1e3:.2f} | "
+                     f"{tfq * 1e3:.2f} | {kernel / tfq:.2f} | {COSTS.kernel_seconds(shape) / COSTS.tfq_seconds(shape):.2f} | "
+                     f"{picked} | {faster} |")
+    lines += ["", f"auto (the constants in use) picks the faster executor, or one within 20%, in {right} of "
+              f"{len(cases)} cases."]
+    print("\n".join(lines))
+    if not args.quick:
+        (Path(__file__).parent / "calibration.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras first)
 import cirq
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from qmoe_tfq import datasets
 from qmoe_tfq.hardware import circuit_stats, compile_for_device, google_virtual_machine
@@ -54,7 +55,7 @@ def main() -> None:
     if args.quick:
         args.qubits, args.epochs, args.eval_samples, args.shots = 3, 3, 12, 300
         args.finetune_steps, args.finetune_batch = 1, 2
-    tf.random.set_seed(0)
+    keras.utils.set_random_seed(0)  # Python, NumPy and TF: initializers draw from Python's random
 
     x_train, x_test, y_train, y_test = datasets.load("digits", args.qubits, classes=(3, 5))
     qubits = cirq.GridQubit.rect(1, args.qubits)

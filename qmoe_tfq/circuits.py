@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Iterable, Sequence
 
 import cirq
+import numpy as np
 import sympy
 
 ROTATIONS = {"rx": cirq.rx, "ry": cirq.ry, "rz": cirq.rz}
@@ -21,8 +23,13 @@ ENTANGLERS = {"ring": (cirq.CZ, True), "chain": (cirq.CZ, False), "cnot_ring": (
 Observable = cirq.PauliSum | cirq.PauliString
 
 
+# Widest layer accepted: a state of 2**20 amplitudes per circuit row (8 MB) is what a 2-core, 24 GB machine
+# trains on; 40 qubits built and then crashed the simulator. QMOE_TFQ_MAX_QUBITS raises it (hardware samplers).
+MAX_QUBITS = int(os.environ.get("QMOE_TFQ_MAX_QUBITS", "20"))
+
+
 def validate_qubits(qubits: Iterable[cirq.Qid], argument: str = "qubits") -> list[cirq.Qid]:
-    """Returns `qubits` as a list after checking it is a non-empty list of distinct `cirq.Qid`."""
+    """Returns `qubits` as a list after checking it is a non-empty list of at most `MAX_QUBITS` distinct `cirq.Qid`."""
     if isinstance(qubits, cirq.Qid):
         raise TypeError(f"{argument} must be a list of cirq qubits, got the single qubit {qubits!r}.")
     qubits = list(qubits)
@@ -34,6 +41,10 @@ def validate_qubits(qubits: Iterable[cirq.Qid], argument: str = "qubits") -> lis
     duplicates = sorted({str(q) for q in qubits if qubits.count(q) > 1})
     if duplicates:
         raise ValueError(f"{argument} contains duplicate qubits {duplicates}; each qubit may appear once.")
+    if len(qubits) > MAX_QUBITS:
+        raise ValueError(f"{argument} has {len(qubits)} qubits, more than MAX_QUBITS={MAX_QUBITS} (a state of "
+                         f"2**{MAX_QUBITS} amplitudes per circuit row) that this installation simulates; set the "
+                         "environment variable QMOE_TFQ_MAX_QUBITS to allow more.")
     return qubits
 
 
@@ -246,6 +257,9 @@ def validate_observables(
                 f"{argument}[{index}] = {observable} acts on qubits {outside} that are not in the "
                 f"circuit's qubits {[str(q) for q in qubits]}.")
         observable = cirq.PauliSum.wrap(observable)
+        if not all(np.isfinite(complex(term.coefficient)) for term in observable):
+            raise ValueError(f"{argument}[{index}] = {observable} has a NaN or infinite coefficient; "
+                             "every coefficient must be a finite real number.")
         if any(abs(complex(term.coefficient).imag) > 1e-12 for term in observable):
             raise ValueError(f"{argument}[{index}] = {observable} is not Hermitian (a coefficient has an "
                              "imaginary part), so its expectation is not a real number; use real coefficients.")

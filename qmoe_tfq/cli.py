@@ -49,15 +49,27 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _load_csv(file: Path) -> np.ndarray:
+    """Comma-separated numbers; a first row of names only (a header, as pandas writes) is skipped."""
+    try:
+        return np.loadtxt(file, delimiter=",", ndmin=2)
+    except ValueError:
+        with file.open() as stream:
+            header = stream.readline()
+        if all(_float_or_none(field) is None for field in header.strip().split(",")):
+            return np.loadtxt(file, delimiter=",", ndmin=2, skiprows=1)
+        raise
+
+
 def read_array(path: str, what: str) -> np.ndarray:
-    """A numeric 2-D array from a .npy (no pickles) or .csv (comma separated, no header) file."""
+    """A numeric 2-D array from a .npy (no pickles) or .csv (comma separated, an optional header row) file."""
     file = Path(path)
     if not file.is_file():
         raise CliError(f"{what} file {path!r} does not exist.")
     if file.suffix not in (".npy", ".csv"):
         raise CliError(f"{what} file {path!r} must end in .npy or .csv.")
     try:
-        data = np.load(file, allow_pickle=False) if file.suffix == ".npy" else np.loadtxt(file, delimiter=",", ndmin=2)
+        data = np.load(file, allow_pickle=False) if file.suffix == ".npy" else _load_csv(file)
     except (ValueError, OSError, EOFError) as error:
         raise CliError(f"{what} file {path!r} cannot be read as numbers: {str(error).splitlines()[0]}") from None
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
@@ -159,6 +171,15 @@ def read_labels(path: str, n_samples: int) -> np.ndarray:
     return labels.astype(np.int32)
 
 
+def check_classes(labels: np.ndarray, path: str) -> None:
+    """Training labels must use every class 0..C-1: a missing one would be a class the model never sees."""
+    missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise CliError(f"labels in {path!r} must be class indices 0..C-1 with every class present; classes {shown} "
+                       f"have no sample (labels 1..C: subtract 1).")
+
+
 def training_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, x_test, y_train, y_test) from a built-in data set or from --features/--labels."""
     from sklearn.model_selection import train_test_split
@@ -173,6 +194,7 @@ def training_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.
         raise CliError("give --dataset NAME, or both --features FILE and --labels FILE.")
     x = read_features(args.features)
     y = read_labels(args.labels, len(x))
+    check_classes(y, args.labels)
     return train_test_split(x, y, test_size=args.test_fraction, random_state=args.seed, stratify=y)
 
 
@@ -204,8 +226,9 @@ def command_train(args: argparse.Namespace) -> None:
             encoder_rotations=tuple(args.encoder_rotations))
     except (ValueError, TypeError) as error:
         raise CliError(str(error)) from error
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_data=(x_test, y_test), verbose=1)
+    # val_* from a tenth of the training data: the test set stays unseen until the final evaluation.
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
+                        verbose=1)
     qmoe.save_model(model, out / "model.keras")
     test = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     stats = routing_statistics(model.get_layer("qmoe").gate_weights(x_test).numpy(), y_test)

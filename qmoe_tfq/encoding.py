@@ -71,11 +71,13 @@ class FeatureEncoder(keras.layers.Layer):
     def angles(self, features: tf.Tensor) -> tf.Tensor:
         """<float32>[batch, n_features] symbol values for `features`, in `symbol_names` order.
 
-        NaN or inf features raise `tf.errors.InvalidArgumentError` (in-graph, also when served).
+        NaN or inf features, or features so large that their angles overflow float32 (2e38 x pi),
+        raise `tf.errors.InvalidArgumentError` (in-graph, also when served).
         """
         features = tf.debugging.check_numerics(
             tf.cast(features, tf.float32), f"{self.name}: features must be finite (no NaN or inf)")
-        return self.scale * features
+        return tf.debugging.check_numerics(self.scale * features, f"{self.name}: features times scale={self.scale:g} "
+                                           "overflow float32; rescale the features (e.g. to [0, 1])")
 
     def call(self, features: tf.Tensor) -> tf.Tensor:
         if not (features.dtype.is_integer or features.dtype.is_floating):
@@ -113,6 +115,10 @@ class AngleEncoder(FeatureEncoder):
         super().__init__(scale, **kwargs)
         self.qubits = validate_qubits(qubits)
         self.rotations = validate_rotations(rotations)
+        if self.rotations[0] == "rz":
+            raise ValueError(f"rotations={self.rotations!r} starts with 'rz': the first {len(self.qubits)} features would "
+                             "only change the phase of |0>, which no readout sees (every input would give the same "
+                             "output); start with 'rx' or 'ry', e.g. ('ry', 'rz').")
         if n_features is not None:
             self._infer_n_features(n_features)
 

@@ -19,12 +19,14 @@ class ExpertUsage(keras.metrics.Metric):
     """Experts that received no (sample, expert) pair since the last reset (each epoch, in ``fit``).
 
     Its result is the number of unused experts. When Keras resets it (the next epoch, or
-    ``evaluate``) after a stretch in which some expert got nothing, it warns once per layer.
+    ``evaluate``) after a stretch in which some expert got nothing, it warns once per layer, if
+    `warn` (sparse routing: under dense routing every expert runs on every sample, and "unused"
+    only means never the top choice).
     """
 
-    def __init__(self, n_experts: int, layer: str, **kwargs) -> None:
+    def __init__(self, n_experts: int, layer: str, warn: bool = True, **kwargs) -> None:
         super().__init__(name=f"{layer}_unused_experts", **kwargs)
-        self.layer = layer
+        self.layer, self.warn = layer, warn
         self.counts = self.add_weight("counts", shape=(n_experts,), initializer="zeros")
         self.warned = False
 
@@ -40,7 +42,7 @@ class ExpertUsage(keras.metrics.Metric):
 
     def reset_state(self) -> None:
         counts = self.counts.numpy() if tf.executing_eagerly() else None
-        if counts is not None and counts.sum() > 0 and (counts == 0).any() and not self.warned:
+        if self.warn and counts is not None and counts.sum() > 0 and (counts == 0).any() and not self.warned:
             self.warned = True
             warnings.warn(f"{self.layer}: experts {[int(i) for i in (counts == 0).nonzero()[0]]} received no "
                           "sample in a whole epoch; consider balance='bias', routing='expert_choice' or a "
@@ -67,7 +69,8 @@ class Gate(keras.layers.Layer):
             # Selection only: moved by `routing.bias_update` after each training step, never by gradients.
             self.expert_bias = self.add_weight("expert_bias", shape=(self.policy.n_experts,), initializer="zeros",
                                                trainable=False, aggregation=tf.VariableAggregation.MEAN)
-        self.usage = ExpertUsage(self.policy.n_experts, self.prefix)
+        sparse = self.policy.top_k is not None or self.policy.routing == "expert_choice"
+        self.usage = ExpertUsage(self.policy.n_experts, self.prefix, warn=sparse)
         super().build(input_shape)
 
     def select(self, logits: tf.Tensor, training: bool | None = None, born: bool = False) -> Routing:

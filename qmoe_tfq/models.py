@@ -137,7 +137,7 @@ def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featur
 
 
 def with_backend(model: keras.Model, backend: Backend, repetitions: int | None = None,
-                 noise: Noise | None = None, metrics: Sequence[str] = ("accuracy",)) -> keras.Model:
+                 noise: Noise | None = None, metrics: Sequence | None = None) -> keras.Model:
     """A copy of `model`, same weights, whose QMoE and PQC layers run on another backend.
 
     Use it to train exactly and then evaluate with shots, under noise, or on a Google processor::
@@ -145,7 +145,8 @@ def with_backend(model: keras.Model, backend: Backend, repetitions: int | None =
         on_qvm = with_backend(model, qmoe_tfq.hardware.google_virtual_machine("weber"), repetitions=1000)
         on_qvm.evaluate(x_test, y_test)
 
-    The copy is compiled with a fresh optimizer of the same kind, the same loss and `metrics`.
+    The copy is compiled with a fresh optimizer of the same kind, the same loss and the same metrics
+    (fresh copies of metric objects), or `metrics` when given.
     """
     quantum_layers = (QMoELayer, ExpertPQC)
 
@@ -159,5 +160,16 @@ def with_backend(model: keras.Model, backend: Backend, repetitions: int | None =
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     if model.optimizer is not None:
-        _compiled(copy, model.optimizer.__class__.from_config(model.optimizer.get_config()), model.loss, metrics)
+        _compiled(copy, model.optimizer.__class__.from_config(model.optimizer.get_config()), model.loss,
+                  _compiled_metrics(model) if metrics is None else metrics)
     return copy
+
+
+def _compiled_metrics(model: keras.Model) -> list:
+    """The metrics `model` was compiled with; metric objects as fresh copies (a metric keeps per-model state).
+
+    tf_keras keeps them as given only in ``compiled_metrics._user_metrics``: its public `get_compile_config`
+    cannot bring back a plain function.
+    """
+    given = tf.nest.flatten(getattr(model.compiled_metrics, "_user_metrics", None) or [])
+    return [m.__class__.from_config(m.get_config()) if isinstance(m, keras.metrics.Metric) else m for m in given]

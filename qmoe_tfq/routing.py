@@ -72,8 +72,8 @@ class RoutingPolicy:
                                      ("metrics", self.metrics, METRICS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not allowed; use one of {allowed}.")
-        if not _is_number(self.bias_rate) or self.bias_rate < 0:
-            raise ValueError(f"bias_rate must be a number >= 0, got {self.bias_rate!r}.")
+        if not _is_number(self.bias_rate) or not 0 <= self.bias_rate <= 10:
+            raise ValueError(f"bias_rate must be a number in [0, 10] (logit units per step), got {self.bias_rate!r}.")
         if self.routing == "expert_choice" and self.balance == "bias":
             raise ValueError("routing='expert_choice' is balanced by construction (every expert takes its "
                              "capacity); it takes no balance='bias'.")
@@ -254,6 +254,9 @@ def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
 
 
+MAX_WEIGHT = 1e3  # largest router_noise, aux-loss weight or capacity factor accepted
+
+
 def validate_routing(n_experts: int, top_k: int | None, temperature: float, router_noise: float,
                      capacity_factor: float | None, load_balance_weight: float,
                      z_loss_weight: float) -> None:
@@ -261,14 +264,17 @@ def validate_routing(n_experts: int, top_k: int | None, temperature: float, rout
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                               or not 1 <= top_k <= n_experts):
         raise ValueError(f"top_k must be None (dense) or an integer in 1..n_experts={n_experts}, got {top_k!r}.")
-    if not _is_number(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+    # Bounds keep every product of these with logits finite in float32 (1e-50 or 1e300 gave NaN outputs).
+    if not _is_number(temperature) or not 1e-4 <= temperature <= 1e4:
+        raise ValueError(f"temperature must be a number in [1e-4, 1e4] (logits are divided by it in float32), "
+                         f"got {temperature!r}.")
     for name, value in (("router_noise", router_noise), ("load_balance_weight", load_balance_weight),
                         ("z_loss_weight", z_loss_weight)):
-        if not _is_number(value) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}.")
-    if capacity_factor is not None and (not _is_number(capacity_factor) or capacity_factor <= 0):
-        raise ValueError(f"capacity_factor must be None (no limit) or a number > 0, got {capacity_factor!r}.")
+        if not _is_number(value) or not 0 <= value <= MAX_WEIGHT:
+            raise ValueError(f"{name} must be a number in [0, {MAX_WEIGHT:g}], got {value!r}.")
+    if capacity_factor is not None and (not _is_number(capacity_factor) or not 0 < capacity_factor <= MAX_WEIGHT):
+        raise ValueError(f"capacity_factor must be None (no limit) or a number in (0, {MAX_WEIGHT:g}] (from "
+                         f"n_experts / top_k on it limits nothing), got {capacity_factor!r}.")
 
 
 def _is_number(value: object) -> bool:

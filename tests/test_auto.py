@@ -44,7 +44,7 @@ def test_a_layer_logs_and_reports_what_auto_chose_per_program(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "qmoe_tfq"]
     assert len(lines) == 2  # the experts' program and the router's
     assert lines[0].startswith("backend='auto' runs statevector: 3 qubits, ") and "128 rows per call" in lines[0]
-    assert "32 rows per call" in lines[1]
+    assert lines[1] == "backend='auto' runs statevector: as the layer's first program (one executor per layer)"
     assert layer.simulator == "statevector"
 
 

@@ -148,3 +148,18 @@ def test_qvm_inference_and_parameter_shift_fine_tuning(qvm):
         loss = tf.reduce_sum(tf.square(moe(circuits) - 1.0))
     router_grad, *_ = tape.gradient(loss, [moe.router.parameters])
     assert np.abs(router_grad.numpy()).sum() > 0
+
+
+def test_with_backend_keeps_the_compiled_metrics_custom_ones_included():
+    def mean_confidence(y_true, y_pred):
+        return tf.reduce_max(y_pred, axis=-1)
+
+    x = np.random.default_rng(0).uniform(0, 1, (8, 2)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int32)
+    model = qmoe.build_qmoe_classifier(cirq.GridQubit.rect(1, 2), 2, n_features=2, n_experts=2, expert_layers=1,
+                                       router_layers=1)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy", mean_confidence])
+    expected = model.evaluate(x, y, verbose=0, return_dict=True)
+    copied = qmoe.with_backend(model, "noiseless").evaluate(x, y, verbose=0, return_dict=True)
+    assert copied["mean_confidence"] == pytest.approx(expected["mean_confidence"], abs=1e-5)
+    assert copied["accuracy"] == pytest.approx(expected["accuracy"])

@@ -102,7 +102,7 @@ def test_qnn_baseline_matches_default_qmoe_parameter_count():
     ({"n_experts": 0}, ValueError, "n_experts must be a positive integer, got 0"),
     ({"expert_layers": -1}, ValueError, "expert_layers must be a positive integer, got -1"),
     ({"router_layers": 0}, ValueError, "router_layers must be a positive integer, got 0"),
-    ({"temperature": 0.0}, ValueError, "temperature must be a positive number, got 0.0"),
+    ({"temperature": 0.0}, ValueError, r"temperature must be a number in \[1e-4, 1e4\].*got 0.0"),
     ({"observables": [cirq.Z(cirq.GridQubit(5, 5))]}, ValueError, r"acts on qubits \['q\(5, 5\)'\]"),
     ({"encoder": "ry"}, TypeError, "encoder must be None, a qmoe_tfq.AngleEncoder or a qmoe_tfq.CircuitEncoder"),
     ({"encoder": qmoe.AngleEncoder([cirq.GridQubit(3, 3)])}, ValueError, "must be among the layer's qubits"),
@@ -110,6 +110,20 @@ def test_qnn_baseline_matches_default_qmoe_parameter_count():
 def test_constructor_validation(qubits, kwargs, error, message):
     with pytest.raises(error, match=message):
         small_moe(qubits, **kwargs)
+
+
+def test_wider_than_the_configured_maximum_is_refused_at_construction():
+    from qmoe_tfq.circuits import MAX_QUBITS
+
+    with pytest.raises(ValueError, match=rf"qubits has 40 qubits, more than MAX_QUBITS={MAX_QUBITS} .*"
+                                         "QMOE_TFQ_MAX_QUBITS"):
+        qmoe.QMoELayer(cirq.GridQubit.rect(1, 40), n_experts=2)  # built, then crashed predict with SIGSEGV
+
+
+def test_an_encoder_that_starts_with_rz_is_refused():
+    # rz on |0> is a phase: every input gave the same output
+    with pytest.raises(ValueError, match=r"rotations=\('rz',\) starts with 'rz'.*start with 'rx' or 'ry'"):
+        qmoe.AngleEncoder(cirq.GridQubit.rect(1, 2), rotations=("rz",))
 
 
 def test_empty_and_duplicate_qubits_are_refused():

@@ -120,6 +120,16 @@ def test_an_expert_unused_for_an_epoch_warns_once():
     assert caught == [] and float(usage.result()) == 3.0
 
 
+def test_dense_routing_does_not_warn_of_unused_experts():
+    # every expert runs on every sample; "unused" only means never the top choice
+    usage = ExpertUsage(3, "moe", warn=False)
+    usage.update_state(tf.constant([2.0, 0.0, 1.0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        usage.reset_state()
+    assert caught == []
+
+
 @pytest.mark.parametrize("kwargs", [{"routing": "expert_choice", "capacity_factor": 1.5},
                                     {"shared_experts": 2, "top_k": 1}, {"balance": "bias", "top_k": 2}])
 def test_new_options_round_trip(tmp_path, kwargs):
@@ -152,7 +162,7 @@ def test_version_2_policies_load_as_they_were_or_are_refused():
     ({"balance": "loss"}, r"balance='loss' is not allowed"),
     ({"metrics": "all"}, r"metrics='all' is not allowed; use one of \('summary', 'per_expert'\)"),
     ({"routing": "expert_choice", "balance": "bias"}, "balanced by construction"),
-    ({"bias_rate": -1}, "bias_rate must be a number >= 0, got -1"),
+    ({"bias_rate": -1}, r"bias_rate must be a number in \[0, 10\] \(logit units per step\), got -1"),
     ({"shared_experts": -1}, r"shared_experts must be a count >= 0 or a list of experts, got -1"),
 ])
 def test_policy_validation(kwargs, message):

@@ -134,10 +134,15 @@ def test_router_noise_only_in_training(qubits, features):
 @pytest.mark.parametrize("kwargs, message", [
     ({"top_k": 0}, r"top_k must be None \(dense\) or an integer in 1..n_experts=3, got 0"),
     ({"top_k": 4}, "got 4"),
-    ({"load_balance_weight": -0.1}, "load_balance_weight must be a number >= 0, got -0.1"),
-    ({"z_loss_weight": -1}, "z_loss_weight must be a number >= 0, got -1"),
-    ({"router_noise": -1.0}, "router_noise must be a number >= 0"),
-    ({"capacity_factor": 0}, r"capacity_factor must be None \(no limit\) or a number > 0, got 0"),
+    ({"load_balance_weight": -0.1}, r"load_balance_weight must be a number in \[0, 1000\], got -0.1"),
+    ({"z_loss_weight": -1}, r"z_loss_weight must be a number in \[0, 1000\], got -1"),
+    ({"router_noise": -1.0}, r"router_noise must be a number in \[0, 1000\]"),
+    ({"capacity_factor": 0}, r"capacity_factor must be None \(no limit\) or a number in \(0, 1000\]"),
+    # finite in Python, not in float32: these gave NaN or all-zero outputs
+    ({"temperature": 1e-50}, r"temperature must be a number in \[1e-4, 1e4\].*got 1e-50"),
+    ({"capacity_factor": 1e300}, r"capacity_factor must be None.*got 1e\+300"),
+    ({"router_noise": 1e300}, r"router_noise must be a number in \[0, 1000\], got 1e\+300"),
+    ({"bias_rate": 1e300, "balance": "bias", "top_k": 1}, r"bias_rate must be a number in \[0, 10\].*got 1e\+300"),
 ])
 def test_routing_validation(qubits, kwargs, message):
     with pytest.raises(ValueError, match=message):

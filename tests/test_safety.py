@@ -150,6 +150,10 @@ def test_a_failed_save_keeps_the_old_model_and_leaves_no_temporary(tmp_path):
      "features must be finite"),
     (lambda: qmoe.QMoELayer(QUBITS, **SMALL)(tf.constant([[0.5, np.nan]])), tf.errors.InvalidArgumentError,
      "features must be finite"),
+    (lambda: qmoe.QMoELayer(QUBITS, **SMALL)(tf.constant([[0.5, 2e38]])), tf.errors.InvalidArgumentError,
+     r"features times scale=3.14159 overflow float32"),  # finite, but inf once scaled: trained NaN weights
+    (lambda: qmoe.QMoELayer(QUBITS, observables=[float("nan") * cirq.Z(QUBITS[0])]), ValueError,
+     r"observables\[0\] = .* has a NaN or infinite coefficient"),
     (lambda: qmoe.QMoELayer(QUBITS, encoder=qmoe.AngleEncoder(QUBITS), **SMALL)(tf.constant([["a", "b"]])),
      TypeError, r"takes float features \[batch, n_features\] .* got a tensor of dtype string"),
     (lambda: qmoe.QMoELayer(QUBITS, encoder=qmoe.AngleEncoder(QUBITS, n_features=2), **SMALL)(
@@ -191,6 +195,7 @@ def files(tmp_path_factory):
     np.save(root / "x.npy", np.random.default_rng(0).uniform(0, 1, size=(6, 2)))
     np.save(root / "y.npy", np.array([0, 1, 0, 1, 0, 1]))
     np.save(root / "y5.npy", np.array([0, 1, 5, 1, 0, 1]))
+    np.save(root / "y13.npy", np.array([1, 2, 3, 1, 2, 3]))
     np.save(root / "nan.npy", np.array([[0.1, np.nan]] * 6))
     np.save(root / "pickled.npy", np.array([{"a": 1}] * 2, dtype=object), allow_pickle=True)
     (root / "text.csv").write_text("0.1,abc\n0.2,0.3\n")
@@ -204,6 +209,8 @@ def files(tmp_path_factory):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--features", "{r}/text.csv", "--labels", "{r}/y.npy"], "cannot be read as numbers"),
+    (["train", "--features", "{r}/x.npy", "--labels", "{r}/y13.npy"],
+     r"every class present; classes 0 have no sample \(labels 1..C: subtract 1\)"),
     (["train", "--dataset", "moons", "--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
     (["train", "--dataset", "moons", "--batch-size", "0"], "--batch-size: must be a positive integer"),
     (["train", "--dataset", "moons", "--test-fraction", "1.5"], "strictly between 0 and 1, got '1.5'"),

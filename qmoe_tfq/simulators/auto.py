@@ -112,7 +112,13 @@ def choose(shape: ProgramShape, costs: Costs = COSTS) -> Choice:
 
 
 class AutoExecutor:
-    """Compiles each program on the executor `choose` picks; `choices` keeps every pick and its reason."""
+    """Compiles programs on the executor `choose` picks for the first one; `choices` keeps each pick and its reason.
+
+    One layer's programs share the first program's executor (a layer compiles its experts' table, the
+    program with the most rows, first): mixing the two pays both their fixed costs, and with circuit
+    inputs simulates the inputs on each (measured on the user models of benchmarks/user_models.py:
+    top-1 0.8x either executor alone).
+    """
 
     backend = "auto"
     repetitions = None
@@ -125,23 +131,25 @@ class AutoExecutor:
 
     @property
     def name(self) -> str:
-        """The executors chosen so far (``"auto"`` before any program is compiled)."""
-        chosen = sorted({choice.executor for choice in self.choices})
-        return "+".join(chosen) if chosen else "auto"
+        """The executor chosen (``"auto"`` before any program is compiled)."""
+        return self.choices[0].executor if self.choices else "auto"
 
     def compile(self, program):
-        """The `backends.Run` of `program` on the executor estimated to be faster (logged at INFO)."""
-        rows = max(1, round(program.rows_per_sample * NOMINAL_BATCH))
-        run = None
-        if len(program.qubits) > AUTO_MAX_QUBITS:
-            choice = Choice("noiseless", f"{len(program.qubits)} qubits, more than AUTO_MAX_QUBITS={AUTO_MAX_QUBITS}")
-        else:
-            try:
-                run = self._statevector.compile(program)  # builds the kernel's tables; XLA compiles on first use
-            except UnsupportedGate as error:
-                choice = Choice("noiseless", f"the statevector kernel cannot run this program ({error})")
-            else:
-                choice = choose(ProgramShape.of(program, run.kernel, rows), self.costs)
+        """The `backends.Run` of `program` on the chosen executor (the choice logged at INFO)."""
+        choice, run = self._choose(program)
         self.choices.append(choice)
         LOG.info("backend='auto' runs %s: %s", choice.executor, choice.reason)
         return run if choice.executor == "statevector" else self._tfq.compile(program)
+
+    def _choose(self, program) -> tuple[Choice, object]:
+        """(choice, the kernel's run or None); the kernel's tables are built, XLA compiles on first use."""
+        if len(program.qubits) > AUTO_MAX_QUBITS:
+            return Choice("noiseless", f"{len(program.qubits)} qubits, more than AUTO_MAX_QUBITS={AUTO_MAX_QUBITS}"), None
+        try:
+            run = self._statevector.compile(program)
+        except UnsupportedGate as error:
+            return Choice("noiseless", f"the statevector kernel cannot run this program ({error})"), None
+        if self.choices:
+            return Choice(self.choices[0].executor, "as the layer's first program (one executor per layer)"), run
+        rows = max(1, round(program.rows_per_sample * NOMINAL_BATCH))
+        return choose(ProgramShape.of(program, run.kernel, rows), self.costs), run

@@ -70,7 +70,8 @@ class Gate(keras.layers.Layer):
             self.expert_bias = self.add_weight("expert_bias", shape=(self.policy.n_experts,), initializer="zeros",
                                                trainable=False, aggregation=tf.VariableAggregation.MEAN)
         sparse = self.policy.top_k is not None or self.policy.routing == "expert_choice"
-        self.usage = ExpertUsage(self.policy.n_experts, self.prefix, warn=sparse)
+        if self.policy.metrics != "none":
+            self.usage = ExpertUsage(self.policy.n_experts, self.prefix, warn=sparse)
         super().build(input_shape)
 
     def select(self, logits: tf.Tensor, training: bool | None = None, born: bool = False) -> Routing:
@@ -85,15 +86,12 @@ class Gate(keras.layers.Layer):
         bias = self.expert_bias if self.policy.balance == "bias" else None
         return routing.gate(logits, self.policy, training, bias)
 
-    def call(self, logits: tf.Tensor, training: bool | None = None, born: bool = False) -> Routing:
-        route = self.select(logits, training, born)
+    def _report(self, terms: routing.RoutingTerms) -> None:
+        """Router health as metrics ``<prefix>_...``: the aux losses in use, entropy, confidence, drops, usage."""
         policy, prefix = self.policy, self.prefix
-        terms = routing.routing_terms(route, policy)
         if policy.balance_loss:
-            self.add_loss(policy.load_balance_weight * terms.load_balance)
             self.add_metric(terms.load_balance, name=f"{prefix}_load_balance")
         if policy.z_loss_weight > 0:
-            self.add_loss(policy.z_loss_weight * terms.z_loss)
             self.add_metric(terms.z_loss, name=f"{prefix}_z_loss")
         self.add_metric(terms.entropy, name=f"{prefix}_routing_entropy")
         self.add_metric(terms.confidence, name=f"{prefix}_router_confidence")
@@ -102,6 +100,17 @@ class Gate(keras.layers.Layer):
         if policy.metrics == "per_expert":
             for index in range(policy.n_experts):
                 self.add_metric(terms.fractions[index], name=f"{prefix}_expert_{index}_fraction")
+
+    def call(self, logits: tf.Tensor, training: bool | None = None, born: bool = False) -> Routing:
+        route = self.select(logits, training, born)
+        policy = self.policy
+        terms = routing.routing_terms(route, policy)
+        if policy.balance_loss:
+            self.add_loss(policy.load_balance_weight * terms.load_balance)
+        if policy.z_loss_weight > 0:
+            self.add_loss(policy.z_loss_weight * terms.z_loss)
+        if policy.metrics != "none":
+            self._report(terms)
         if training and policy.balance == "bias":
             self.expert_bias.assign_add(routing.bias_update(terms.fractions, policy.bias_rate))
         return route

@@ -80,7 +80,8 @@ class QMoELayer(keras.layers.Layer):
             a non-trainable per-expert bias added to the logits for selection only, moved by
             ``bias_rate`` towards under-used experts after every training step).
         metrics: ``"summary"`` (routing entropy, router confidence, dropped pairs, unused experts,
-            and the aux losses whose weight is > 0) or ``"per_expert"`` (also each expert's share).
+            and the aux losses whose weight is > 0), ``"per_expert"`` (also each expert's share) or
+            ``"none"`` (the aux losses still train).
         shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
             routed ones: a count of built-in experts, or a list of entries as for `experts`.
         observables: expert readouts; Z on each qubit by default.

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 ROUTINGS = ("top_k", "expert_choice")
 BALANCES = ("aux_loss", "bias")
-METRICS = ("summary", "per_expert")
+METRICS = ("summary", "per_expert", "none")
 # Zhou et al. 2022's main setting (EC-CF2): on average two experts per sample. At 1, 20-31% of the
 # samples got no expert at all, which cost 0.11 test accuracy on moons (8 experts, 5 seeds).
 EXPERT_CHOICE_CAPACITY = 2.0

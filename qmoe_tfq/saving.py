@@ -1,8 +1,10 @@
 """Model files: safe loading, atomic saving, and SavedModel export for serving.
 
-Loading never runs code stored in a file unless asked: `load_model` refuses ``Lambda`` layers (the
-one Keras layer that stores Python bytecode) in every format, at any depth, unless
-``safe_mode=False``. Saving never destroys the previous model: every file or directory is written
+Loading never runs code stored in a file unless asked: `load_model` reads every stored config as
+JSON first and refuses, unless ``safe_mode=False``, ``Lambda`` layers and any other stored Python
+function (a ``*_type: "lambda"`` entry, e.g. a ``ResidualWrapper``'s ``residual_fn``) at any depth,
+a config naming a module outside Keras, TensorFlow, TFQ and this package (importing it would run
+it), and a TF-format directory whose Keras config cannot be read before loading. Saving never destroys the previous model: every file or directory is written
 beside its destination under a temporary name and moved into place when complete.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +29,7 @@ from qmoe_tfq.serialization import register_tfq_ops
 
 SERVING_OUTPUT = "output"
 UNSAFE_CLASSES = ("Lambda",)
+SAFE_MODULES = ("keras", "tf_keras", "tensorflow", "tensorflow_quantum", "qmoe_tfq", "builtins")
 
 
 def is_saved_model(path: str | os.PathLike) -> bool:
@@ -33,26 +37,37 @@ def is_saved_model(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), "saved_model.pb"))
 
 
-def _class_names(tree: Any) -> Iterator[str]:
-    """Every ``class_name`` in a (nested) Keras config."""
+def _stored_code(tree: Any) -> Iterator[str]:
+    """What in a (nested) Keras config would run code on loading: Lambda layers, stored lambdas, foreign modules."""
     if isinstance(tree, dict):
-        if isinstance(tree.get("class_name"), str):
-            yield tree["class_name"]
+        if tree.get("class_name") in UNSAFE_CLASSES:
+            yield f"a {tree['class_name']} layer"
+        for key, value in tree.items():
+            if key.endswith("_type") and value == "lambda":
+                yield f"a stored Python function ({key[:-len('_type')]})"
+        module = tree.get("module")
+        if isinstance(module, str) and module.split(".")[0] not in SAFE_MODULES:
+            yield f"the module {module!r}, which loading would import"
         for value in tree.values():
-            yield from _class_names(value)
+            yield from _stored_code(value)
     elif isinstance(tree, list):
         for value in tree:
-            yield from _class_names(value)
+            yield from _stored_code(value)
 
 
 def _stored_configs(path: str) -> list[Any]:
-    """The Keras configs a .h5 file or a TF-format directory holds, read as JSON (nothing deserialized)."""
+    """The Keras configs a .keras or .h5 file or a TF-format directory holds, read as JSON (nothing deserialized)."""
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(path) as archive:
+            return [json.loads(archive.read("config.json"))]
     if is_saved_model(path):
         from tf_keras.protobuf import saved_metadata_pb2
 
         metadata_file = os.path.join(path, "keras_metadata.pb")
         if not os.path.isfile(metadata_file):
-            return []
+            raise ValueError("it has no keras_metadata.pb, so its Keras config cannot be checked before loading "
+                             "(a serving SavedModel from export_saved_model loads with qmoe_tfq.load_saved_model; a "
+                             "pre-2.5 TF-format model only with safe_mode=False)")
         metadata = saved_metadata_pb2.SavedMetadata()
         with open(metadata_file, "rb") as file:
             metadata.ParseFromString(file.read())
@@ -66,10 +81,10 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True, custom_object
                compile: bool = True) -> keras.Model:
     """Loads a ``.keras``, ``.h5`` or TF-format Keras model, refusing code stored in the file.
 
-    With ``safe_mode=True`` (the default) a model holding a ``Lambda`` layer, at the top level or
-    inside a QMoE router or expert, is refused before anything in it is deserialized, in every
-    format (`tf_keras.models.load_model` refuses them only in ``.keras`` files). Pass
-    ``safe_mode=False`` only for files you trust.
+    With ``safe_mode=True`` (the default) a model holding a ``Lambda`` layer or any other stored
+    Python function, at the top level or inside a QMoE router or expert, or naming a module outside
+    Keras, TensorFlow, TFQ and this package, is refused before anything in it is deserialized or
+    imported, in every format. Pass ``safe_mode=False`` only for files you trust.
 
     Raises:
         FileNotFoundError: nothing at `path`.
@@ -80,14 +95,13 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True, custom_object
         raise FileNotFoundError(f"no model at {path!r}.")
     if not (path.endswith((".keras", ".h5")) or is_saved_model(path)):
         raise ValueError(f"{path!r} is not a Keras model: expected a .keras or .h5 file or a SavedModel directory.")
-    if safe_mode and not path.endswith(".keras"):  # tf_keras checks .keras files itself
+    if safe_mode:
         try:
-            unsafe = sorted({name for config in _stored_configs(path) for name in _class_names(config)
-                             if name in UNSAFE_CLASSES})
-        except (OSError, ValueError) as error:
+            unsafe = sorted({found for config in _stored_configs(path) for found in _stored_code(config)})
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path!r} is not a readable Keras model: {error}") from None
         if unsafe:
-            raise ValueError(f"{path!r} holds {unsafe} layers, whose Python code would run on loading; refused. "
+            raise ValueError(f"{path!r} holds {', '.join(unsafe)}: code that would run on loading; refused. "
                              "Pass safe_mode=False only if you trust the file.")
     register_tfq_ops()
     return keras.models.load_model(path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)

@@ -107,6 +107,15 @@ def test_fit_logs_the_summary_and_no_metric_for_zero_weight_losses():
         assert 0 <= logs["qmoe_unused_experts"][0] <= 2 and 0 < logs["qmoe_router_confidence"][0] <= 1
 
 
+def test_router_metrics_can_be_turned_off_and_the_aux_losses_still_train():
+    x = np.random.default_rng(0).uniform(0, 1, size=(16, 3)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int32)
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, n_experts=3, top_k=1, metrics="none", **SMALL)
+    logs = model.fit(x, y, epochs=1, batch_size=8, verbose=0).history
+    assert sorted(logs) == ["accuracy", "loss"]
+    assert len(model.get_layer("qmoe").losses) == 2  # load balance and z-loss
+
+
 def test_an_expert_unused_for_an_epoch_warns_once():
     usage = ExpertUsage(3, "moe")
     usage.update_state(tf.constant([2.0, 0.0, 1.0]))
@@ -160,7 +169,7 @@ def test_version_2_policies_load_as_they_were_or_are_refused():
 @pytest.mark.parametrize("kwargs, message", [
     ({"routing": "random"}, r"routing='random' is not allowed; use one of \('top_k', 'expert_choice'\)"),
     ({"balance": "loss"}, r"balance='loss' is not allowed"),
-    ({"metrics": "all"}, r"metrics='all' is not allowed; use one of \('summary', 'per_expert'\)"),
+    ({"metrics": "all"}, r"metrics='all' is not allowed; use one of \('summary', 'per_expert', 'none'\)"),
     ({"routing": "expert_choice", "balance": "bias"}, "balanced by construction"),
     ({"bias_rate": -1}, r"bias_rate must be a number in \[0, 10\] \(logit units per step\), got -1"),
     ({"shared_experts": -1}, r"shared_experts must be a count >= 0 or a list of experts, got -1"),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 
 import cirq
 import numpy as np
@@ -54,6 +55,49 @@ def test_load_model_refuses_lambda_and_never_runs_it(tmp_path, where, suffix):
             assert not marker.exists()
         qmoe.load_model(path, safe_mode=False)  # trusted: the code runs
         assert marker.exists()
+
+
+def test_load_model_refuses_any_stored_function_in_an_h5_config(tmp_path):
+    # e.g. an RNN cell's ResidualWrapper keeps its residual_fn as marshalled bytecode, not as a Lambda layer
+    import h5py
+
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, **SMALL)
+    path = tmp_path / "m.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as file:
+        config = json.loads(file.attrs["model_config"])
+        config["config"]["layers"][-1]["config"]["residual_fn"] = ["4wAAAAA=", None, None]
+        config["config"]["layers"][-1]["config"]["residual_fn_type"] = "lambda"
+        file.attrs["model_config"] = json.dumps(config)
+    with pytest.raises(ValueError, match=r"holds a stored Python function \(residual_fn\): code that would run"):
+        qmoe.load_model(path)
+
+
+def test_load_model_imports_no_module_a_keras_file_names(tmp_path, monkeypatch):
+    (tmp_path / "planted_module.py").write_text("import pathlib; pathlib.Path(__file__).with_name('ran').touch()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"module": "planted_module", "class_name": "Model", "config": {}}))
+        archive.writestr("metadata.json", json.dumps({"keras_version": "2.18.0"}))
+    with pytest.raises(ValueError, match=r"holds the module 'planted_module', which loading would import"):
+        qmoe.load_model(path)
+    assert not (tmp_path / "ran").exists() and "planted_module" not in sys.modules
+
+
+def test_a_tf_directory_without_keras_metadata_is_refused_and_an_export_is_pointed_to_its_loader(tmp_path):
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, **SMALL)
+    qmoe.export_saved_model(model, tmp_path / "served")
+    with pytest.raises(ValueError, match=r"no keras_metadata.pb.*qmoe_tfq.load_saved_model"):
+        qmoe.load_model(tmp_path / "served")
+
+
+def test_a_checked_keras_file_still_loads(tmp_path):
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, **SMALL)
+    qmoe.save_model(model, tmp_path / "m.keras")
+    x = np.random.default_rng(0).uniform(0, 1, size=(3, 2)).astype(np.float32)
+    np.testing.assert_allclose(qmoe.load_model(tmp_path / "m.keras").predict(x, verbose=0),
+                               model.predict(x, verbose=0), atol=1e-6)
 
 
 def test_load_model_loads_a_tf_directory_in_a_fresh_process(tmp_path):

@@ -125,7 +125,7 @@ def test_unknown_option_exits_2(capsys):
 
 
 def test_csv_with_a_header_row_reads_as_numbers(tmp_path):
-    from qmoe_tfq.cli import read_array
+    from qmoe_tfq.cli_files import read_array
 
     (tmp_path / "x.csv").write_text("petal,sepal\n0.5,1.5\n2,3\n")  # as pandas' to_csv writes it
     np.testing.assert_array_equal(read_array(str(tmp_path / "x.csv"), "input"), [[0.5, 1.5], [2.0, 3.0]])

@@ -13,7 +13,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.backends import CircuitExecutor, make_program
-from qmoe_tfq.simulators import apply, statevector
+from qmoe_tfq.simulators import apply, kernel, statevector
 from qmoe_tfq.simulators.gates import UnsupportedGate
 from qmoe_tfq.simulators.statevector import Kernel, StatevectorExecutor
 
@@ -74,10 +74,10 @@ def test_random_circuits_match_tfq_values_and_exact_gradients(n_qubits, seed):
     observables = readouts(qubits)
     values = tf.constant(np.random.default_rng(seed).uniform(-3, 3, (3, len(NAMES))), tf.float32)
     weights = tf.constant([1.0, -2.0, 0.5])
-    kernel = Kernel(circuit, observables, NAMES)
+    compiled = Kernel(circuit, observables, NAMES)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(values)
-        mine = kernel(values)  # <float32>[3, 3]
+        mine = compiled(values)  # <float32>[3, 3]
         theirs = tfq.layers.Expectation()(tfq.convert_to_tensor([circuit] * 3), symbol_names=NAMES,
                                            symbol_values=values, operators=observables)
         loss = tf.reduce_sum(mine * weights)
@@ -108,11 +108,11 @@ def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_va
     qubits = sorted(circuit.all_qubits())
     values = tf.constant(np.random.default_rng(8).uniform(-3, 3, (5, len(NAMES))), tf.float32)
     run = StatevectorExecutor().compile(make_program([circuit], [readouts(qubits)], NAMES, qubits))
-    assert max(table.single.shape[1] for table in run.kernel.runs) > statevector.UNROLL_MAX_STEPS
-    kernel = Kernel(circuit, readouts(qubits), NAMES)
+    assert max(table.single.shape[1] for table in run.kernel.runs) > kernel.UNROLL_MAX_STEPS
+    reference = Kernel(circuit, readouts(qubits), NAMES)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(values)
-        mine, eager = run(values), kernel(values)  # 5 rows run as a bucket of 8
+        mine, eager = run(values), reference(values)  # 5 rows run as a bucket of 8
         losses = [tf.reduce_sum(out * [1.0, -2.0, 0.5]) for out in (mine, eager)]
     np.testing.assert_allclose(mine.numpy(), eager.numpy(), atol=1e-5)
     np.testing.assert_allclose(*(tape.gradient(loss, values).numpy() for loss in losses), atol=1e-4)

@@ -24,7 +24,8 @@ import logging
 from dataclasses import dataclass
 
 from qmoe_tfq.simulators.gates import UnsupportedGate
-from qmoe_tfq.simulators.statevector import Kernel, StatevectorExecutor
+from qmoe_tfq.simulators.kernel import Kernel
+from qmoe_tfq.simulators.statevector import StatevectorExecutor
 
 NOMINAL_BATCH = 32  # Keras' default batch size: the layer's batch is not known when it is built
 AUTO_MAX_QUBITS = 14  # wider, qsim won every measured case, and the kernel's tables grow as 2**n

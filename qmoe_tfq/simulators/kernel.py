@@ -1,0 +1,256 @@
+"""The TF statevector kernel: a layer's programs compiled once into a loop of uniform steps.
+
+TFQ pays a fixed cost per circuit row (parse, resolve, fuse) that, below ~10 qubits, is larger
+than the simulation itself. Here the programs of a layer (every expert's, however different) are
+compiled once, when the layer is built, into one `Kernel` acting on a batched state
+<complex64>[rows, 2**n] in which every row has its own program and symbol values:
+
+* gates are scheduled into stages (`gates.schedule`): single-qubit gates on a qubit fuse into one
+  2x2 matrix per row; diagonal gates (CZ, Rz, ZZ, controlled phases, ...) that can be moved next to
+  each other merge into one phase vector; CNOT, XX and YY become diagonal gates between
+  single-qubit basis changes, which fuse in turn;
+* stages are packed into *steps* of one shape (`gates.segments`): a layer of single-qubit matrices
+  (the identity where a qubit has none), applied as Kronecker products over chunks of at most
+  `apply.CHUNK_QUBITS` qubits, then a phase ``exp(i (values[:, columns] . slopes + base))``. Every program
+  becomes a table of steps, so the graph is one loop body however deep the circuits are and
+  however many programs there are: building and compiling it costs about the same for a 10-gate
+  and a 1000-gate circuit;
+* other gates with a unitary (ISWAP and SWAP powers, controlled gates, fixed matrices) split the
+  steps and apply their <complex64>[rows, 2**k, 2**k] matrix to their k axes, on their program's rows;
+* readouts: every Pauli string is a Z-string after a basis change, so each group of strings that
+  needs the same basis change costs one matmul of |amplitude|^2 with a sign matrix.
+
+Exponents may be ``coefficient * symbol + constant``, as TFQ allows. Gradients come from TF
+autodiff; no differentiator is involved.
+
+>>> a = sympy.Symbol("a")
+>>> q0, q1 = cirq.LineQubit.range(2)
+>>> kernel = Kernel(cirq.Circuit(cirq.rx(a)(q0), cirq.CNOT(q0, q1)), [cirq.Z(q0) * cirq.Z(q1), cirq.Z(q1)], ["a"])
+>>> kernel(tf.constant([[0.0], [np.pi / 2]])).numpy().round(3)
+array([[1., 1.],
+       [1., 0.]], dtype=float32)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import cirq
+import numpy as np
+import tensorflow as tf
+
+from qmoe_tfq.simulators.apply import apply_general, apply_layer, apply_single, chunks, full, take
+from qmoe_tfq.simulators.gates import Stage, Step, gates, schedule, segments
+
+UNROLL_MAX_STEPS = 4  # runs of at most this many steps are unrolled; longer ones run as a loop
+
+_H = np.array([[1, 1], [1, -1]]) / np.sqrt(2)
+_S_DAGGER = np.diag([1, -1j])
+_BASIS_CHANGE = {"X": _H, "Y": _H @ _S_DAGGER}  # U with U P U^dagger = Z
+
+
+class StepTable(NamedTuple):
+    """One run of steps of every program (identity steps pad the shorter ones)."""
+
+    single: np.ndarray  # <int32>[P, T, n] each axis's fused single-qubit matrix (the last one is the identity)
+    columns: np.ndarray  # <int32>[P, T, G] value columns of each step's phase (the zero column pads)
+    slopes: np.ndarray  # <float32>[P, T, G, 2**n] phase per unit of each column's value
+    base: np.ndarray  # <float32>[P, T, 2**n] constant phase
+
+
+class Kernel:
+    """Programs compiled: row values <float32>[R, n_symbols] (and program indices, initial states) -> readouts.
+
+    Args:
+        circuits: one program, or the programs that rows choose from by `program_index`.
+        observables: the readouts (`cirq.PauliSum`s or strings); for several programs, one list per
+            program, all equally long.
+        symbol_names: the names of the columns of the values the kernel will be called with.
+        qubits: the qubits in state order (first = most significant); default: the circuits', sorted.
+    """
+
+    MAX_QUBITS = 20
+
+    def __init__(self, circuits: cirq.AbstractCircuit | Sequence[cirq.AbstractCircuit],
+                 observables: Sequence[cirq.PauliSum] | Sequence[Sequence[cirq.PauliSum]],
+                 symbol_names: Sequence[str], qubits: Sequence[cirq.Qid] | None = None) -> None:
+        one = isinstance(circuits, cirq.AbstractCircuit)
+        circuits, observables = ([circuits], [observables]) if one else (list(circuits), list(observables))
+        self.qubits = sorted(set().union(*(c.all_qubits() for c in circuits))) if qubits is None else list(qubits)
+        self.n = len(self.qubits)
+        if self.n > self.MAX_QUBITS:
+            raise ValueError(f"the statevector simulator holds at most {self.MAX_QUBITS} qubits, got {self.n}.")
+        self.n_programs = len(circuits)
+        axes = {q: a for a, q in enumerate(self.qubits)}
+        columns = {name: c for c, name in enumerate(symbol_names)}
+        stage_lists = [schedule(gates(c, axes, columns)) for c in circuits]
+        every_gate = [g for stages in stage_lists for stage in stages for g in stage.gates]
+        # The kernel reads only the columns its gates use, then a zero column that pads phases.
+        self.columns = sorted({g.column for g in every_gate if g.column is not None})
+        for g in every_gate:
+            g.column = None if g.column is None else self.columns.index(g.column)
+        self._single_tables([stage for stages in stage_lists for stage in stages if stage.kind == "single"])
+        runs = [segments(stages) for stages in stage_lists]
+        count = max(len(steps) for steps, _ in runs)
+        self.runs = [self._step_table([steps[j] if j < len(steps) else [] for steps, _ in runs])
+                     for j in range(count)]
+        # after run j: (program, general gate) pairs
+        self.general = [[(p, general[j]) for p, (_, general) in enumerate(runs) if j < len(general)]
+                        for j in range(count)]
+        self.readouts = self._readout_groups(observables, axes)
+        self.stage_count = sum(len(stages) for stages in stage_lists)
+
+    @property
+    def step_count(self) -> int:
+        """Steps a row goes through (the longest program's), general gates included."""
+        return sum(table.single.shape[1] for table in self.runs) + len(self.runs) - 1
+
+    @property
+    def step_work(self) -> int:
+        """Multiply-adds per amplitude of one step: the layer's Kronecker chunks, then each symbolic phase term
+        (gathered per row when the programs differ)."""
+        terms = max(table.columns.shape[2] for table in self.runs)
+        return sum(2 ** size for _, size in chunks(self.n)) + terms * (2 if self.n_programs > 1 else 1)
+
+    def _single_tables(self, singles: Sequence[Stage]) -> None:
+        """Every single-qubit gate as rows of one table, so all their matrices are made in a few ops."""
+        self.single_index = {id(stage): i for i, stage in enumerate(singles)}
+        self.identity = len(singles)  # the fused table's last matrix
+        gate_list = [g for stage in singles for g in stage.gates]
+        width = max([len(g.projectors) for g in gate_list] + [1])  # eigencomponents J (2 for rotations)
+        pad = [width - len(g.projectors) for g in gate_list]
+        # Fixed gates read the zero column appended after the used ones, with slope 0.
+        self._columns = np.array([len(self.columns) if g.column is None else g.column for g in gate_list], np.int32)
+        self._slopes = np.array([np.pad(g.slope, (0, p)) for g, p in zip(gate_list, pad)], np.float32).reshape(-1, width)
+        self._offsets = np.array([np.pad(g.offset, (0, p)) for g, p in zip(gate_list, pad)], np.float32).reshape(
+            -1, width)
+        self._projectors = np.array([np.concatenate([g.projectors.reshape(-1, 2, 2), np.zeros((p, 2, 2))])
+                                     for g, p in zip(gate_list, pad)], np.complex64).reshape(-1, width, 2, 2)
+        self._fixed = np.array([g.fixed for g in gate_list], np.complex64).reshape(-1, 2, 2)
+        depth = max([len(stage.gates) for stage in singles] + [1])
+        starts = np.cumsum([0] + [len(stage.gates) for stage in singles])
+        # fusion[s, k]: the k-th gate of single stage s, or the identity appended after the G gates.
+        self._fusion = np.array([[starts[i] + k if k < len(stage.gates) else len(gate_list) for k in range(depth)]
+                                 for i, stage in enumerate(singles)] + [[len(gate_list)] * depth], np.int32)
+
+    def _step_table(self, programs: Sequence[Sequence[Step]]) -> StepTable:
+        """The steps of each program (one run of them) as arrays, padded to the longest program."""
+        size, zero = 2 ** self.n, len(self.columns)
+        phases = [[self._phase(step.diagonal) for step in steps] for steps in programs]
+        length = max(len(steps) for steps in programs)
+        width = max([len(slopes) for steps in phases for slopes, _ in steps] + [0])
+        table = StepTable(np.full((len(programs), length, self.n), self.identity, np.int32),
+                          np.full((len(programs), length, width), zero, np.int32),
+                          np.zeros((len(programs), length, width, size), np.float32),
+                          np.zeros((len(programs), length, size), np.float32))
+        for p, steps in enumerate(programs):
+            for t, step in enumerate(steps):
+                for axis, stage in step.layer.items():
+                    table.single[p, t, axis] = self.single_index[id(stage)]
+                slopes, table.base[p, t] = phases[p][t]
+                for g, (column, slope) in enumerate(slopes.items()):
+                    table.columns[p, t, g], table.slopes[p, t, g] = column, slope
+        return table
+
+    def _phase(self, stage: Stage | None) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """({column: slope <float>[2**n]}, base <float>[2**n]) of a diagonal stage: angles ``sum values * slope + base``."""
+        slopes, base = {}, np.zeros(2 ** self.n)
+        for g in stage.gates if stage is not None else []:
+            local_slope, local_offset = g.phases()
+            base += full(local_offset, g.axes, self.n)
+            if g.column is not None:
+                slopes[g.column] = slopes.get(g.column, 0.0) + full(local_slope, g.axes, self.n)
+        return slopes, base
+
+    def _readout_groups(self, observables: Sequence[Sequence[cirq.PauliSum]], axes: dict[cirq.Qid, int]) -> dict:
+        """{basis change ((axis, "X"|"Y"), ...): sign matrix <float32>[P, 2**n, n_ops]}."""
+        groups: dict[tuple, np.ndarray] = {}
+        index = np.arange(2 ** self.n)
+        n_ops = len(observables[0])
+        for p, program in enumerate(observables):
+            for column, observable in enumerate(program):
+                for term in cirq.PauliSum.wrap(observable):
+                    basis = tuple(sorted((axes[q], str(x)) for q, x in term.items() if str(x) in _BASIS_CHANGE))
+                    signs = np.ones(2 ** self.n)
+                    for q in term.qubits:
+                        signs *= 1 - 2 * ((index >> (self.n - 1 - axes[q])) & 1)
+                    matrix = groups.setdefault(basis, np.zeros((self.n_programs, 2 ** self.n, n_ops)))
+                    matrix[p, :, column] += np.real(term.coefficient) * signs
+        return {basis: matrix.astype(np.float32) for basis, matrix in groups.items()}
+
+    def _fused(self, values: tf.Tensor) -> tf.Tensor:
+        """<complex64>[R, S + 1, 2, 2] each single stage's fused matrix per row, then the identity.
+
+        2x2 products are written out elementwise: as batched matmuls they cost more than the rest of a step.
+        """
+        rows = tf.shape(values)[0]
+        padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
+        angle = tf.gather(padded, self._columns, axis=1)[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
+        phases = tf.complex(tf.cos(angle), tf.sin(angle))  # <complex64>[R, G, J]
+        matrices = tf.reduce_sum(phases[:, :, :, None, None] * self._projectors, axis=2) + self._fixed  # [R, G, 2, 2]
+        identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [rows, 1, 2, 2])
+        stacked = tf.gather(tf.concat([matrices, identity], axis=1), self._fusion, axis=1)  # <complex64>[R, S+1, K, 2, 2]
+        fused = stacked[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
+        for k in range(1, self._fusion.shape[1]):
+            gate = stacked[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]
+            fused = gate[..., :, 0, None] * fused[..., None, 0, :] + gate[..., :, 1, None] * fused[..., None, 1, :]
+        return fused
+
+    def _run(self, state: tf.Tensor, fused: tf.Tensor, values: tf.Tensor, table: StepTable,
+             program_index: tf.Tensor) -> tf.Tensor:
+        """`state` <complex64>[R, 2**n] after one run of steps; `values` <float32>[R, C + 1] end in the zero column."""
+        length = table.single.shape[1]
+
+        def at(array: np.ndarray, t: int | tf.Tensor) -> tf.Tensor:  # array[:, t] <[P, T, ...]> -> [1 or R, ...]
+            step_of_each = tf.gather(tf.constant(array), t, axis=1)
+            return step_of_each if self.n_programs == 1 else tf.gather(step_of_each, program_index)
+
+        def step(t: int | tf.Tensor, state: tf.Tensor) -> tf.Tensor:
+            state = apply_layer(state, take(fused, at(table.single, t)), self.n)
+            angle = at(table.base, t)  # <float32>[R or 1, 2**n]
+            if table.slopes.shape[2]:
+                used = take(values, at(table.columns, t))  # <float32>[R, G]
+                angle += tf.reduce_sum(used[:, :, None] * at(table.slopes, t), axis=1)
+            return state * tf.exp(tf.complex(tf.zeros_like(angle), angle))
+
+        if length <= UNROLL_MAX_STEPS:
+            for t in range(length):
+                state = step(t, state)
+            return state
+        _, state = tf.while_loop(lambda t, _: t < length, lambda t, s: (t + 1, step(t, s)),
+                                 (tf.constant(0), state), maximum_iterations=length)
+        return state
+
+    def ground_states(self, rows: tf.Tensor) -> tf.Tensor:
+        """<complex64>[rows, 2**n] copies of |0...0>."""
+        return tf.cast(tf.one_hot(tf.zeros([rows], tf.int32), 2 ** self.n), tf.complex64)
+
+    def __call__(self, values: tf.Tensor, initial: tf.Tensor | None = None,
+                 program_index: tf.Tensor | None = None) -> tf.Tensor:
+        """<float32>[R, n_ops] readouts of rows with `values` <float32>[R, n_symbols], from `initial`
+        <complex64>[R, 2**n] states or (None) from |0...0>, each on program `program_index` <int32>[R]."""
+        values = tf.gather(tf.cast(values, tf.float32), self.columns, axis=1)  # <float32>[R, C]
+        rows = tf.shape(values)[0]
+        if self.n_programs > 1 and program_index is None:
+            raise ValueError(f"a kernel of {self.n_programs} programs needs each row's program_index.")
+        state = self.ground_states(rows) if initial is None else tf.cast(initial, tf.complex64)
+        fused = self._fused(values)
+        padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
+        for table, general in zip(self.runs, self.general):
+            state = self._run(state, fused, padded, table, program_index)
+            for program, gate in general:
+                applied = apply_general(state, gate.matrix(values), list(gate.axes), self.n)
+                state = applied if self.n_programs == 1 else tf.where(
+                    tf.equal(program_index, program)[:, None], applied, state)
+        readouts = 0.0
+        for basis, signs in self.readouts.items():
+            rotated = state
+            for axis, pauli in basis:
+                rotated = apply_single(rotated, tf.constant(_BASIS_CHANGE[pauli], tf.complex64), axis, self.n)
+            probabilities = tf.math.real(rotated) ** 2 + tf.math.imag(rotated) ** 2  # <float32>[R, 2**n]
+            if self.n_programs == 1:
+                readouts += tf.matmul(probabilities, signs[0])  # <float32>[R, n_ops]
+            else:
+                every = tf.einsum("rd,pdo->rpo", probabilities, signs)  # <float32>[R, P, n_ops]
+                readouts += tf.gather(every, program_index, axis=1, batch_dims=1)
+        return readouts

@@ -34,6 +34,7 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq.circuits import Ansatz, default_readouts, router_readouts
+from qmoe_tfq.cli_files import positive_int
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -113,12 +114,12 @@ def throughput(model: keras.Model, x, y, steps: int) -> tuple[float, float]:
 
 def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the benchmark's options to `parser` (shared by the script and ``qmoe-tfq bench``)."""
-    parser.add_argument("--qubits", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--experts", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--sweep", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--qubits", type=positive_int, default=8)
+    parser.add_argument("--layers", type=positive_int, default=3)
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--experts", type=positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=8)
+    parser.add_argument("--sweep", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 qubits, 1 layer, 2 experts, batch 16, 1 step, sweep 1 2")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where throughput.md and scaling.png go")
     return parser

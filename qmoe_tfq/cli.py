@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qmoe_tfq.cli_files import (CliError, check_classes, parse_float, read_features, read_labels, writable_output,
-                                write_array)
+from qmoe_tfq.cli_files import (CliError, check_classes, parse_float, positive_int, read_features, read_labels,
+                                writable_output, write_array)
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,10 +20,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive_int(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+def seed(text: str) -> int:
+    value = int(text) if text.isdigit() else None
+    if value is None or value >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text!r}")
     return value
 
 
@@ -41,12 +41,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def is_keras_directory(path: str) -> bool:
+    """A TF-format Keras model (``model.save(dir)``), not a serving SavedModel from ``export``."""
+    return os.path.isfile(os.path.join(path, "keras_metadata.pb"))
+
+
 def load_keras(path: str):
-    """A Keras model file through the safe loader, any failure as a `CliError`."""
+    """A Keras model (.keras, .h5 or TF-format directory) through the safe loader, any failure as a `CliError`."""
     from qmoe_tfq import saving
 
-    if not (os.path.isfile(path) and path.endswith((".keras", ".h5"))):
-        raise CliError(f"{path!r} is not a Keras model file (.keras or .h5).")
+    if not (os.path.isfile(path) and path.endswith((".keras", ".h5")) or is_keras_directory(path)):
+        raise CliError(f"{path!r} is not a Keras model (a .keras or .h5 file, or a TF-format directory).")
     try:
         return saving.load_model(path)
     except Exception as error:  # noqa: BLE001  (any corrupt or foreign file: one line, exit 2)
@@ -57,10 +62,10 @@ def load_predictor(path: str) -> Callable[[np.ndarray], np.ndarray]:
     """A function features -> predictions for a SavedModel directory or a .keras/.h5 Keras file."""
     from qmoe_tfq import saving
 
-    if saving.is_saved_model(path):
+    if saving.is_saved_model(path) and not is_keras_directory(path):
         loaded = saving.load_saved_model(path)
         return lambda x: saving.run_serving(loaded, x).numpy()
-    if os.path.isfile(path) and path.endswith((".keras", ".h5")):
+    if os.path.isfile(path) and path.endswith((".keras", ".h5")) or is_keras_directory(path):
         model = load_keras(path)
         if model.inputs[0].dtype.name == "string":
             raise CliError(f"{path!r} takes circuits; the command line feeds float features, so "
@@ -127,7 +132,10 @@ def command_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {args.out!r} is a file; give a directory for model.keras, metrics.json and gates.png.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CliError(f"--out {args.out!r} cannot be made: {error.strerror}.") from None
     writable_output(str(out / "model.keras"))
     if not os.access(out, os.W_OK):
         raise CliError(f"--out {args.out!r} is not writable.")
@@ -196,7 +204,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=positive_int, default=10)
     train.add_argument("--batch-size", type=positive_int, default=32)
     train.add_argument("--lr", type=positive_float, default=0.05)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed, default=0)
     train.add_argument("--out", default="qmoe_run", help="output directory")
     train.set_defaults(run=command_train)
 

@@ -1,7 +1,9 @@
-"""The command line's files: numeric arrays in (.npy without pickles, .csv with an optional header),
-labels checked, outputs checked before any work; every problem a `CliError`."""
+"""The command line's inputs: numeric arrays in (.npy without pickles, .csv with an optional header),
+labels checked, outputs checked before any work, counts as argument types; every problem a `CliError`
+or the parser's one-line error."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -10,6 +12,14 @@ import numpy as np
 
 class CliError(Exception):
     """A user-facing error: printed as ``qmoe-tfq: error: ...`` with exit code 2."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer."""
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def parse_float(text: str) -> float | None:
@@ -86,9 +96,14 @@ def read_labels(path: str, n_samples: int) -> np.ndarray:
 
 
 def check_classes(labels: np.ndarray, path: str) -> None:
-    """Training labels must use every class 0..C-1: a missing one would be a class the model never sees."""
+    """Training labels must use every class 0..C-1, each at least twice (once for training, once for testing):
+    a missing one would be a class the model never sees."""
     missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
         raise CliError(f"labels in {path!r} must be class indices 0..C-1 with every class present; classes {shown} "
                        f"have no sample (labels 1..C: subtract 1).")
+    counts = np.bincount(labels)
+    if counts.min() < 2:
+        raise CliError(f"labels in {path!r}: class {int(counts.argmin())} has {int(counts.min())} sample; every class "
+                       "needs at least 2, one for training and one for testing.")

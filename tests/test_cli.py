@@ -43,7 +43,7 @@ def test_export_then_predict_from_npy_and_csv(saved, capsys):
     (["predict", "--model", "{root}", "--input", "{root}/x.npy"], "is not a model"),
     (["predict", "--model", "{root}/sm", "--input", "{root}/bad.npy"],
      r"expects features of dtype float32 and shape \[batch, 2\], got dtype float32 and shape \[4, 3\]"),
-    (["export", "--model", "{root}/x.npy", "--output", "{root}/out"], "is not a Keras model file"),
+    (["export", "--model", "{root}/x.npy", "--output", "{root}/out"], "is not a Keras model \\(a .keras or .h5 file"),
 ])
 def test_cli_errors_exit_2_with_a_message(saved, capsys, args, message):
     root, _ = saved
@@ -129,3 +129,14 @@ def test_csv_with_a_header_row_reads_as_numbers(tmp_path):
 
     (tmp_path / "x.csv").write_text("petal,sepal\n0.5,1.5\n2,3\n")  # as pandas' to_csv writes it
     np.testing.assert_array_equal(read_array(str(tmp_path / "x.csv"), "input"), [[0.5, 1.5], [2.0, 3.0]])
+
+
+def test_predict_takes_a_tf_format_keras_directory(tmp_path, capsys):
+    model = qmoe.build_qmoe_classifier(cirq.GridQubit.rect(1, 2), 2, n_features=2, n_experts=2, expert_layers=1,
+                                       router_layers=1)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 2)).astype(np.float32)
+    model.save(str(tmp_path / "m_tf"))
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", "--model", str(tmp_path / "m_tf"), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(tmp_path / "p.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0), atol=1e-6)

@@ -240,6 +240,7 @@ def files(tmp_path_factory):
     np.save(root / "y.npy", np.array([0, 1, 0, 1, 0, 1]))
     np.save(root / "y5.npy", np.array([0, 1, 5, 1, 0, 1]))
     np.save(root / "y13.npy", np.array([1, 2, 3, 1, 2, 3]))
+    np.save(root / "y_single.npy", np.array([0, 0, 0, 0, 0, 1]))
     np.save(root / "nan.npy", np.array([[0.1, np.nan]] * 6))
     np.save(root / "pickled.npy", np.array([{"a": 1}] * 2, dtype=object), allow_pickle=True)
     (root / "text.csv").write_text("0.1,abc\n0.2,0.3\n")
@@ -253,6 +254,11 @@ def files(tmp_path_factory):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--features", "{r}/text.csv", "--labels", "{r}/y.npy"], "cannot be read as numbers"),
+    (["train", "--features", "{r}/x.npy", "--labels", "{r}/y_single.npy"],
+     "class 1 has 1 sample; every class needs at least 2"),
+    (["train", "--dataset", "moons", "--seed", "-1"], r"--seed: must be an integer in \[0, 2\*\*32 - 1\]"),
+    (["train", "--dataset", "moons", "--out", "{r}/a_file/run"], "--out .* cannot be made: Not a directory"),
+    (["bench", "--qubits", "0"], "--qubits: must be a positive integer, got '0'"),
     (["train", "--features", "{r}/x.npy", "--labels", "{r}/y13.npy"],
      r"every class present; classes 0 have no sample \(labels 1..C: subtract 1\)"),
     (["train", "--dataset", "moons", "--epochs", "0"], "--epochs: must be a positive integer, got '0'"),

@@ -123,13 +123,20 @@ class RoutingLogger(keras.callbacks.Callback):
         super().__init__()
         self.inputs, self.labels, self.layer = inputs, labels, layer
         self.history: list[RoutingStatistics] = []
+        self._feeder: keras.Model | None = None
         self._writer = None if log_dir is None else tf.summary.create_file_writer(os.fspath(log_dir))
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self._feeder = None
 
     def _layer_inputs(self, layer: QMoELayer):
         """What `layer` receives when the model gets `self.inputs` (the inputs themselves if it is first)."""
         if layer not in self.model.layers or any(layer.input is tensor for tensor in self.model.inputs):
             return self.inputs
-        return keras.Model(self.model.inputs, layer.input).predict(self.inputs, verbose=0)
+        if self._feeder is None:  # the layers in front, made once
+            self._feeder = keras.Model(self.model.inputs, layer.input)
+        return self._feeder.predict(self.inputs, verbose=0)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         layer = self.layer or find_qmoe_layer(self.model)

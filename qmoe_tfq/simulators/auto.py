@@ -8,10 +8,10 @@ fitted by ``python benchmarks/calibrate.py`` on the 2-core CPU this project is m
 
 `steps` is the kernel's loop length (`Kernel.step_count`), `work` what one step does per amplitude
 (`Kernel.step_work`: the layer's Kronecker chunks and the phase's symbolic terms), `gates` the
-program's operations, `rows`
-what one call evaluates (``Program.rows_per_sample`` times a nominal batch of 32: the router 1,
-top-k experts k, dense experts E). The kernel's compile is spread over `Costs.horizon` steps. Wider
-than the kernel holds, or with a gate it cannot run, a program runs on TFQ.
+program's operations, `rows` what one call evaluates (``Program.rows_per_sample`` times a nominal
+batch of 32: the router 1, top-k experts k, dense experts E). The kernel's compile is spread over
+`Costs.horizon` steps. Wider than `AUTO_MAX_QUBITS`, or with a gate the kernel cannot run, a
+program runs on TFQ.
 
 >>> choose(ProgramShape(n=8, steps=3, work=32, gates=72, rows=32)).executor
 'statevector'
@@ -144,6 +144,9 @@ class AutoExecutor:
 
     def _choose(self, program) -> tuple[Choice, object]:
         """(choice, the kernel's run or None); the kernel's tables are built, XLA compiles on first use."""
+        follow = "as the layer's first program (one executor per layer)"
+        if self.choices and self.choices[0].executor == "noiseless":
+            return Choice("noiseless", follow), None
         if len(program.qubits) > AUTO_MAX_QUBITS:
             return Choice("noiseless", f"{len(program.qubits)} qubits, more than AUTO_MAX_QUBITS={AUTO_MAX_QUBITS}"), None
         try:
@@ -151,6 +154,6 @@ class AutoExecutor:
         except UnsupportedGate as error:
             return Choice("noiseless", f"the statevector kernel cannot run this program ({error})"), None
         if self.choices:
-            return Choice(self.choices[0].executor, "as the layer's first program (one executor per layer)"), run
+            return Choice("statevector", follow), run
         rows = max(1, round(program.rows_per_sample * NOMINAL_BATCH))
         return choose(ProgramShape.of(program, run.kernel, rows), self.costs), run

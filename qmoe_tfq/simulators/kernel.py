@@ -98,7 +98,6 @@ class Kernel:
         self.general = [[(p, general[j]) for p, (_, general) in enumerate(runs) if j < len(general)]
                         for j in range(count)]
         self.readouts = self._readout_groups(observables, axes)
-        self.stage_count = sum(len(stages) for stages in stage_lists)
 
     @property
     def step_count(self) -> int:

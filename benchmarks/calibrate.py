@@ -3,7 +3,7 @@
 For circuits of several widths and depths (brickwork layers of ry/rz rotations and ZZ or CZ
 entanglers, from shallow hardware-efficient to QCNN-deep) and several row counts, one process times
 the forward and backward pass of one executor call on each executor, then fits the cost model of
-`qmoe_tfq.simulators.auto`:
+`qmoe_tfq.execution.auto`:
 
     kernel  = kernel_call + steps * (kernel_step + kernel_amplitude * rows * 2**n)
     tfq     = tfq_call + rows * (tfq_row + tfq_gate_amplitude * gates * 2**n)
@@ -28,9 +28,8 @@ import sympy
 import tensorflow as tf
 from scipy.optimize import nnls
 
-from qmoe_tfq.backends import CircuitExecutor, make_program
-from qmoe_tfq.simulators.auto import COSTS, Costs, ProgramShape, choose
-from qmoe_tfq.simulators.statevector import StatevectorExecutor
+from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
+from qmoe_tfq.execution.auto import COSTS, Costs, ProgramShape, choose
 
 
 def brickwork(n_qubits: int, layers: int, entangler: str) -> cirq.Circuit:

@@ -13,7 +13,8 @@ from typing import NamedTuple
 import cirq
 import tensorflow as tf
 
-from qmoe_tfq.backends import CircuitExecutor, Noise
+from qmoe_tfq.execution import Executor
+from qmoe_tfq.execution.backends import Noise
 from qmoe_tfq.circuits import Ansatz, expert_symbol_prefix, rename_symbols, validate_qubits
 from qmoe_tfq.dispatch import Program, single_program
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
@@ -108,38 +109,32 @@ def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], 
                        [*data_names, *router_names, *expert_names], all_qubits, noise, len(data_names)))
 
 
-def router_values(angles: tf.Tensor, router_layers: int, router_weights: tf.Tensor) -> tf.Tensor:
-    """<float32>[B, router_layers * F + n_router_symbols] values of the router program."""
-    batch = tf.shape(angles)[0]
-    return tf.concat([tf.tile(angles, [1, router_layers]), tf.tile(router_weights[None, :], [batch, 1])], axis=1)
-
-
-def mixture_values(angles: tf.Tensor, router_layers: int, weights: Sequence[tf.Tensor]) -> tf.Tensor:
-    """<float32>[B, F + router_layers * F + n_router_symbols + sum of expert symbols] for the mixture."""
-    batch = tf.shape(angles)[0]
-    flat = tf.concat(list(weights), axis=0)  # <float32>[n_router_symbols + sum of expert symbols]
-    return tf.concat([angles, tf.tile(angles, [1, router_layers]), tf.tile(flat[None, :], [batch, 1])], axis=1)
-
-
 class CoherentMixture:
     """Both programs compiled once on `executor`: `gates` runs the router alone, `outputs` the mixture.
 
     Built in `QMoELayer.build`; `router` and `experts` are its `ExpertPQC`s, read at every call.
     """
 
-    def __init__(self, executor: CircuitExecutor, qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid],
+    def __init__(self, executor: Executor, qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid],
                  encoder: FeatureEncoder, router_layers: int, ansatz: Ansatz, prefix: str, router: ExpertPQC,
                  experts: Sequence[ExpertPQC], observables: Sequence[cirq.PauliSum], noise: Noise | None) -> None:
         programs = coherent_programs(qubits, register, encoder, router_layers, ansatz, prefix,
                                      router.symbol_names.numpy().astype(str), experts, observables, noise)
+        self.programs = programs
         self._run_router, self._run_mixture = executor.compile(programs.router), executor.compile(programs.mixture)
         self.router_layers, self.router, self.experts = router_layers, router, list(experts)
 
+    def _uploads(self, angles: tf.Tensor) -> tf.Tensor:
+        """<float32>[B, router_layers * F] the features uploaded before each router layer."""
+        return tf.tile(angles, [1, self.router_layers])
+
     def gates(self, angles: tf.Tensor) -> tf.Tensor:
         """<float32>[B, E] the register's Born probabilities for encoder angles <float32>[B, F]."""
-        return self._run_router(router_values(angles, self.router_layers, self.router.parameters))
+        return self._run_router(self.programs.router.values(self._uploads(angles), self.router.parameters))
 
     def outputs(self, angles: tf.Tensor) -> tf.Tensor:
         """<float32>[B, n_readouts] ``sum_e p_e <O>_e``, one circuit per sample."""
-        weights = [self.router.parameters] + [expert.parameters for expert in self.experts]
-        return self._run_mixture(mixture_values(angles, self.router_layers, weights))
+        # weights <float32>[n_router_symbols + every expert's symbols]
+        weights = tf.concat([self.router.parameters] + [expert.parameters for expert in self.experts], axis=0)
+        data = tf.concat([angles, self._uploads(angles)], axis=1)  # <float32>[B, F + router_layers * F]
+        return self._run_mixture(self.programs.mixture.values(data, weights))

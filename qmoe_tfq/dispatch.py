@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq.backends import Noise, Program, Run, apply_noise, make_program
+from qmoe_tfq.execution.backends import Noise, apply_noise
+from qmoe_tfq.execution.program import Program, Run, make_program
 from qmoe_tfq.circuits import expert_symbol_prefix, on_qubits, rename_symbols, sorted_symbol_names
 from qmoe_tfq.inputs import Batch
 from qmoe_tfq.routing import Routing
@@ -115,7 +116,7 @@ def row_values(table: ExpertTable, rows: Rows, angles: tf.Tensor, weights: Seque
     if input_scaling is not None:
         scaling = tf.gather(input_scaling, rows.expert_index)  # <float32>[R, L, F]
         data = tf.reshape(scaling * data[:, None, :], [tf.shape(data)[0], -1])  # <float32>[R, L * F]
-    return tf.concat([data, tf.gather(weight_matrix(table, weights), rows.expert_index)], axis=1)
+    return table.program.values(data, tf.gather(weight_matrix(table, weights), rows.expert_index))
 
 
 def routed_rows(route: Routing) -> Rows:

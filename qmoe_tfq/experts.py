@@ -16,7 +16,8 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.backends import Backend, Noise, apply_noise, execution_config, make_executor, make_program, validate_noise
+from qmoe_tfq.execution import make_executor, make_program
+from qmoe_tfq.execution.backends import Backend, Noise, apply_noise, execution_config, validate_noise
 from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables, validate_positive_int
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
 from qmoe_tfq.hybrid import ClassicalExpert

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from qmoe_tfq.encoding import FeatureEncoder
-from qmoe_tfq.programs import check_input_circuits, qubit_ids
+from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
 
 
 class Batch(NamedTuple):

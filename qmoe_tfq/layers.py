@@ -17,7 +17,8 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import coherent, dispatch, routing
-from qmoe_tfq.backends import Backend, CircuitExecutor, Noise, execution_config, make_executor, validate_noise
+from qmoe_tfq.execution import Executor, make_executor
+from qmoe_tfq.execution.backends import Backend, Noise, execution_config, validate_noise
 from qmoe_tfq.circuits import (Ansatz, Observable, default_readouts, router_readouts, validate_observables,
                                validate_positive_int, validate_qubits)
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder, check_encoder
@@ -111,7 +112,7 @@ class QMoELayer(keras.layers.Layer):
                  entangle_first: bool = Ansatz.entangle_first,
                  encoder: FeatureEncoder | None = None, reuploading: bool = False, aggregation: str = "classical",
                  router_noise: float = 0.0, capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
-                 z_loss_weight: float = 1e-3, backend: Backend | CircuitExecutor = "auto",
+                 z_loss_weight: float = 1e-3, backend: Backend | Executor = "auto",
                  repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
                  noise: Noise | None = None, experts: Sequence[Part] | None = None, router: Part | None = None,
                  router_observables: Sequence[Observable] | None = None,
@@ -249,9 +250,10 @@ class QMoELayer(keras.layers.Layer):
         self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts,
                                          self.input_scaling if self.reuploading else None)
         if self.quantum_router and self.aggregation == "classical":
-            self._run_router = self._executor.compile(dispatch.router_program(
+            self._router_program = dispatch.router_program(
                 data_circuit, data_names, self.router.model_circuit, self.router.symbol_names.numpy().astype(str),
-                self.router.readouts, self.qubits, self.noise))
+                self.router.readouts, self.qubits, self.noise)
+            self._run_router = self._executor.compile(self._router_program)
             if self.router_head is None:
                 self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
                                                    trainable=True)
@@ -282,9 +284,7 @@ class QMoELayer(keras.layers.Layer):
             return self.router(batch.features)
         if self.aggregation == "coherent":
             return self._coherent.gates(batch.angles)
-        size = tf.shape(batch.angles)[0]
-        # values <float32>[B, D + n_router_symbols]
-        values = tf.concat([batch.angles, tf.tile(self.router.parameters[None, :], [size, 1])], axis=1)
+        values = self._router_program.values(batch.angles, self.router.parameters)  # <float32>[B, D + n_router_symbols]
         readouts = self._run_router(values, circuits=batch.circuits)  # <float32>[B, n_router_readouts]
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq.backends import Backend, Noise
+from qmoe_tfq.execution.backends import Backend, Noise
 from qmoe_tfq.circuits import Ansatz, Observable, default_readouts, validate_positive_int, validate_qubits
 from qmoe_tfq.encoding import AngleEncoder
 from qmoe_tfq.experts import QUANTUM, ExpertPQC

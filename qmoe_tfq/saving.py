@@ -22,7 +22,7 @@ import h5py
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq.backends import runs_in_python
+from qmoe_tfq.execution.backends import runs_in_python
 from qmoe_tfq.experts import ExpertPQC
 from qmoe_tfq.layers import QMoELayer
 from qmoe_tfq.serialization import register_tfq_ops

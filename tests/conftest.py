@@ -7,7 +7,7 @@ import cirq
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq.backends import CircuitExecutor
+from qmoe_tfq.execution import CircuitExecutor
 
 
 @pytest.fixture(autouse=True)

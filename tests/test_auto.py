@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import qmoe_tfq as qmoe
-from qmoe_tfq.simulators.auto import AUTO_MAX_QUBITS, COSTS, Costs, ProgramShape, choose
+from qmoe_tfq.execution.auto import AUTO_MAX_QUBITS, COSTS, Costs, ProgramShape, choose
 
 SHALLOW = ProgramShape(n=8, steps=3, work=32, gates=72, rows=32)
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 
 import qmoe_tfq as qmoe
-from qmoe_tfq.backends import CircuitExecutor
+from qmoe_tfq.execution import CircuitExecutor
 from qmoe_tfq.hardware import (
     DeviceCompilationError,
     circuit_stats,

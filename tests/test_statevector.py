@@ -12,10 +12,10 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 import qmoe_tfq as qmoe
-from qmoe_tfq.backends import CircuitExecutor, make_program
-from qmoe_tfq.simulators import apply, kernel, statevector
-from qmoe_tfq.simulators.gates import UnsupportedGate
-from qmoe_tfq.simulators.statevector import Kernel, StatevectorExecutor
+from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
+from qmoe_tfq.execution import apply, kernel, statevector
+from qmoe_tfq.execution.kernel import Kernel
+from qmoe_tfq.execution.ops import UnsupportedGate
 
 SYMBOLS = sympy.symbols("a b c d")
 NAMES = [str(s) for s in SYMBOLS]

@@ -16,11 +16,9 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 from tensorflow_quantum.core.ops import tfq_simulate_ops
 
-from qmoe_tfq.programs import check_input_circuits, qubit_ids
-from qmoe_tfq.simulators.kernel import Kernel
-
-__all__ = ["Kernel", "StatevectorExecutor", "bucket", "under_xla"]
-
+from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
+from qmoe_tfq.execution.kernel import Kernel
+from qmoe_tfq.execution.program import Program, Run
 
 def bucket(rows: tf.Tensor) -> tf.Tensor:
     """<int32>[] `rows` rounded up to 4, 5, 6 or 7 times a power of two (at most 25% more), so XLA compiles
@@ -73,10 +71,10 @@ class StatevectorExecutor:
     name = backend = "statevector"
     repetitions = None
 
-    def compile(self, program) -> callable:
-        """The `backends.Run` of `program` (a `backends.Program`), its kernel compiled now."""
+    def compile(self, program: Program) -> Run:
+        """The `Run` of `program`, its kernel built now (XLA compiles it on first use)."""
         names = list(program.symbol_names.numpy().astype(str))
-        kernel = Kernel(program.sources, program.observables, names, program.qubits)
+        kernel = Kernel(program.cirq_circuits, program.cirq_observables, names, program.qubits)
         compiled = under_xla(kernel)
         identity = tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*program.qubits))])  # <string>[1]
         allowed = qubit_ids(program.qubits)  # <string>[n]

@@ -23,9 +23,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from qmoe_tfq.simulators.gates import UnsupportedGate
-from qmoe_tfq.simulators.kernel import Kernel
-from qmoe_tfq.simulators.statevector import StatevectorExecutor
+from qmoe_tfq.execution.kernel import Kernel
+from qmoe_tfq.execution.ops import UnsupportedGate
+from qmoe_tfq.execution.program import Program, Run
+from qmoe_tfq.execution.statevector import StatevectorExecutor
+from qmoe_tfq.execution.tfq import CircuitExecutor
 
 NOMINAL_BATCH = 32  # Keras' default batch size: the layer's batch is not known when it is built
 AUTO_MAX_QUBITS = 14  # wider, qsim won every measured case, and the kernel's tables grow as 2**n
@@ -43,8 +45,8 @@ class ProgramShape:
     rows: int
 
     @classmethod
-    def of(cls, program, kernel: Kernel, rows: int) -> ProgramShape:
-        gates = sum(len(list(c.all_operations())) for c in program.sources) / len(program.sources)
+    def of(cls, program: Program, kernel: Kernel, rows: int) -> ProgramShape:
+        gates = sum(len(list(c.all_operations())) for c in program.cirq_circuits) / len(program.cirq_circuits)
         return cls(len(program.qubits), kernel.step_count, kernel.step_work, gates, rows)
 
     def __str__(self) -> str:
@@ -125,8 +127,6 @@ class AutoExecutor:
     repetitions = None
 
     def __init__(self, costs: Costs = COSTS) -> None:
-        from qmoe_tfq.backends import CircuitExecutor  # backends makes this executor: imported at use
-
         self.costs, self.choices = costs, []
         self._statevector, self._tfq = StatevectorExecutor(), CircuitExecutor("noiseless")
 
@@ -135,14 +135,14 @@ class AutoExecutor:
         """The executor chosen (``"auto"`` before any program is compiled)."""
         return self.choices[0].executor if self.choices else "auto"
 
-    def compile(self, program):
-        """The `backends.Run` of `program` on the chosen executor (the choice logged at INFO)."""
+    def compile(self, program: Program) -> Run:
+        """The `Run` of `program` on the chosen executor (the choice logged at INFO)."""
         choice, run = self._choose(program)
         self.choices.append(choice)
         LOG.info("backend='auto' runs %s: %s", choice.executor, choice.reason)
         return run if choice.executor == "statevector" else self._tfq.compile(program)
 
-    def _choose(self, program) -> tuple[Choice, object]:
+    def _choose(self, program: Program) -> tuple[Choice, Run | None]:
         """(choice, the kernel's run or None); the kernel's tables are built, XLA compiles on first use."""
         follow = "as the layer's first program (one executor per layer)"
         if self.choices and self.choices[0].executor == "noiseless":

@@ -39,8 +39,8 @@ import cirq
 import numpy as np
 import tensorflow as tf
 
-from qmoe_tfq.simulators.apply import apply_general, apply_layer, apply_single, chunks, full, take
-from qmoe_tfq.simulators.gates import Stage, Step, gates, schedule, segments
+from qmoe_tfq.execution.apply import apply_general, apply_layer, apply_single, chunks, full, take
+from qmoe_tfq.execution.ops import Stage, Step, schedule, segments, unitaries
 
 UNROLL_MAX_STEPS = 4  # runs of at most this many steps are unrolled; longer ones run as a loop
 
@@ -83,7 +83,7 @@ class Kernel:
         self.n_programs = len(circuits)
         axes = {q: a for a, q in enumerate(self.qubits)}
         columns = {name: c for c, name in enumerate(symbol_names)}
-        stage_lists = [schedule(gates(c, axes, columns)) for c in circuits]
+        stage_lists = [schedule(unitaries(c, axes, columns)) for c in circuits]
         every_gate = [g for stages in stage_lists for stage in stages for g in stage.gates]
         # The kernel reads only the columns its gates use, then a zero column that pads phases.
         self.columns = sorted({g.column for g in every_gate if g.column is not None})

@@ -1,4 +1,4 @@
-"""Circuits as the statevector kernel sees them: `Gate`s (a matrix per row as a function of one symbol)
+"""Circuits as the statevector kernel sees them: `Unitary`s (a matrix per row as a function of one symbol)
 scheduled into `Stage`s (fused single-qubit gates, merged diagonal gates, general gates).
 
 A gate joins an earlier stage when everything between commutes with it, so a layer of CZs becomes
@@ -25,7 +25,7 @@ class UnsupportedGate(ValueError):
 
 
 @dataclass
-class Gate:
+class Unitary:
     """An operation on `axes` as a matrix per row: ``fixed + sum_j exp(i (slope_j v + offset_j)) projector_j``.
 
     `v` is the row's value of symbol `column` (no symbol: `projectors` is empty and `fixed` is the unitary).
@@ -51,11 +51,11 @@ class Gate:
         slope, offset = np.append(0.0, self.slope)[source], np.append(0.0, self.offset)[source]
         return slope, offset + np.angle(diagonals[0]) * (source == 0)
 
-    def controlled(self, axes: tuple[int, ...], active: np.ndarray) -> Gate:
+    def controlled(self, axes: tuple[int, ...], active: np.ndarray) -> Unitary:
         """This gate under controls on `axes`, acting where the control bits' pattern is `active` <bool>[2**c]."""
         on = np.diag(active.astype(complex))
         off = np.kron(np.diag((~active).astype(complex)), np.eye(len(self.fixed)))
-        return Gate(axes + self.axes, off + np.kron(on, self.fixed), self.column, self.slope, self.offset,
+        return Unitary(axes + self.axes, off + np.kron(on, self.fixed), self.column, self.slope, self.offset,
                     np.stack([np.kron(on, p) for p in self.projectors]) if len(self.projectors) else
                     np.zeros((0,) + off.shape))
 
@@ -103,8 +103,8 @@ def _rewrites(op: cirq.Operation) -> list[cirq.Operation] | None:
     return None
 
 
-def _gate(op: cirq.Operation, axes: dict[cirq.Qid, int], columns: dict[str, int]) -> Gate | None:
-    """`op` as one `Gate`, or None when it must be decomposed first."""
+def _gate(op: cirq.Operation, axes: dict[cirq.Qid, int], columns: dict[str, int]) -> Unitary | None:
+    """`op` as one `Unitary`, or None when it must be decomposed first."""
     where = tuple(axes[q] for q in op.qubits)
     if isinstance(op, cirq.ControlledOperation):
         sub = _gate(op.sub_operation, axes, columns)
@@ -114,20 +114,20 @@ def _gate(op: cirq.Operation, axes: dict[cirq.Qid, int], columns: dict[str, int]
         active = np.array([tuple(bits) in patterns for bits in np.ndindex(*[2] * len(op.controls))])
         return sub.controlled(tuple(axes[q] for q in op.controls), active)
     if not cirq.is_parameterized(op) and cirq.has_unitary(op):
-        return Gate(where, cirq.unitary(op))
+        return Unitary(where, cirq.unitary(op))
     if isinstance(op.gate, cirq.EigenGate):
         column, coefficient, constant = _linear(op.gate.exponent, columns, op)
         components = op.gate._eigen_components()  # pylint: disable=protected-access
         if any(cirq.is_parameterized(p) for _, p in components):
             return None  # e.g. a symbolic phase exponent: decomposed instead
         turns = np.pi * np.array([half_turns + op.gate.global_shift for half_turns, _ in components])
-        return Gate(where, np.zeros((2 ** len(where),) * 2, complex), column, coefficient * turns, constant * turns,
+        return Unitary(where, np.zeros((2 ** len(where),) * 2, complex), column, coefficient * turns, constant * turns,
                     np.stack([np.asarray(p, complex) for _, p in components]))
     return None
 
 
-def gates(circuit: cirq.AbstractCircuit, axes: dict[cirq.Qid, int], columns: dict[str, int]) -> list[Gate]:
-    """Every operation of `circuit` as `Gate`s, in order (identities and global phases dropped)."""
+def unitaries(circuit: cirq.AbstractCircuit, axes: dict[cirq.Qid, int], columns: dict[str, int]) -> list[Unitary]:
+    """Every operation of `circuit` as `Unitary`s, in order (identities and global phases dropped)."""
     result = []
     pending = list(circuit.all_operations())[::-1]
     while pending:
@@ -155,10 +155,10 @@ class Stage:
 
     kind: str
     axes: set[int]
-    gates: list[Gate]
+    gates: list[Unitary]
 
 
-def schedule(gate_list: Sequence[Gate]) -> list[Stage]:
+def schedule(gate_list: Sequence[Unitary]) -> list[Stage]:
     """Stages in an order equivalent to `gate_list`: each gate joins the latest stage it may join.
 
     A gate commutes with every later stage that does not touch its axes, so it can join the last
@@ -193,7 +193,7 @@ class Step:
     diagonal: Stage | None = None
 
 
-def segments(stages: Sequence[Stage]) -> tuple[list[list[Step]], list[Gate]]:
+def segments(stages: Sequence[Stage]) -> tuple[list[list[Step]], list[Unitary]]:
     """`stages` as runs of `Step`s split by general gates: ``steps[0], general[0], steps[1], ...``.
 
     Consecutive single stages act on distinct axes (`schedule` merges a single-qubit gate into the
@@ -201,7 +201,7 @@ def segments(stages: Sequence[Stage]) -> tuple[list[list[Step]], list[Gate]]:
     them is one layer.
     """
     runs: list[list[Step]] = [[]]
-    general: list[Gate] = []
+    general: list[Unitary] = []
     step = Step()
     for stage in stages:
         if stage.kind == "single" and next(iter(stage.axes)) not in step.layer:

@@ -1,0 +1,83 @@
+"""Backends: what ``backend=`` and ``repetitions=`` may be, noise, and the executor each makes.
+
+``"auto"`` (the default) puts a layer's circuits on the TF statevector kernel or on TFQ's qsim by
+their estimated cost (`auto`); ``"statevector"`` is the kernel (`statevector`); ``"noiseless"`` and
+``"noisy"`` are TFQ's simulators, and a Cirq sampler or simulator runs through TFQ too (`tfq`).
+"""
+from __future__ import annotations
+
+import numbers
+
+import cirq
+import tensorflow_quantum as tfq
+
+from qmoe_tfq.execution.program import Executor
+
+BACKEND_NAMES = ("auto", "statevector", "noiseless", "noisy")
+EXACT = ("auto", "statevector", "noiseless")
+MAX_REPETITIONS = 1_000_000  # shots or trajectories per row; TFQ keeps every sample in memory
+Backend = str | cirq.Sampler | cirq.SimulatesExpectationValues
+Noise = cirq.NoiseModel | cirq.Gate
+
+
+def validate_backend(backend: Backend, repetitions: int | None) -> None:
+    """Checks a backend/repetitions pair, naming what is wrong and what is allowed."""
+    if repetitions is not None and (
+            isinstance(repetitions, bool) or not isinstance(repetitions, numbers.Integral)
+            or repetitions < 1):
+        raise ValueError(f"repetitions must be None or a positive integer, got {repetitions!r}.")
+    if repetitions is not None and repetitions > MAX_REPETITIONS:
+        raise ValueError(f"repetitions={repetitions} is more than {MAX_REPETITIONS:,} samples per circuit row, "
+                         "which would take minutes and gigabytes per batch; use at most that.")
+    if isinstance(backend, str):
+        if backend not in BACKEND_NAMES:
+            raise ValueError(
+                f"backend={backend!r} is not allowed; use one of {BACKEND_NAMES}, a cirq.Sampler "
+                "or a cirq.SimulatesExpectationValues simulator.")
+        if backend == "statevector" and repetitions is not None:
+            raise ValueError(f"backend='statevector' computes exact expectations; for repetitions={repetitions} "
+                             "shots use backend='noiseless' or 'auto'.")
+        if backend == "noisy" and repetitions is None:
+            raise ValueError("backend='noisy' averages noise trajectories: give repetitions=N (e.g. 1000).")
+        return
+    if repetitions is not None and not isinstance(backend, cirq.Sampler):
+        raise TypeError(f"backend={backend!r} with repetitions={repetitions} must be a cirq.Sampler.")
+    if repetitions is None and not isinstance(backend, cirq.SimulatesExpectationValues):
+        raise TypeError(
+            f"backend={backend!r} without repetitions must be a cirq.SimulatesExpectationValues; "
+            "for a cirq.Sampler (e.g. hardware) give repetitions=N shots.")
+
+
+def validate_noise(noise: Noise | None, backend: Backend) -> None:
+    """Noise channels need a simulator that can apply them: 'noisy' or a Cirq backend."""
+    if noise is None:
+        return
+    if not isinstance(noise, (cirq.NoiseModel, cirq.Gate)):
+        raise TypeError(f"noise must be a cirq.NoiseModel or a cirq channel such as cirq.depolarize(0.01), "
+                        f"got {noise!r}.")
+    if backend in EXACT:
+        raise ValueError(
+            f"noise={noise!r} needs a simulator of noisy circuits, not backend={backend!r}: use backend='noisy' with "
+            "repetitions=N trajectories, or a Cirq simulator/sampler that applies noise.")
+
+
+def apply_noise(circuit: cirq.Circuit, noise: Noise | None) -> cirq.Circuit:
+    """`circuit` with `noise` after every moment on every qubit (or as the noise model says)."""
+    return circuit if noise is None else circuit.with_noise(noise)
+
+
+def runs_in_python(backend: Backend | Executor) -> bool:
+    """True for Cirq samplers and simulators: TFQ calls them back in Python (no SavedModel export)."""
+    return not isinstance(backend.backend if isinstance(backend, Executor) else backend, str)
+
+
+def execution_config(backend: Backend | Executor, repetitions: int | None, noise: Noise | None) -> dict:
+    """The backend part of a layer config.
+
+    Cirq samplers, simulators and executor objects are run-time choices that do not travel in a
+    config: a layer that ran on one reloads on the exact, noiseless simulator until it is given a
+    backend again.
+    """
+    if not isinstance(backend, str):
+        return {"backend": "noiseless", "repetitions": None, "noise": None}
+    return {"backend": backend, "repetitions": repetitions, "noise": None if noise is None else cirq.to_json(noise)}

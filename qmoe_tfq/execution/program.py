@@ -1,0 +1,77 @@
+"""The executor contract: a `Program` (circuits, observables, the symbol layout of every row's values)
+and an `Executor` that compiles it once into a `Run` evaluating rows.
+
+Every executor evaluates *rows*: row ``r`` is program ``program_index[r]`` with ``values[r]``,
+measured with each of that program's observables. The QMoE layer packs every routed
+(sample, expert) pair into the rows of one call, which is where its speed comes from.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import cirq
+import tensorflow as tf
+import tensorflow_quantum as tfq
+
+
+class Program(NamedTuple):
+    """Circuits, observables and the symbol layout that every row's values follow: one contract.
+
+    Made once (`make_program`) and compiled once per executor (`Executor.compile`). Values are laid
+    out ``[data | weights]``: the first `n_data` symbols carry data (no gradient; resolved first
+    when sampling), the rest are weights; `values` writes that layout.
+    """
+
+    circuits: tf.Tensor  # <string>[P] serialized programs
+    observables: tf.Tensor  # <string>[P, n_observables] serialized observables of each program
+    symbol_names: tf.Tensor  # <string>[N] data symbols first, then weight symbols
+    cirq_circuits: tuple[cirq.Circuit, ...]  # the P programs
+    cirq_observables: tuple[tuple[cirq.PauliSum, ...], ...]  # [P][n_observables]
+    qubits: tuple[cirq.Qid, ...]  # every program acts on these (identities pad the rest)
+    n_data: int  # leading symbols carrying data
+    rows_per_sample: float  # rows a call evaluates per sample (router 1, top-k experts k, dense E): for `auto`
+
+    def values(self, data: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """<float32>[R, N] rows' values: `data` <float32>[R, n_data], then `weights` <float32>[R, N - n_data]
+        per row or [N - n_data] shared by every row."""
+        if weights.shape.rank == 1:
+            weights = tf.tile(weights[None, :], [tf.shape(data)[0], 1])  # <float32>[R, N - n_data]
+        return tf.concat([data, weights], axis=1)
+
+
+def make_program(circuits: Sequence[cirq.Circuit], observables: Sequence[Sequence[cirq.PauliSum]],
+                 symbol_names: Sequence[str], qubits: Sequence[cirq.Qid], n_data: int = 0,
+                 rows_per_sample: float = 1.0) -> Program:
+    """A `Program` of circuits that already act on every one of `qubits`."""
+    return Program(tfq.convert_to_tensor(list(circuits)), tfq.convert_to_tensor([list(o) for o in observables]),
+                   tf.constant(list(symbol_names), tf.string), tuple(circuits),
+                   tuple(tuple(cirq.PauliSum.wrap(x) for x in o) for o in observables), tuple(qubits), n_data,
+                   rows_per_sample)
+
+
+class Run(Protocol):
+    """A compiled program: ``run(values, program_index, circuits, sample_index) -> <float32>[R, n_observables]``.
+
+    Args:
+        values: <float32>[R, N] each row's symbol values, laid out as ``Program.symbol_names``.
+        program_index: <int32>[R] each row's program, or None (every row on program 0).
+        circuits: <string>[B] input circuits (quantum data) the programs are appended to, or None
+            (every row starts from ``|0...0>``).
+        sample_index: <int32>[R] the input circuit of each row, or None (row r on ``circuits[r]``).
+    """
+
+    def __call__(self, values: tf.Tensor, program_index: tf.Tensor | None = None,
+                 circuits: tf.Tensor | None = None, sample_index: tf.Tensor | None = None) -> tf.Tensor: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Compiles `Program`s into `Run`s. `name` says what runs the circuits (``"statevector"``, ``"noiseless"``...);
+    `backend` and `repetitions` are the settings it was made from, as a layer's config stores them."""
+
+    name: str
+    backend: object
+    repetitions: int | None
+
+    def compile(self, program: Program) -> Run: ...

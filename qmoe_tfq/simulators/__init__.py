@@ -1,1 +1,0 @@
-"""Executors of circuits beyond TFQ's own ops: `statevector`, a TF kernel for small circuits."""

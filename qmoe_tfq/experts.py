@@ -17,7 +17,8 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq.execution import make_executor, make_program
-from qmoe_tfq.execution.backends import Backend, Noise, apply_noise, execution_config, validate_noise
+from qmoe_tfq.execution.backends import (Backend, Noise, apply_noise, execution_config, read_differentiator,
+                                         validate_noise)
 from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables, validate_positive_int
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
 from qmoe_tfq.hybrid import ClassicalExpert
@@ -80,8 +81,7 @@ class ExpertPQC(tfq.layers.PQC):
         self.model_circuit = model_circuit
         self.noise = noise
         self.readouts = tuple(validate_observables(operators, sorted(model_circuit.all_qubits()), "operators"))
-        self.backend = backend
-        self.repetitions = repetitions
+        self.backend, self.repetitions, self.differentiator = backend, repetitions, differentiator
         # Alone, like tfq.layers.PQC, it takes circuits on any superset of its qubits, which only TFQ can size at
         # run time; "auto" is TFQ here. Inside a QMoELayer the layer's executor runs it and "auto" may mean statevector.
         self.executor = make_executor("noiseless" if backend == "auto" else backend, repetitions, differentiator)
@@ -108,7 +108,7 @@ class ExpertPQC(tfq.layers.PQC):
             **super().get_config(),
             "model_circuit": to_cirq_json(self.model_circuit),
             "operators": to_cirq_json(list(self.readouts)),
-            **execution_config(self.backend, self.repetitions, self.noise),
+            **execution_config(self.backend, self.repetitions, self.noise, self.differentiator),
             "initializer": keras.initializers.serialize(self.initializer),
             "regularizer": keras.regularizers.serialize(self.regularizer),
             "constraint": keras.constraints.serialize(self.constraint),
@@ -118,6 +118,7 @@ class ExpertPQC(tfq.layers.PQC):
     @classmethod
     def from_config(cls, config: dict) -> ExpertPQC:
         config = read_layer_config(config, cls.__name__, ("model_circuit", "operators", "noise"))
+        config["differentiator"] = read_differentiator(config.get("differentiator"), f"{cls.__name__}.differentiator")
         config["initializer"] = keras.initializers.deserialize(config["initializer"])
         config["regularizer"] = keras.regularizers.deserialize(config["regularizer"])
         config["constraint"] = keras.constraints.deserialize(config["constraint"])

@@ -18,7 +18,7 @@ import tf_keras as keras
 
 from qmoe_tfq import coherent, dispatch, routing
 from qmoe_tfq.execution import Executor, make_executor
-from qmoe_tfq.execution.backends import Backend, Noise, execution_config, validate_noise
+from qmoe_tfq.execution.backends import Backend, Noise, execution_config, read_differentiator, validate_noise
 from qmoe_tfq.circuits import (Ansatz, Observable, default_readouts, router_readouts, validate_observables,
                                validate_positive_int, validate_qubits)
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder, check_encoder
@@ -144,7 +144,7 @@ class QMoELayer(keras.layers.Layer):
             raise TypeError(f"router_head must be None or a tf_keras layer, got {router_head!r}.")
         validate_noise(noise, backend)
         self.encoder, self.reuploading, self.aggregation = encoder, bool(reuploading), aggregation
-        self.backend, self.repetitions, self.noise = backend, repetitions, noise
+        self.backend, self.repetitions, self.noise, self.differentiator = backend, repetitions, noise, differentiator
         self.router_head = router_head
         if aggregation == "coherent":
             coherent.check_coherent(self.n_experts, encoder, top_k, capacity_factor, self.reuploading,
@@ -337,15 +337,16 @@ class QMoELayer(keras.layers.Layer):
             "load_balance_weight": policy.load_balance_weight, "z_loss_weight": policy.z_loss_weight,
             "routing": policy.routing, "balance": policy.balance, "bias_rate": policy.bias_rate,
             "metrics": policy.metrics,
-            **execution_config(self.backend, self.repetitions, self.noise), "format_version": FORMAT_VERSION,
+            **execution_config(self.backend, self.repetitions, self.noise, self.differentiator), "format_version": FORMAT_VERSION,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> QMoELayer:
         # The backend fields as stored (noise as Cirq JSON), for the nested ExpertPQC configs.
-        execution = {key: config.get(key) for key in ("backend", "repetitions", "noise")}
+        execution = {key: config.get(key) for key in ("backend", "repetitions", "noise", "differentiator")}
         version = config.get("format_version", FORMAT_VERSION)
         config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise", "router_observables"))
+        config["differentiator"] = read_differentiator(config.get("differentiator"), f"{cls.__name__}.differentiator")
         upgrade_qmoe_config(config, version, lambda: router_readouts(config["qubits"], config["n_experts"], "pauli"))
         for key in ("encoder", "router", "router_head"):
             if config.get(key) is not None:

@@ -7,11 +7,12 @@ from typing import Any
 import cirq
 import numpy as np
 import tensorflow as tf
+import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.execution.backends import Backend, Noise
 from qmoe_tfq.circuits import Ansatz, Observable, default_readouts, validate_positive_int, validate_qubits
 from qmoe_tfq.encoding import AngleEncoder
+from qmoe_tfq.execution.backends import Backend, Noise, differentiator_config
 from qmoe_tfq.experts import QUANTUM, ExpertPQC
 from qmoe_tfq.hybrid import ClassicalExpert, classical_router
 from qmoe_tfq.layers import EXPERT_PREFIX, QMoELayer
@@ -137,7 +138,8 @@ def build_qnn_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featur
 
 
 def with_backend(model: keras.Model, backend: Backend, repetitions: int | None = None,
-                 noise: Noise | None = None, metrics: Sequence | None = None) -> keras.Model:
+                 noise: Noise | None = None, metrics: Sequence | None = None,
+                 differentiator: tfq.differentiators.Differentiator | None = None) -> keras.Model:
     """A copy of `model`, same weights, whose QMoE and PQC layers run on another backend.
 
     Use it to train exactly and then evaluate with shots, under noise, or on a Google processor::
@@ -146,7 +148,8 @@ def with_backend(model: keras.Model, backend: Backend, repetitions: int | None =
         on_qvm.evaluate(x_test, y_test)
 
     The copy is compiled with a fresh optimizer of the same kind, the same loss and the same metrics
-    (fresh copies of metric objects), or `metrics` when given.
+    (fresh copies of metric objects), or `metrics` when given. Its circuits are differentiated by
+    `differentiator`, or the new backend's default when None (the model's own was chosen for its backend).
     """
     quantum_layers = (QMoELayer, ExpertPQC)
 
@@ -154,7 +157,8 @@ def with_backend(model: keras.Model, backend: Backend, repetitions: int | None =
         config = layer.get_config()
         if isinstance(layer, quantum_layers):
             config.update(backend=backend, repetitions=repetitions,
-                          noise=None if noise is None else to_cirq_json(noise))
+                          noise=None if noise is None else to_cirq_json(noise),
+                          differentiator=differentiator_config(differentiator))
         return layer.__class__.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)

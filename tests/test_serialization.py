@@ -8,6 +8,7 @@ import cirq
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_quantum as tfq
 import tf_keras as keras
 
 import qmoe_tfq as qmoe
@@ -169,3 +170,61 @@ def test_backup_and_restore_resumes_to_identical_weights(tmp_path):
     assert len(history.epoch) == 2  # epochs 2 and 3 only: the first two came from the backup
     for ours, theirs in zip(resumed.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_differentiator_survives_saving(tmp_path, suffix):
+    keras.utils.set_random_seed(0)
+    differentiator = tfq.differentiators.ForwardDifference(grid_spacing=0.05)
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, backend="noiseless", differentiator=differentiator, **SMALL)
+    circuits = qmoe.encode(np.random.default_rng(0).uniform(0, 1, (4, 3)), QUBITS)
+    model.save(str(tmp_path / f"model{suffix}"))
+    reloaded = qmoe.load_model(str(tmp_path / f"model{suffix}"))
+
+    def gradients(m):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(m(circuits) * [1.0, -1.0])
+        return [g.numpy() for g in tape.gradient(loss, m.trainable_weights)]
+    for ours, theirs in zip(gradients(model), gradients(reloaded)):
+        np.testing.assert_allclose(theirs, ours, atol=1e-5)  # a grid of 0.05, not Adjoint's exact gradient
+    layer = next(lay for lay in reloaded.layers if isinstance(lay, qmoe.QMoELayer))
+    stored = layer.get_config()["differentiator"]
+    assert stored["class_name"] == "LinearCombination"
+    np.testing.assert_allclose(stored["config"]["perturbations"], [0.0, 0.05])
+
+
+def test_auto_with_a_differentiator_reloads_on_the_same_simulator():
+    moe = qmoe.QMoELayer(QUBITS, **SMALL, differentiator=tfq.differentiators.ParameterShift())
+    clone = qmoe.QMoELayer.from_config(moe.get_config())
+    assert isinstance(clone.differentiator, tfq.differentiators.ParameterShift)
+    clone(qmoe.encode(np.zeros((1, 3)), QUBITS))
+    assert clone.simulator == "noiseless"  # TFQ with ParameterShift, as before saving; not the statevector kernel
+
+
+def test_stored_differentiators_are_tfq_classes_with_numbers():
+    config = qmoe.QMoELayer(QUBITS, **SMALL).get_config()
+    with pytest.raises(ValueError, match=r"QMoELayer.differentiator: a stored differentiator must be one of \["):
+        qmoe.QMoELayer.from_config({**config, "differentiator": {"class_name": "os.system", "config": {}}})
+    with pytest.raises(ValueError, match="the stored LinearCombination takes numbers"):
+        qmoe.QMoELayer.from_config({**config, "differentiator": {"class_name": "LinearCombination",
+                                                                 "config": {"weights": "1", "perturbations": [0]}}})
+
+
+def test_a_custom_differentiator_warns_that_it_is_not_saved():
+    class Mine(tfq.differentiators.ParameterShift):
+        pass
+    moe = qmoe.QMoELayer(QUBITS, **SMALL, backend="noiseless", differentiator=Mine())
+    with pytest.warns(UserWarning, match="is not one of TFQ's .* it is not saved"):
+        assert moe.get_config()["differentiator"] is None
+
+
+def test_with_backend_gives_the_copy_its_own_differentiator():
+    keras.utils.set_random_seed(0)
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, backend="noiseless", **SMALL,
+                                       differentiator=tfq.differentiators.ParameterShift())
+    circuits = qmoe.encode(np.random.default_rng(1).uniform(0, 1, (4, 3)), QUBITS)
+    on_kernel = qmoe.with_backend(model, "statevector")  # refused a TFQ differentiator before
+    np.testing.assert_allclose(on_kernel.predict(circuits, verbose=0), model.predict(circuits, verbose=0), atol=1e-5)
+    forward = qmoe.with_backend(model, "noiseless", differentiator=tfq.differentiators.ForwardDifference())
+    layer = next(lay for lay in forward.layers if isinstance(lay, qmoe.QMoELayer))
+    assert layer.get_config()["differentiator"]["class_name"] == "LinearCombination"

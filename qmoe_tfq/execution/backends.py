@@ -7,6 +7,7 @@ their estimated cost (`auto`); ``"statevector"`` is the kernel (`statevector`); 
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import cirq
 import tensorflow_quantum as tfq
@@ -71,13 +72,58 @@ def runs_in_python(backend: Backend | Executor) -> bool:
     return not isinstance(backend.backend if isinstance(backend, Executor) else backend, str)
 
 
-def execution_config(backend: Backend | Executor, repetitions: int | None, noise: Noise | None) -> dict:
+def execution_config(backend: Backend | Executor, repetitions: int | None, noise: Noise | None,
+                     differentiator: tfq.differentiators.Differentiator | None) -> dict:
     """The backend part of a layer config.
 
     Cirq samplers, simulators and executor objects are run-time choices that do not travel in a
     config: a layer that ran on one reloads on the exact, noiseless simulator until it is given a
-    backend again.
+    backend again. The differentiator travels (see `differentiator_config`).
     """
+    stored = {"differentiator": differentiator_config(differentiator)}
     if not isinstance(backend, str):
-        return {"backend": "noiseless", "repetitions": None, "noise": None}
-    return {"backend": backend, "repetitions": repetitions, "noise": None if noise is None else cirq.to_json(noise)}
+        return {"backend": "noiseless", "repetitions": None, "noise": None, **stored}
+    return {"backend": backend, "repetitions": repetitions, "noise": None if noise is None else cirq.to_json(noise),
+            **stored}
+
+
+DIFFERENTIATORS = {cls.__name__: cls for cls in (
+    tfq.differentiators.Adjoint, tfq.differentiators.ParameterShift, tfq.differentiators.LinearCombination)}
+
+
+def differentiator_config(differentiator: tfq.differentiators.Differentiator | None) -> dict | None:
+    """`differentiator` as plain data (None stays None), for TFQ's own differentiators.
+
+    Finite differences (`ForwardDifference`, `CentralDifference`) are stored as the `LinearCombination`
+    they are: the same weights and perturbations, so the same gradients.
+
+    >>> differentiator_config(tfq.differentiators.ForwardDifference(grid_spacing=0.5))
+    {'class_name': 'LinearCombination', 'config': {'weights': [-2.0, 2.0], 'perturbations': [0.0, 0.5]}}
+    """
+    if differentiator is None:
+        return None
+    if isinstance(differentiator, tfq.differentiators.LinearCombination):
+        return {"class_name": "LinearCombination", "config": {
+            "weights": differentiator.weights.numpy().tolist(),
+            "perturbations": differentiator.perturbations.numpy().tolist()}}
+    if DIFFERENTIATORS.get(type(differentiator).__name__) is type(differentiator):
+        return {"class_name": type(differentiator).__name__, "config": {}}
+    warnings.warn(f"differentiator={differentiator!r} is not one of TFQ's {sorted(DIFFERENTIATORS)} (or their finite "
+                  "differences); a config cannot rebuild it, so it is not saved: the reloaded layer uses the "
+                  "default differentiator.", UserWarning, stacklevel=3)
+    return None
+
+
+def read_differentiator(entry: dict | None, where: str) -> tfq.differentiators.Differentiator | None:
+    """The differentiator stored by `differentiator_config`, checked: TFQ's classes and numbers only."""
+    if entry is None:
+        return None
+    name = entry.get("class_name") if isinstance(entry, dict) else None
+    if name not in DIFFERENTIATORS:
+        raise ValueError(f"{where}: a stored differentiator must be one of {sorted(DIFFERENTIATORS)}, got {entry!r}.")
+    config = entry.get("config") or {}
+    numbers_only = all(isinstance(v, (int, float)) or (isinstance(v, list) and all(
+        isinstance(x, (int, float)) for x in v)) for v in config.values())
+    if not isinstance(config, dict) or not numbers_only:
+        raise ValueError(f"{where}: the stored {name} takes numbers, got {config!r}.")
+    return DIFFERENTIATORS[name](**config)

@@ -139,7 +139,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def save_model(model: keras.Model, path: str | os.PathLike, **kwargs) -> None:
-    """`model.save(path, **kwargs)`, atomically: a kill or a full disk leaves the previous model intact."""
+    """`model.save(path, **kwargs)`, atomically: a kill or a full disk leaves the previous model intact.
+
+    A TF-format directory is written without custom gradients (unless `options` says otherwise):
+    TFQ's finite-difference differentiators capture tensors that a SavedModel cannot store
+    ("invalid capture"), and a Keras loader rebuilds each layer from its config, differentiator
+    included, so the loaded model differentiates as it did.
+    """
+    keras_file = str(path).endswith((".keras", ".h5")) or kwargs.get("save_format") in ("h5", "keras")
+    if not keras_file:
+        kwargs.setdefault("options", tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     with atomic_path(path) as temporary:
         model.save(temporary, **kwargs)
 

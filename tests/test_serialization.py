@@ -44,17 +44,6 @@ def models_and_inputs():
 MODELS = models_and_inputs()
 
 
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("suffix", [".keras", ".h5", "_tf"])
-def test_keras_formats_round_trip(tmp_path, name, suffix):
-    model, inputs = MODELS[name]
-    expected = model.predict(inputs, verbose=0)
-    path = str(tmp_path / f"model{suffix}")
-    model.save(path)
-    reloaded = keras.models.load_model(path)  # no custom_objects: our classes are registered
-    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), expected, atol=1e-6)
-
-
 def test_layer_config_round_trip_keeps_every_argument():
     moe = qmoe.QMoELayer(QUBITS, 3, 2, 1, top_k=2, temperature=0.7, observables=CUSTOM_OBSERVABLES,
                          rotations=("rx",), entangler="chain", router_noise=0.1, capacity_factor=2.0,

@@ -33,6 +33,7 @@ from qmoe_tfq.circuits import (  # noqa: E402
 )
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder, encode  # noqa: E402
 from qmoe_tfq.experts import ExpertPQC  # noqa: E402
+from qmoe_tfq.coherent import CoherentQMoELayer  # noqa: E402
 from qmoe_tfq.layers import QMoELayer  # noqa: E402
 from qmoe_tfq.interpretability import RoutingLogger, plot_gate_heatmap, routing_statistics  # noqa: E402
 from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier, with_backend  # noqa: E402
@@ -47,6 +48,7 @@ __all__ = [
     "Ansatz",
     "AngleEncoder",
     "CircuitEncoder",
+    "CoherentQMoELayer",
     "ExpertPQC",
     "QMoELayer",
     "RoutingLogger",

@@ -267,6 +267,10 @@ def validate_observables(
     return checked
 
 
+EXPERT_PREFIX = "theta"  # the built-in experts' symbols: theta_l00_q00_ry ...
+ROUTER_PREFIX = "route"  # the built-in router's
+
+
 def expert_symbol_prefix(index: int) -> str:
     """The prefix that keeps expert `index`'s symbols apart from every other part's: ``e03``."""
     return f"e{index:02d}"

@@ -1,140 +1,136 @@
-"""QMoE+ coherent aggregation: a router register whose basis states control the experts.
+"""`CoherentQMoELayer`: QMoE+ coherent aggregation, the sibling of `QMoELayer` (as TFQ keeps
+`ControlledPQC` beside `PQC`). One batch goes::
 
-The router is a circuit on log2(E) extra qubits (features re-uploaded before each router layer);
-expert ``e`` acts controlled on the register being in basis state ``e``, and one circuit per sample
-measures ``sum_e p_e(x) <O>_e(x)``, with the register's Born probabilities ``p_e`` as the gates.
+    features ─► encoder angles ─► router register's Born probabilities p [B, E] (the gates)
+             ─► one circuit per sample: router, then every expert controlled on its basis state
+             ─► outputs sum_e p_e <O>_e [B, n_readouts]
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import cirq
 import tensorflow as tf
+import tensorflow_quantum as tfq
+import tf_keras as keras
 
+from qmoe_tfq import routing
+from qmoe_tfq.circuits import ROUTER_PREFIX, Ansatz, Observable, validate_positive_int
+from qmoe_tfq.coherent_mixture import CoherentMixture, ancilla_register, basis_projectors
+from qmoe_tfq.encoding import FeatureEncoder
 from qmoe_tfq.execution import Executor
-from qmoe_tfq.execution.backends import Noise
-from qmoe_tfq.circuits import Ansatz, expert_symbol_prefix, rename_symbols, validate_qubits
-from qmoe_tfq.dispatch import Program, single_program
-from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
+from qmoe_tfq.execution.backends import Backend, Noise
 from qmoe_tfq.experts import ExpertPQC
+from qmoe_tfq.gating import Gate
+from qmoe_tfq.inputs import InputReader
+from qmoe_tfq.mixture import MixtureLayer
+from qmoe_tfq.routing import RoutingPolicy
 
 
-def ancilla_register(qubits: Sequence[cirq.Qid], n: int) -> list[cirq.Qid]:
-    """`n` fresh qubits of the same kind beside `qubits`: the next grid row, or the next line indices."""
-    qubits = validate_qubits(qubits)
-    if all(isinstance(q, cirq.GridQubit) for q in qubits):
-        row = max(q.row for q in qubits) + 1
-        column = min(q.col for q in qubits)
-        return [cirq.GridQubit(row, column + i) for i in range(n)]
-    if all(isinstance(q, cirq.LineQubit) for q in qubits):
-        return cirq.LineQubit.range(max(q.x for q in qubits) + 1, max(q.x for q in qubits) + 1 + n)
-    raise TypeError("coherent aggregation needs all-GridQubit or all-LineQubit qubits to place its register.")
+@keras.utils.register_keras_serializable(package="qmoe_tfq")
+class CoherentQMoELayer(MixtureLayer):
+    """QMoE+ coherent aggregation: a router register of log2(E) extra qubits controls every expert in one circuit.
 
+    The router re-uploads the features before each of its layers; expert ``e`` acts controlled on
+    the register being in basis state ``e``; measuring the observables gives
+    ``sum_e p_e(x) <O>_e(x)`` with the register's Born probabilities ``p_e`` as the gates. Dense
+    by nature: every expert's gates are in every circuit, so it costs about what dense routing does.
 
-def basis_bits(index: int, width: int) -> list[int]:
-    """`index` in binary over `width` qubits, most significant first (cirq's state-vector order)."""
-    return [(index >> (width - 1 - j)) & 1 for j in range(width)]
+    >>> import qmoe_tfq as qmoe
+    >>> qubits = cirq.GridQubit.rect(1, 2)
+    >>> moe = qmoe.CoherentQMoELayer(qubits, n_experts=2, encoder=qmoe.AngleEncoder(qubits))
+    >>> moe(tf.constant([[0.1, 0.7], [0.9, 0.3]])).shape  # [batch, len(observables)]
+    TensorShape([2, 2])
+    >>> moe.gate_weights(tf.constant([[0.1, 0.7]])).numpy().sum().round(5)  # Born probabilities
+    1.0
 
+    Input shape: float features ``[batch, n_features]``. Output shape: ``[batch, len(observables)]``.
+    The Switch load-balancing loss goes through `add_loss`; routing entropy, confidence and unused
+    experts through metrics (the z-loss of probabilities is zero, so there is none).
 
-def basis_projectors(register: Sequence[cirq.Qid]) -> list[cirq.PauliSum]:
-    """|e><e| on `register` for e = 0 .. 2^n - 1, as Pauli sums: their expectations are the Born
-    probabilities of the register's basis states."""
-    projectors = []
-    for index in range(2 ** len(register)):
-        projector = cirq.PauliSum.from_pauli_strings([cirq.PauliString()])
-        for qubit, bit in zip(register, basis_bits(index, len(register))):
-            projector *= 0.5 * cirq.PauliString() + (-0.5 if bit else 0.5) * cirq.Z(qubit)
-        projectors.append(projector)
-    return projectors
-
-
-def controlled(circuit: cirq.Circuit, controls: Sequence[cirq.Qid], values: Sequence[int]) -> cirq.Circuit:
-    """Every operation of `circuit` controlled on `controls` being in the basis state `values`."""
-    # Built directly: op.controlled_by would turn a controlled CZ into CCZ, which TFQ cannot serialize.
-    # Each gate is copied: TFQ 0.7.6 records control values on the gate object while serializing,
-    # so two controlled uses of the shared cirq.CZ instance would both get the last values.
-    return cirq.Circuit(cirq.ControlledOperation(list(controls), op.with_gate(copy.copy(op.gate)),
-                                                 control_values=list(values))
-                        for op in circuit.all_operations())
-
-
-def check_coherent(n_experts: int, encoder: FeatureEncoder | None, top_k: int | None,
-                   capacity_factor: float | None, reuploading: bool, all_quantum: bool) -> None:
-    """What coherent aggregation needs, each failure naming the argument."""
-    if n_experts < 2 or n_experts & (n_experts - 1):
-        raise ValueError(f"aggregation='coherent' addresses experts by the basis states of a qubit "
-                         f"register, so n_experts must be a power of two >= 2, got {n_experts}.")
-    if encoder is None:
-        raise ValueError("aggregation='coherent' uploads float features into the router register: "
-                         "pass encoder=qmoe_tfq.AngleEncoder(qubits).")
-    if top_k is not None or capacity_factor is not None or reuploading:
-        raise ValueError("aggregation='coherent' mixes every expert in one circuit: it takes no top_k, "
-                         "capacity_factor or reuploading.")
-    if not all_quantum:
-        raise ValueError("aggregation='coherent' controls the built-in quantum experts with the built-in quantum "
-                         "router; it takes no classical or custom experts, shared experts or custom router.")
-
-
-class CoherentPrograms(NamedTuple):
-    """The router alone (its readouts are the gates) and the whole mixture in one program."""
-
-    router: Program  # symbols: uploads [router_layers * F], router weights
-    mixture: Program  # symbols: encoder [F], uploads, router weights, every expert's weights
-
-
-def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], encoder: FeatureEncoder,
-                      router_layers: int, ansatz: Ansatz, prefix: str,
-                      router_names: Sequence[str], experts: Sequence[ExpertPQC], observables: Sequence[cirq.PauliSum],
-                      noise: Noise | None) -> CoherentPrograms:
-    """Builds both programs once; `experts` are `ExpertPQC`s reading `observables`."""
-    n_features = encoder.n_features
-    slots = -(-n_features // len(register))  # rotations per register qubit to hold every feature
-    register_encoder = AngleEncoder(register, rotations=("ry", "rz") * (-(-slots // 2)),
-                                    scale=encoder.scale, n_features=n_features)
-    routed, uploads = ansatz.reuploading(register, router_layers, register_encoder.circuit, prefix)
-    upload_names = [str(s) for s in uploads]
-    bits = [basis_bits(index, len(register)) for index in range(len(experts))]
-    controlled_experts = [controlled(rename_symbols(expert.model_circuit, expert_symbol_prefix(index)), register, b)
-                          for index, (expert, b) in enumerate(zip(experts, bits))]
-    expert_names = [f"{expert_symbol_prefix(index)}_{name}" for index, expert in enumerate(experts)
-                    for name in expert.symbol_names.numpy().astype(str)]
-    all_qubits = [*qubits, *register]
-    data_names = [*encoder.symbol_names.numpy().astype(str), *upload_names]
-    return CoherentPrograms(
-        single_program(routed, basis_projectors(register), upload_names + list(router_names), all_qubits, noise,
-                       len(upload_names)),
-        single_program(encoder.circuit + routed + sum(controlled_experts, cirq.Circuit()), observables,
-                       [*data_names, *router_names, *expert_names], all_qubits, noise, len(data_names)))
-
-
-class CoherentMixture:
-    """Both programs compiled once on `executor`: `gates` runs the router alone, `outputs` the mixture.
-
-    Built in `QMoELayer.build`; `router` and `experts` are its `ExpertPQC`s, read at every call.
+    Args:
+        qubits: the experts' qubits; the register goes beside them (`coherent_mixture.ancilla_register`).
+        n_experts: a power of two >= 2.
+        expert_layers, router_layers: depths of the built-in experts and router.
+        encoder: the `AngleEncoder`/`CircuitEncoder` of the features (required).
+        observables: what the experts read; Z on each qubit by default.
+        ansatz: the experts' and router's circuit shape.
+        load_balance_weight, metrics: as for `QMoELayer`.
+        backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
     """
 
-    def __init__(self, executor: Executor, qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid],
-                 encoder: FeatureEncoder, router_layers: int, ansatz: Ansatz, prefix: str, router: ExpertPQC,
-                 experts: Sequence[ExpertPQC], observables: Sequence[cirq.PauliSum], noise: Noise | None) -> None:
-        programs = coherent_programs(qubits, register, encoder, router_layers, ansatz, prefix,
-                                     router.symbol_names.numpy().astype(str), experts, observables, noise)
-        self.programs = programs
-        self._run_router, self._run_mixture = executor.compile(programs.router), executor.compile(programs.mixture)
-        self.router_layers, self.router, self.experts = router_layers, router, list(experts)
+    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int = 4, expert_layers: int = 2,
+                 router_layers: int = 2, *, encoder: FeatureEncoder | None = None,
+                 observables: Sequence[Observable] | None = None, ansatz: Ansatz = Ansatz(),
+                 load_balance_weight: float = 1e-2, metrics: str = "summary", backend: Backend | Executor = "auto",
+                 repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
+                 noise: Noise | None = None, **kwargs) -> None:
+        n_experts = validate_positive_int(n_experts, "n_experts")
+        if n_experts < 2 or n_experts & (n_experts - 1):
+            raise ValueError(f"CoherentQMoELayer addresses experts by the basis states of a qubit register, so "
+                             f"n_experts must be a power of two >= 2, got {n_experts}.")
+        if encoder is None:
+            raise ValueError("CoherentQMoELayer uploads float features into the router register: pass "
+                             "encoder=qmoe_tfq.AngleEncoder(qubits).")
+        super().__init__(qubits, observables, ansatz, encoder, backend, repetitions, differentiator, noise, **kwargs)
+        self.n_experts = n_experts
+        self.expert_layers = validate_positive_int(expert_layers, "expert_layers")
+        self.router_layers = validate_positive_int(router_layers, "router_layers")
+        self.gate = Gate(RoutingPolicy(n_experts, load_balance_weight=load_balance_weight, z_loss_weight=0.0,
+                                       metrics=metrics), self.name, name="gate")
+        self.register = ancilla_register(self.qubits, n_experts.bit_length() - 1)
+        with tf.name_scope(self.name):
+            self.experts = [self.builtin_expert(index, self.expert_layers) for index in range(n_experts)]
+            self.router = ExpertPQC(self.ansatz.circuit(self.register, self.router_layers, ROUTER_PREFIX),
+                                    basis_projectors(self.register), name="router", **self.executor_args)
 
-    def _uploads(self, angles: tf.Tensor) -> tf.Tensor:
-        """<float32>[B, router_layers * F] the features uploaded before each router layer."""
-        return tf.tile(angles, [1, self.router_layers])
+    def build(self, input_shape: tf.TensorShape) -> None:
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank != 2 or input_shape[-1] is None:
+            raise ValueError(f"{self.name} takes float features [batch, n_features] (it encodes them with "
+                             f"{self.encoder.name}), got inputs of shape {input_shape}.")
+        if not self.encoder.built:
+            self.encoder.build(input_shape)
+        self._inputs = InputReader(self.name, self.qubits, self.encoder, int(input_shape[-1]),
+                                   f"it encodes them with {self.encoder.name}")
+        self._mixture = CoherentMixture(self._executor, self.qubits, self.register, self.encoder, self.router_layers,
+                                        self.ansatz, ROUTER_PREFIX, self.router, self.experts, self.observables,
+                                        self.noise)
+        self.gate.build(tf.TensorShape([None, self.n_experts]))
+        super().build(input_shape)
 
-    def gates(self, angles: tf.Tensor) -> tf.Tensor:
-        """<float32>[B, E] the register's Born probabilities for encoder angles <float32>[B, F]."""
-        return self._run_router(self.programs.router.values(self._uploads(angles), self.router.parameters))
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        angles = self._inputs.read(inputs).angles  # <float32>[B, F]
+        self.gate.observe(routing.born_routing(self._mixture.gates(angles)), training)
+        return self._mixture.outputs(angles)
 
-    def outputs(self, angles: tf.Tensor) -> tf.Tensor:
-        """<float32>[B, n_readouts] ``sum_e p_e <O>_e``, one circuit per sample."""
-        # weights <float32>[n_router_symbols + every expert's symbols]
-        weights = tf.concat([self.router.parameters] + [expert.parameters for expert in self.experts], axis=0)
-        data = tf.concat([angles, self._uploads(angles)], axis=1)  # <float32>[B, F + router_layers * F]
-        return self._run_mixture(self.programs.mixture.values(data, weights))
+    def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
+        """The routing decision for a batch: dense, gates = the register's Born probabilities."""
+        inputs = tf.convert_to_tensor(inputs)
+        if not self.built:
+            self.build(inputs.shape)
+        return routing.born_routing(self._mixture.gates(self._inputs.read(inputs).angles))
+
+    def get_config(self) -> dict:
+        policy = self.gate.policy
+        return {**super().get_config(), "n_experts": self.n_experts, "expert_layers": self.expert_layers,
+                "router_layers": self.router_layers, "load_balance_weight": policy.load_balance_weight,
+                "metrics": policy.metrics}
+
+    @classmethod
+    def from_config(cls, config: dict) -> CoherentQMoELayer:
+        config, _, _ = cls.read_config(config, cls.__name__)
+        return cls(**coherent_arguments(config))
+
+
+# Settings of a format 1-3 QMoELayer config with aggregation="coherent" that this layer fixes or has no use for.
+QMOE_ONLY = ("top_k", "temperature", "router_noise", "capacity_factor", "z_loss_weight", "routing", "balance",
+             "bias_rate", "reuploading", "experts", "shared_experts", "router", "router_observables", "router_head")
+
+
+def coherent_arguments(config: dict) -> dict:
+    """`CoherentQMoELayer`'s arguments from a decoded config: its own, or an older `QMoELayer`'s in coherent mode."""
+    arguments = {key: value for key, value in config.items() if key not in QMOE_ONLY}
+    arguments["ansatz"] = Ansatz(tuple(arguments.pop("rotations")), arguments.pop("entangler"),
+                                 arguments.pop("entangle_first"))
+    return arguments

@@ -74,15 +74,10 @@ class Gate(keras.layers.Layer):
             self.usage = ExpertUsage(self.policy.n_experts, self.prefix, warn=sparse)
         super().build(input_shape)
 
-    def select(self, logits: tf.Tensor, training: bool | None = None, born: bool = False) -> Routing:
-        """The routing decision alone (no losses, metrics or bias step), e.g. for inspection.
-
-        With ``born=True`` the inputs are already gate probabilities (coherent aggregation).
-        """
+    def select(self, logits: tf.Tensor, training: bool | None = None) -> Routing:
+        """The routing decision alone (no losses, metrics or bias step), e.g. for inspection."""
         if not self.built:
             self.build(logits.shape)
-        if born:
-            return routing.born_routing(logits)
         bias = self.expert_bias if self.policy.balance == "bias" else None
         return routing.gate(logits, self.policy, training, bias)
 
@@ -101,8 +96,17 @@ class Gate(keras.layers.Layer):
             for index in range(policy.n_experts):
                 self.add_metric(terms.fractions[index], name=f"{prefix}_expert_{index}_fraction")
 
-    def call(self, logits: tf.Tensor, training: bool | None = None, born: bool = False) -> Routing:
-        route = self.select(logits, training, born)
+    def call(self, logits: tf.Tensor, training: bool | None = None) -> Routing:
+        return self.observe(self.select(logits, training), training)
+
+    def observe(self, route: Routing, training: bool | None = None) -> Routing:
+        """Adds the policy's losses and metrics for `route` (and moves the selection bias when training).
+
+        `call` observes its own decision; coherent aggregation, whose gates are Born probabilities,
+        observes `routing.born_routing` of them.
+        """
+        if not self.built:
+            self.build(route.probabilities.shape)
         policy = self.policy
         terms = routing.routing_terms(route, policy)
         if policy.balance_loss:

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq.layers import QMoELayer
+from qmoe_tfq.mixture import MixtureLayer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -95,10 +95,10 @@ def plot_gate_heatmap(class_gates: np.ndarray, path: str | os.PathLike | None = 
     return figure
 
 
-def find_qmoe_layer(model: keras.Model) -> QMoELayer:
-    """The model's (first) `QMoELayer`."""
+def find_qmoe_layer(model: keras.Model) -> MixtureLayer:
+    """The model's (first) `QMoELayer` or `CoherentQMoELayer`."""
     for layer in model.layers:
-        if isinstance(layer, QMoELayer):
+        if isinstance(layer, MixtureLayer):
             return layer
     raise ValueError(f"model {model.name!r} has no QMoELayer.")
 
@@ -119,7 +119,7 @@ class RoutingLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, inputs, labels=None, log_dir: str | os.PathLike | None = None,
-                 layer: QMoELayer | None = None) -> None:
+                 layer: MixtureLayer | None = None) -> None:
         super().__init__()
         self.inputs, self.labels, self.layer = inputs, labels, layer
         self.history: list[RoutingStatistics] = []
@@ -130,7 +130,7 @@ class RoutingLogger(keras.callbacks.Callback):
         super().set_model(model)
         self._feeder = None
 
-    def _layer_inputs(self, layer: QMoELayer):
+    def _layer_inputs(self, layer: MixtureLayer):
         """What `layer` receives when the model gets `self.inputs` (the inputs themselves if it is first)."""
         if layer not in self.model.layers or any(layer.input is tensor for tensor in self.model.inputs):
             return self.inputs

@@ -16,26 +16,24 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq import coherent, dispatch, routing
-from qmoe_tfq.execution import Executor, make_executor
-from qmoe_tfq.execution.backends import Backend, Noise, execution_config, read_differentiator, validate_noise
-from qmoe_tfq.circuits import (Ansatz, Observable, default_readouts, router_readouts, validate_observables,
-                               validate_positive_int, validate_qubits)
-from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder, check_encoder
+from qmoe_tfq import dispatch, routing
+from qmoe_tfq.circuits import (EXPERT_PREFIX, ROUTER_PREFIX, Ansatz, Observable, router_readouts,
+                               validate_observables, validate_positive_int)
+from qmoe_tfq.coherent import CoherentQMoELayer, coherent_arguments
+from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
+from qmoe_tfq.execution import Executor
+from qmoe_tfq.execution.backends import Backend, Noise
 from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_depths,
                               expert_list, make_experts, make_router, shared_list)
 from qmoe_tfq.gating import Gate
 from qmoe_tfq.inputs import Batch, InputReader, feeds_features
+from qmoe_tfq.mixture import MixtureLayer
 from qmoe_tfq.routing import RoutingPolicy
-from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json, upgrade_qmoe_config
-
-EXPERT_PREFIX = "theta"
-ROUTER_PREFIX = "route"
-AGGREGATIONS = ("classical", "coherent")
+from qmoe_tfq.serialization import to_cirq_json, upgrade_qmoe_config
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
-class QMoELayer(keras.layers.Layer):
+class QMoELayer(MixtureLayer):
     """Quantum mixture of experts: a router weights experts (PQCs or Keras layers), per input.
 
     The router's readouts, times a learned scale (or through ``router_head``), are the logits::
@@ -92,9 +90,6 @@ class QMoELayer(keras.layers.Layer):
             simulator with the weights; no circuit is built per sample).
         reuploading: QMoE+ re-uploading: the encoder again before every built-in expert layer,
             scaled per expert, layer and feature (weight ``input_scaling`` [E, L, F], init 1).
-        aggregation: ``"classical"`` (gates weight readouts) or ``"coherent"`` (QMoE+: a router
-            register of log2(E) qubits controls every expert in one circuit; gates are its Born
-            probabilities; needs an encoder, dense routing, no capacity, power-of-two E).
         experts: one entry per expert, as above.
         router: None (the built-in ansatz), a `cirq.Circuit` (read with `router_observables`), a
             `tfq.layers.PQC`/`ExpertPQC`, or any `tf_keras` layer mapping features to E logits.
@@ -102,7 +97,10 @@ class QMoELayer(keras.layers.Layer):
             neighbouring Z Z correlators first, which entangled (quantum-data) inputs carry.
         router_head: a `tf_keras` layer mapping the quantum router's readouts to E logits (e.g.
             ``Dense(n_experts)``, the hybrid QMoE router); then any number of router readouts works.
-        backend, repetitions, differentiator, noise: where and how circuits run (see `backends`).
+        backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
+
+    QMoE+ coherent aggregation (one circuit holds router and experts) is the sibling layer
+    `CoherentQMoELayer`.
     """
 
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None,
@@ -110,7 +108,7 @@ class QMoELayer(keras.layers.Layer):
                  temperature: float = 1.0, observables: Sequence[Observable] | None = None,
                  rotations: Sequence[str] = Ansatz.rotations, entangler: str = Ansatz.entangler,
                  entangle_first: bool = Ansatz.entangle_first,
-                 encoder: FeatureEncoder | None = None, reuploading: bool = False, aggregation: str = "classical",
+                 encoder: FeatureEncoder | None = None, reuploading: bool = False,
                  router_noise: float = 0.0, capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
                  z_loss_weight: float = 1e-3, backend: Backend | Executor = "auto",
                  repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
@@ -119,85 +117,49 @@ class QMoELayer(keras.layers.Layer):
                  router_head: keras.layers.Layer | None = None, routing: str = "top_k",
                  balance: str = "aux_loss", bias_rate: float = 0.1, metrics: str = "summary",
                  shared_experts: int | Sequence[Part] = 0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.qubits = validate_qubits(qubits)
+        super().__init__(qubits, observables, Ansatz(rotations, entangler, entangle_first), encoder, backend,
+                         repetitions, differentiator, noise, **kwargs)
         parts = expert_list(experts, n_experts)
         self.n_experts = len(parts)
         shared = shared_list(shared_experts)
         self.expert_layers = expert_depths(expert_layers, self.n_experts + len(shared))
         self.router_layers = validate_positive_int(router_layers, "router_layers")
-        self.ansatz = Ansatz(rotations, entangler, entangle_first)
         self.policy = RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
                                     load_balance_weight, z_loss_weight, routing, balance, bias_rate, metrics)
         self.gate = Gate(self.policy, self.name, name="gate")
-        self.observables = validate_observables(
-            default_readouts(self.qubits) if observables is None else observables, self.qubits, "observables")
-        encoder = check_encoder(encoder, self.qubits)
-        if reuploading and (encoder is None or not isinstance(self.expert_layers, int)
+        if reuploading and (self.encoder is None or not isinstance(self.expert_layers, int)
                             or any(p != QUANTUM for p in parts)):
             raise ValueError("reuploading=True re-encodes float features before every layer of the built-in "
                              "experts: pass encoder=qmoe_tfq.AngleEncoder(qubits), one int expert_layers and "
                              "only 'quantum' experts.")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation={aggregation!r} is not allowed; use one of {AGGREGATIONS}.")
         if router_head is not None and not isinstance(router_head, keras.layers.Layer):
             raise TypeError(f"router_head must be None or a tf_keras layer, got {router_head!r}.")
-        validate_noise(noise, backend)
-        self.encoder, self.reuploading, self.aggregation = encoder, bool(reuploading), aggregation
-        self.backend, self.repetitions, self.noise, self.differentiator = backend, repetitions, noise, differentiator
-        self.router_head = router_head
-        if aggregation == "coherent":
-            coherent.check_coherent(self.n_experts, encoder, top_k, capacity_factor, self.reuploading,
-                                    router is None and not shared and all(p == QUANTUM for p in parts))
-            self.register = coherent.ancilla_register(self.qubits, self.n_experts.bit_length() - 1)
-        args = {"backend": backend, "repetitions": repetitions, "differentiator": differentiator, "noise": noise}
+        self.reuploading, self.router_head = bool(reuploading), router_head
         with tf.name_scope(self.name):
-            every_expert = make_experts(parts + shared, self._builtin_expert(args), self.qubits, self.observables,
-                                        **args)
+            every_expert = make_experts(parts + shared, self._builtin_expert, self.qubits, self.observables,
+                                        **self.executor_args)
             self.experts, self.shared_experts = every_expert[:self.n_experts], every_expert[self.n_experts:]
-            router_qubits = self.register if aggregation == "coherent" else self.qubits
-            self.router = make_router(router, router_qubits, self._router_observables(router_observables),
-                                      self._builtin_router_circuit, self.n_experts, router_head is not None, **args)
+            self.router = make_router(router, self.qubits, self._router_observables(router_observables),
+                                      self._builtin_router_circuit, self.n_experts, router_head is not None,
+                                      **self.executor_args)
         self._builtin = [isinstance(p, str) for p in parts + shared]
         self._builtin_router = router is None
         self._quantum = [isinstance(e, ExpertPQC) for e in every_expert]
         if self.encoder is None and (any(self._quantum) or self.quantum_router) and self._classical_parts():
             self.encoder = AngleEncoder(self.qubits)  # classical parts need features; quantum ones encode them
-        self._executor = make_executor(backend, repetitions, differentiator)
 
     def _router_observables(self, given: Sequence[Observable] | None) -> Callable[[], list[cirq.PauliSum]]:
         """The readouts a router circuit is read with, made only if one is needed (a PQC brings its own)."""
-        if self.aggregation == "coherent":
-            return lambda: coherent.basis_projectors(self.register)
         if given is not None:
             return lambda: validate_observables(given, self.qubits, "router_observables")
         return lambda: router_readouts(self.qubits, self.n_experts)
 
     def _builtin_router_circuit(self) -> cirq.Circuit:
-        qubits = self.register if self.aggregation == "coherent" else self.qubits
-        return self.ansatz.circuit(qubits, self.router_layers, ROUTER_PREFIX)
+        return self.ansatz.circuit(self.qubits, self.router_layers, ROUTER_PREFIX)
 
-    def _builtin_expert(self, args: dict) -> Callable[[int], ExpertPQC]:
-        def make(index: int) -> ExpertPQC:
-            depth = self.expert_layers if isinstance(self.expert_layers, int) else self.expert_layers[index]
-            return ExpertPQC(self.ansatz.circuit(self.qubits, depth, EXPERT_PREFIX), self.observables,
-                             name=f"expert_{index}", **args)
-        return make
-
-    @property
-    def simulator(self) -> str:
-        """What runs the circuits: ``"statevector"`` (TF kernel), ``"noiseless"``/``"noisy"`` (TFQ) or a Cirq class;
-        with ``backend="auto"``, ``"auto"`` until the layer is built, then what it chose."""
-        return self._executor.name
-
-    @property
-    def executor(self):
-        """The executor the circuits run on; with ``backend="auto"``, its `choices` say what runs where and why."""
-        return self._executor
-
-    @property
-    def n_readouts(self) -> int:
-        return len(self.observables)
+    def _builtin_expert(self, index: int) -> ExpertPQC:
+        return self.builtin_expert(index, self.expert_layers if isinstance(self.expert_layers, int)
+                                   else self.expert_layers[index])
 
     @property
     def quantum_router(self) -> bool:
@@ -246,10 +208,10 @@ class QMoELayer(keras.layers.Layer):
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
         table = self._expert_table(data_circuit, data_names)
-        run = self._executor.compile(table.program) if any(self._quantum) and self.aggregation == "classical" else None
+        run = self._executor.compile(table.program) if any(self._quantum) else None
         self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts,
                                          self.input_scaling if self.reuploading else None)
-        if self.quantum_router and self.aggregation == "classical":
+        if self.quantum_router:
             self._router_program = dispatch.router_program(
                 data_circuit, data_names, self.router.model_circuit, self.router.symbol_names.numpy().astype(str),
                 self.router.readouts, self.qubits, self.noise)
@@ -258,10 +220,6 @@ class QMoELayer(keras.layers.Layer):
                 self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
                                                    trainable=True)
         self.gate.build(tf.TensorShape([None, self.n_experts]))
-        if self.aggregation == "coherent":
-            self._coherent = coherent.CoherentMixture(
-                self._executor, self.qubits, self.register, self.encoder, self.router_layers, self.ansatz,
-                ROUTER_PREFIX, self.router, self.experts, self.observables, self.noise)
         super().build(input_shape)
 
     def _expert_table(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.ExpertTable:
@@ -279,20 +237,16 @@ class QMoELayer(keras.layers.Layer):
                                      self.policy.rows_per_sample + len(self.shared_experts))
 
     def _logits(self, batch: Batch) -> tf.Tensor:
-        """<float32>[B, E] router logits (coherent aggregation: the register's Born probabilities)."""
+        """<float32>[B, E] router logits."""
         if not self.quantum_router:
             return self.router(batch.features)
-        if self.aggregation == "coherent":
-            return self._coherent.gates(batch.angles)
         values = self._router_program.values(batch.angles, self.router.parameters)  # <float32>[B, D + n_router_symbols]
         readouts = self._run_router(values, circuits=batch.circuits)  # <float32>[B, n_router_readouts]
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         batch = self._inputs.read(inputs)
-        route = self.gate(self._logits(batch), training=training, born=self.aggregation == "coherent")
-        if self.aggregation == "coherent":
-            return self._coherent.outputs(batch.angles)
+        route = self.gate(self._logits(batch), training=training)
         rows = dispatch.routed_rows(route)
         if self.shared_experts:
             rows = dispatch.concat(rows, dispatch.shared_rows(tf.shape(batch.angles)[0], self.n_experts,
@@ -305,50 +259,36 @@ class QMoELayer(keras.layers.Layer):
         self._adopt_inputs(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return self.gate.select(self._logits(self._inputs.read(inputs)), training, born=self.aggregation == "coherent")
-
-    def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
-        """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""
-        return self.route(inputs).gate_matrix()
-
-    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
-        return tf.TensorShape([tf.TensorShape(input_shape)[0], self.n_readouts])
+        return self.gate.select(self._logits(self._inputs.read(inputs)), training)
 
     def get_config(self) -> dict:
         policy = self.policy
         custom = not all(self._builtin[:self.n_experts])
         serialize = keras.layers.serialize
         return {
-            **super().get_config(), "qubits": to_cirq_json(self.qubits), "n_experts": self.n_experts,
+            **super().get_config(), "n_experts": self.n_experts,
             "expert_layers": self.expert_layers, "router_layers": self.router_layers, "top_k": policy.top_k,
-            "temperature": policy.temperature, "observables": to_cirq_json(self.observables),
-            "rotations": list(self.ansatz.rotations), "entangler": self.ansatz.entangler,
-            "entangle_first": self.ansatz.entangle_first,
-            "encoder": None if self.encoder is None else serialize(self.encoder),
-            "reuploading": self.reuploading, "aggregation": self.aggregation,
+            "temperature": policy.temperature, "reuploading": self.reuploading,
             "experts": [QUANTUM if b else serialize(e) for b, e in zip(self._builtin, self.experts)] if custom else None,
             "shared_experts": len(self.shared_experts) if all(self._builtin[self.n_experts:]) else [
                 QUANTUM if b else serialize(e) for b, e in zip(self._builtin[self.n_experts:], self.shared_experts)],
             "router": None if self._builtin_router else serialize(self.router),
             "router_observables": to_cirq_json(list(self.router.readouts))
-            if self._builtin_router and self.quantum_router and self.aggregation == "classical" else None,
+            if self._builtin_router and self.quantum_router else None,
             "router_head": None if self.router_head is None else serialize(self.router_head),
             "router_noise": policy.router_noise, "capacity_factor": policy.capacity_factor,
             "load_balance_weight": policy.load_balance_weight, "z_loss_weight": policy.z_loss_weight,
             "routing": policy.routing, "balance": policy.balance, "bias_rate": policy.bias_rate,
             "metrics": policy.metrics,
-            **execution_config(self.backend, self.repetitions, self.noise, self.differentiator), "format_version": FORMAT_VERSION,
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> QMoELayer:
-        # The backend fields as stored (noise as Cirq JSON), for the nested ExpertPQC configs.
-        execution = {key: config.get(key) for key in ("backend", "repetitions", "noise", "differentiator")}
-        version = config.get("format_version", FORMAT_VERSION)
-        config = read_layer_config(config, cls.__name__, ("qubits", "observables", "noise", "router_observables"))
-        config["differentiator"] = read_differentiator(config.get("differentiator"), f"{cls.__name__}.differentiator")
+    def from_config(cls, config: dict) -> QMoELayer | CoherentQMoELayer:
+        config, execution, version = cls.read_config(config, cls.__name__, ("router_observables",))
         upgrade_qmoe_config(config, version, lambda: router_readouts(config["qubits"], config["n_experts"], "pauli"))
-        for key in ("encoder", "router", "router_head"):
+        if config.pop("aggregation", "classical") == "coherent":  # formats 1-3: a mode of this layer
+            return CoherentQMoELayer(**coherent_arguments(config))
+        for key in ("router", "router_head"):
             if config.get(key) is not None:
                 config[key] = deserialize_part(config[key], execution)
         for key in ("experts", "shared_experts"):

@@ -10,12 +10,15 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.circuits import Ansatz, Observable, default_readouts, validate_positive_int, validate_qubits
+from qmoe_tfq.circuits import (EXPERT_PREFIX, Ansatz, Observable, default_readouts, validate_positive_int,
+                               validate_qubits)
 from qmoe_tfq.encoding import AngleEncoder
 from qmoe_tfq.execution.backends import Backend, Noise, differentiator_config
 from qmoe_tfq.experts import QUANTUM, ExpertPQC
 from qmoe_tfq.hybrid import ClassicalExpert, classical_router
-from qmoe_tfq.layers import EXPERT_PREFIX, QMoELayer
+from qmoe_tfq.coherent import CoherentQMoELayer
+from qmoe_tfq.layers import QMoELayer
+from qmoe_tfq.mixture import MixtureLayer
 from qmoe_tfq.serialization import to_cirq_json
 
 
@@ -74,13 +77,17 @@ def _hybrid_parts(expert_kind: str | tuple[int, int], router_kind: str, n_expert
     return experts, (classical_router(n_total) if router_kind == "classical" else None)
 
 
+AGGREGATIONS = ("classical", "coherent")
+
+
 def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_features: int | None = None,
                           n_experts: int = 4, expert_layers: int = 2, router_layers: int = 2,
                           top_k: int | None = None, observables: Sequence[Observable] | None = None,
                           learning_rate: float = 0.05,
                           encoder_rotations: Sequence[str] = ("ry",), encoder_scale: float = np.pi,
                           expert_kind: str | tuple[int, int] = "quantum", router_kind: str = "quantum",
-                          classical_hidden: int = 8, **layer_kwargs) -> keras.Model:
+                          classical_hidden: int = 8, aggregation: str = "classical",
+                          **layer_kwargs) -> keras.Model:
     """A compiled QMoE classifier: (encoder) -> `QMoELayer` -> softmax `Dense(n_classes)`.
 
     With `n_features` the model takes float features ``[batch, n_features]`` and angle-encodes them
@@ -88,7 +95,8 @@ def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featu
     `expert_kind` is ``"quantum"`` (PQC experts, the paper), ``"classical"`` (`ClassicalExpert`
     MLPs) or a ``(n_quantum, n_classical)`` pair; `router_kind` is ``"quantum"`` (the PQC router)
     or ``"classical"`` (a dense layer). Classical parts need `n_features`. `observables` are the
-    experts' readouts (Z on each qubit by default). Extra keyword arguments go to `QMoELayer`.
+    experts' readouts (Z on each qubit by default). `aggregation="coherent"` makes the layer a
+    `CoherentQMoELayer` (QMoE+; needs `n_features`, no `top_k`). Extra keyword arguments go to the layer.
 
     >>> model = build_qmoe_classifier(cirq.GridQubit.rect(1, 4), n_classes=2, n_features=4, top_k=1)
     >>> model.predict(np.random.rand(8, 4), verbose=0).shape
@@ -100,6 +108,17 @@ def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featu
     if n_features is None and (experts is not None or router is not None):
         raise ValueError("classical experts or routers read float features: give n_features.")
     inputs, encoder = _classifier_inputs(qubits, n_features, encoder_rotations, encoder_scale)
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation={aggregation!r} is not allowed; use one of {AGGREGATIONS}.")
+    if aggregation == "coherent":
+        if top_k is not None or experts is not None or router is not None:
+            raise ValueError("aggregation='coherent' mixes every built-in quantum expert in one circuit "
+                             "(CoherentQMoELayer): it takes no top_k and no classical experts or router.")
+        if encoder is None:
+            raise ValueError("aggregation='coherent' uploads float features into the router register: give n_features.")
+        moe = CoherentQMoELayer(qubits, n_experts, expert_layers, router_layers, encoder=encoder,
+                                observables=observables, name="qmoe", **layer_kwargs)
+        return _classifier(inputs, moe(inputs), n_classes, learning_rate, "qmoe_classifier")
     all_classical = router is not None and experts is not None and QUANTUM not in experts
     moe = QMoELayer(qubits, None if experts is not None else n_experts, expert_layers, router_layers,
                     top_k=top_k, encoder=None if all_classical else encoder, experts=experts, router=router,
@@ -151,7 +170,7 @@ def with_backend(model: keras.Model, backend: Backend, repetitions: int | None =
     (fresh copies of metric objects), or `metrics` when given. Its circuits are differentiated by
     `differentiator`, or the new backend's default when None (the model's own was chosen for its backend).
     """
-    quantum_layers = (QMoELayer, ExpertPQC)
+    quantum_layers = (MixtureLayer, ExpertPQC)
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -21,10 +22,11 @@ from typing import Any
 import h5py
 import tensorflow as tf
 import tf_keras as keras
+from tf_keras.src.utils.generic_utils import to_snake_case  # how .keras files name layers' weights
 
 from qmoe_tfq.execution.backends import runs_in_python
 from qmoe_tfq.experts import ExpertPQC
-from qmoe_tfq.layers import QMoELayer
+from qmoe_tfq.mixture import MixtureLayer
 from qmoe_tfq.serialization import register_tfq_ops
 
 SERVING_OUTPUT = "output"
@@ -104,7 +106,56 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True, custom_object
             raise ValueError(f"{path!r} holds {', '.join(unsafe)}: code that would run on loading; refused. "
                              "Pass safe_mode=False only if you trust the file.")
     register_tfq_ops()
-    return keras.models.load_model(path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+    with _upgraded_keras_file(path) as readable:
+        return keras.models.load_model(readable, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+
+
+def _weight_paths(config: dict, coherent_class: bool) -> list[str]:
+    """Where a `.keras` file keeps each top-level layer's weights: ``layers/<class in snake case>[_<count>]``.
+
+    With `coherent_class`, a format 1-3 ``QMoELayer(aggregation="coherent")`` counts as the
+    `CoherentQMoELayer` it loads as.
+    """
+    used, paths = {}, []
+    for layer in config.get("config", {}).get("layers", []):
+        name = layer.get("class_name", "")
+        if coherent_class and name == "QMoELayer" and layer.get("config", {}).get("aggregation") == "coherent":
+            name = "CoherentQMoELayer"
+        snake = to_snake_case(name)
+        used[snake] = used.get(snake, -1) + 1
+        paths.append(f"layers/{snake}" + (f"_{used[snake]}" if used[snake] else ""))
+    return paths
+
+
+@contextlib.contextmanager
+def _upgraded_keras_file(path: str) -> Iterator[str]:
+    """`path`, or for a `.keras` file of format 1-3 with coherent aggregation a copy whose weights sit where
+    `CoherentQMoELayer` (a class of its own since format 4) looks for them: that format locates weights by
+    class name."""
+    config = {}
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    moves = [(old, new) for old, new in zip(_weight_paths(config, False), _weight_paths(config, True)) if old != new]
+    if not moves:
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        copy = os.path.join(directory, os.path.basename(path))
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(copy, "w") as target:
+            for item in source.infolist():
+                if item.filename != "model.weights.h5":
+                    target.writestr(item, source.read(item))
+            weights = os.path.join(directory, "model.weights.h5")
+            with open(weights, "wb") as file:
+                file.write(source.read("model.weights.h5"))
+            with h5py.File(weights, "r+") as file:
+                for index, (old, _) in enumerate(moves):  # in two steps: a new path may be another's old one
+                    file.move(old, f"moving_{index}")
+                for index, (_, new) in enumerate(moves):
+                    file.move(f"moving_{index}", new)
+            target.write(weights, "model.weights.h5")
+        yield copy
 
 
 @contextlib.contextmanager
@@ -166,7 +217,7 @@ def serving_input_spec(model: keras.Model) -> tf.TensorSpec:
 def _unexportable_layers(model: keras.Model) -> list[str]:
     """Our layers running on a Cirq backend: a Python callback, which a SavedModel cannot carry."""
     return [layer.name for layer in model.submodules
-            if isinstance(layer, (QMoELayer, ExpertPQC)) and runs_in_python(layer.backend)]
+            if isinstance(layer, (MixtureLayer, ExpertPQC)) and runs_in_python(layer.backend)]
 
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike) -> tf.TensorSpec:

@@ -12,6 +12,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.hybrid import ClassicalExpert
+from qmoe_tfq.mixture import MixtureLayer
 
 QUBITS = cirq.GridQubit.rect(1, 3)
 SMALL = {"n_experts": 3, "expert_layers": 1, "router_layers": 1}
@@ -50,7 +51,7 @@ def _layers() -> dict:
             observables=[cirq.Z(QUBITS[0]), 0.5 * cirq.X(QUBITS[1]) * cirq.X(QUBITS[2])]),
         "own_circuits": lambda: qmoe.QMoELayer(QUBITS, **_own_parts()),
         "reuploading": lambda: qmoe.QMoELayer(QUBITS, 3, 2, 1, top_k=1, reuploading=True, **encoder),
-        "coherent": lambda: qmoe.QMoELayer(QUBITS, 2, 1, 1, aggregation="coherent", **encoder),
+        "coherent": lambda: qmoe.CoherentQMoELayer(QUBITS, 2, 1, 1, load_balance_weight=0.05, **encoder),
         "hybrid": lambda: qmoe.QMoELayer(QUBITS, experts=["quantum", "quantum", ClassicalExpert(units=3)],
                                          router=keras.layers.Dense(3), top_k=1, expert_layers=1, **encoder),
         "quantum_router_head": lambda: qmoe.QMoELayer(QUBITS, **SMALL, top_k=1, router_head=keras.layers.Dense(3),
@@ -82,5 +83,5 @@ def model_and_inputs(name: str) -> tuple[keras.Model, object]:
     return model, x if takes_features else qmoe.encode(x, QUBITS)
 
 
-def moe_layer(model: keras.Model) -> qmoe.QMoELayer:
-    return next(layer for layer in model.layers if isinstance(layer, qmoe.QMoELayer))
+def moe_layer(model: keras.Model) -> MixtureLayer:
+    return next(layer for layer in model.layers if isinstance(layer, MixtureLayer))

@@ -65,8 +65,7 @@ def test_reuploading_needs_float_features(features):
 
 
 def coherent_layer(n_experts=4, **kwargs):
-    return qmoe.QMoELayer(QUBITS, n_experts, 1, 2, encoder=qmoe.AngleEncoder(QUBITS),
-                          aggregation="coherent", **kwargs)
+    return qmoe.CoherentQMoELayer(QUBITS, n_experts, 1, 2, encoder=qmoe.AngleEncoder(QUBITS), **kwargs)
 
 
 @pytest.mark.parametrize("n_experts", [2, 4])
@@ -96,18 +95,29 @@ def test_coherent_gradients_save_and_train(tmp_path):
     assert model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"] >= 0.8
     model.save(tmp_path / "m.keras")
     reloaded = keras.models.load_model(tmp_path / "m.keras")
-    assert reloaded.get_layer("qmoe").aggregation == "coherent"
+    assert isinstance(reloaded.get_layer("qmoe"), qmoe.CoherentQMoELayer)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_experts": 3}, "n_experts must be a power of two >= 2, got 3"),
-    ({"n_experts": 2, "top_k": 1}, "takes no top_k, capacity_factor or reuploading"),
-    ({"n_experts": 2, "aggregation": "quantum"}, "aggregation='quantum' is not allowed"),
-])
-def test_coherent_validation(kwargs, message):
-    kwargs = {"encoder": qmoe.AngleEncoder(QUBITS), "aggregation": "coherent", **kwargs}
-    with pytest.raises(ValueError, match=message):
-        qmoe.QMoELayer(QUBITS, **kwargs)
+def test_coherent_validation():
+    with pytest.raises(ValueError, match="n_experts must be a power of two >= 2, got 3"):
+        qmoe.CoherentQMoELayer(QUBITS, 3, encoder=qmoe.AngleEncoder(QUBITS))
     with pytest.raises(ValueError, match="uploads float features into the router register"):
-        qmoe.QMoELayer(QUBITS, 2, aggregation="coherent")
+        qmoe.CoherentQMoELayer(QUBITS, 2)
+    with pytest.raises(ValueError, match="aggregation='quantum' is not allowed"):
+        qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, aggregation="quantum")
+    with pytest.raises(ValueError, match="aggregation='coherent' mixes every built-in quantum expert .* no top_k"):
+        qmoe.build_qmoe_classifier(QUBITS, 2, n_features=2, n_experts=2, top_k=1, aggregation="coherent")
+
+
+def test_an_older_coherent_qmoe_config_loads_as_the_coherent_layer(features):
+    """Formats 1-3 kept coherent aggregation as a mode of QMoELayer."""
+    layer = coherent_layer(2)
+    expected = layer(tf.constant(features[:, :2])).numpy()
+    config = {**layer.get_config(), "aggregation": "coherent", "top_k": None, "temperature": 1.0,
+              "z_loss_weight": 1e-3, "router_observables": None, "format_version": 3}
+    clone = qmoe.QMoELayer.from_config(config)
+    assert isinstance(clone, qmoe.CoherentQMoELayer)
+    clone(tf.constant(features[:, :2]))
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(clone(tf.constant(features[:, :2])).numpy(), expected, atol=1e-5)

@@ -158,8 +158,9 @@ def small_layer(backend, kind):
                                             qmoe.hardware_efficient_ansatz(qubits, 2, "r", ("rx", "rz"), "cnot_ring")],
                                 "top_k": 1},
               "reuploading": {"n_experts": 2, "encoder": qmoe.AngleEncoder(qubits), "reuploading": True},
-              "coherent": {"n_experts": 2, "encoder": qmoe.AngleEncoder(qubits), "aggregation": "coherent"}}[kind]
-    return qmoe.QMoELayer(qubits, expert_layers=2, backend=backend, **kwargs)
+              "coherent": {"n_experts": 2, "encoder": qmoe.AngleEncoder(qubits)}}[kind]
+    layer = qmoe.CoherentQMoELayer if kind == "coherent" else qmoe.QMoELayer
+    return layer(qubits, expert_layers=2, backend=backend, **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["dense", "top1_circuits", "reuploading", "coherent"])

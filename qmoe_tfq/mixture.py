@@ -1,0 +1,106 @@
+"""What the two mixture layers share: `QMoELayer` (gates weight the experts' readouts) and
+`CoherentQMoELayer` (one circuit holds router and experts). Qubits, observables, the built-in
+ansatz, the feature encoder, where circuits run, and reading the gates.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cirq
+import tensorflow as tf
+import tensorflow_quantum as tfq
+import tf_keras as keras
+
+from qmoe_tfq import routing
+from qmoe_tfq.circuits import (EXPERT_PREFIX, Ansatz, Observable, default_readouts, validate_observables,
+                               validate_qubits)
+from qmoe_tfq.encoding import FeatureEncoder, check_encoder
+from qmoe_tfq.execution import Executor, make_executor
+from qmoe_tfq.execution.backends import Backend, Noise, execution_config, read_differentiator, validate_noise
+from qmoe_tfq.experts import ExpertPQC, deserialize_part
+from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
+
+EXECUTION_FIELDS = ("backend", "repetitions", "noise", "differentiator")
+
+
+class MixtureLayer(keras.layers.Layer):
+    """A mixture of experts on `qubits`, read with `observables`; subclasses define `route` and `call`.
+
+    Args:
+        qubits: the qubits every part acts on.
+        observables: what each expert reads; Z on each qubit by default.
+        ansatz: the built-in experts' and router's circuit shape.
+        encoder: an `AngleEncoder` or `CircuitEncoder` for float features, or None.
+        backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
+    """
+
+    def __init__(self, qubits: Sequence[cirq.Qid], observables: Sequence[Observable] | None, ansatz: Ansatz,
+                 encoder: FeatureEncoder | None, backend: Backend | Executor, repetitions: int | None,
+                 differentiator: tfq.differentiators.Differentiator | None, noise: Noise | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.qubits = validate_qubits(qubits)
+        self.observables = validate_observables(
+            default_readouts(self.qubits) if observables is None else observables, self.qubits, "observables")
+        self.ansatz = ansatz
+        validate_noise(noise, backend)
+        self.backend, self.repetitions, self.noise, self.differentiator = backend, repetitions, noise, differentiator
+        self._executor = make_executor(backend, repetitions, differentiator)
+        self.encoder = check_encoder(encoder, self.qubits)
+
+    @property
+    def executor_args(self) -> dict:
+        """The execution settings every `ExpertPQC` part is made with."""
+        return {"backend": self.backend, "repetitions": self.repetitions, "differentiator": self.differentiator,
+                "noise": self.noise}
+
+    def builtin_expert(self, index: int, depth: int) -> ExpertPQC:
+        """The built-in expert number `index`: `depth` layers of the ansatz, reading `observables`."""
+        return ExpertPQC(self.ansatz.circuit(self.qubits, depth, EXPERT_PREFIX), self.observables,
+                         name=f"expert_{index}", **self.executor_args)
+
+    @property
+    def simulator(self) -> str:
+        """What runs the circuits: ``"statevector"`` (TF kernel), ``"noiseless"``/``"noisy"`` (TFQ) or a Cirq class;
+        with ``backend="auto"``, ``"auto"`` until the layer is built, then what it chose."""
+        return self._executor.name
+
+    @property
+    def executor(self) -> Executor:
+        """The executor the circuits run on; with ``backend="auto"``, its `choices` say what runs where and why."""
+        return self._executor
+
+    @property
+    def n_readouts(self) -> int:
+        return len(self.observables)
+
+    def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
+        raise NotImplementedError
+
+    def gate_weights(self, inputs: tf.Tensor) -> tf.Tensor:
+        """<float32>[batch, n_experts] weight of each expert in each sample's output (inference)."""
+        return self.route(inputs).gate_matrix()
+
+    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
+        return tf.TensorShape([tf.TensorShape(input_shape)[0], self.n_readouts])
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(), "qubits": to_cirq_json(self.qubits),
+            "observables": to_cirq_json(self.observables), "rotations": list(self.ansatz.rotations),
+            "entangler": self.ansatz.entangler, "entangle_first": self.ansatz.entangle_first,
+            "encoder": None if self.encoder is None else keras.layers.serialize(self.encoder),
+            **execution_config(self.backend, self.repetitions, self.noise, self.differentiator),
+            "format_version": FORMAT_VERSION,
+        }
+
+    @staticmethod
+    def read_config(config: dict, layer: str, cirq_fields: tuple[str, ...] = ()) -> tuple[dict, dict, int]:
+        """(config with Cirq fields, differentiator and encoder decoded; the stored execution fields, for
+        nested `ExpertPQC` configs; the format version)."""
+        execution = {key: config.get(key) for key in EXECUTION_FIELDS}
+        version = config.get("format_version", FORMAT_VERSION)
+        config = read_layer_config(config, layer, ("qubits", "observables", "noise", *cirq_fields))
+        config["differentiator"] = read_differentiator(config.get("differentiator"), f"{layer}.differentiator")
+        if config.get("encoder") is not None:
+            config["encoder"] = deserialize_part(config["encoder"], execution)
+        return config, execution, version

@@ -41,7 +41,7 @@ class CoherentQMoELayer(MixtureLayer):
     >>> moe = qmoe.CoherentQMoELayer(qubits, n_experts=2, encoder=qmoe.AngleEncoder(qubits))
     >>> moe(tf.constant([[0.1, 0.7], [0.9, 0.3]])).shape  # [batch, len(observables)]
     TensorShape([2, 2])
-    >>> moe.gate_weights(tf.constant([[0.1, 0.7]])).numpy().sum().round(5)  # Born probabilities
+    >>> float(moe.gate_weights(tf.constant([[0.1, 0.7]])).numpy().sum().round(5))  # Born probabilities
     1.0
 
     Input shape: float features ``[batch, n_features]``. Output shape: ``[batch, len(observables)]``.
@@ -91,7 +91,7 @@ class CoherentQMoELayer(MixtureLayer):
                              f"{self.encoder.name}), got inputs of shape {input_shape}.")
         if not self.encoder.built:
             self.encoder.build(input_shape)
-        self._inputs = InputReader(self.name, self.qubits, self.encoder, int(input_shape[-1]),
+        self._inputs = InputReader(self.name, self.qubits, self._executor, self.encoder, int(input_shape[-1]),
                                    f"it encodes them with {self.encoder.name}")
         self._mixture = CoherentMixture(self._executor, self.qubits, self.register, self.encoder, self.router_layers,
                                         self.ansatz, ROUTER_PREFIX, self.router, self.experts, self.observables,

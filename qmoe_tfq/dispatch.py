@@ -18,7 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from qmoe_tfq.execution.backends import Noise, apply_noise
-from qmoe_tfq.execution.program import Program, Run, make_program
+from qmoe_tfq.execution.program import Inputs, Program, Run, make_program
 from qmoe_tfq.circuits import expert_symbol_prefix, on_qubits, rename_symbols, sorted_symbol_names
 from qmoe_tfq.inputs import Batch
 from qmoe_tfq.routing import Routing
@@ -143,17 +143,17 @@ def select(rows: Rows, mask: tf.Tensor) -> Rows:
 
 
 def run_experts(run: Run, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
-                circuits: tf.Tensor | None) -> tf.Tensor:
+                inputs: Inputs | None) -> tf.Tensor:
     """<float32>[R, n_readouts]: every row on its expert's program, in ONE executor call.
 
     Args:
         run: the executor's compiled run of ``table.program``.
         row_values: <float32>[R, D + S] values laid out as ``table.program.symbol_names``.
-        circuits: <string>[B] input circuits that each row's program is appended to, or None when
-            the programs encode the data themselves.
+        inputs: the batch's input circuits that each row's program follows, or None when the
+            programs encode the data themselves.
     """
     program_index = tf.gather(table.program_index, rows.expert_index)  # <int32>[R]
-    return run(row_values, program_index, circuits, rows.sample_index)
+    return run(row_values, program_index, inputs, rows.sample_index)
 
 
 def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:
@@ -183,7 +183,7 @@ class ExpertBank:
                 rows, tf.gather(tf.constant(self.quantum), rows.expert_index))
             weights = [e.parameters if q else None for q, e in zip(self.quantum, self.experts)]
             values = row_values(self.table, quantum, batch.angles, weights, self.input_scaling)  # <float32>[R, D + S]
-            outputs += combine(run_experts(self.run, self.table, quantum, values, batch.circuits), quantum, size)
+            outputs += combine(run_experts(self.run, self.table, quantum, values, batch.inputs), quantum, size)
         for index, expert in enumerate(self.experts):
             if not self.quantum[index]:  # only the samples routed to this expert go through it
                 mine = select(rows, tf.equal(rows.expert_index, index))

@@ -16,7 +16,8 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.execution import make_executor, make_program
+from qmoe_tfq.execution import StatevectorExecutor, make_executor, make_program
+from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
 from qmoe_tfq.execution.backends import (Backend, Noise, apply_noise, execution_config, read_differentiator,
                                          validate_noise)
 from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables, validate_positive_int
@@ -92,16 +93,20 @@ class ExpertPQC(tfq.layers.PQC):
         return self._symbols
 
     def build(self, input_shape: tf.TensorShape) -> None:
-        qubits = sorted(self.model_circuit.all_qubits())
+        self._qubits = sorted(self.model_circuit.all_qubits())
         self._run = self.executor.compile(make_program(
             [apply_noise(self.model_circuit, self.noise)], [self.readouts],
-            list(self._symbols.numpy().astype(str)), qubits))
+            list(self._symbols.numpy().astype(str)), self._qubits))
+        # The statevector kernel's states hold exactly these qubits; TFQ sizes any superset.
+        self._qubit_ids = qubit_ids(self._qubits) if isinstance(self.executor, StatevectorExecutor) else None
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        inputs = circuit_batch(inputs, self.name)
-        values = tf.tile(self.parameters[None, :], [tf.shape(inputs)[0], 1])  # <float32>[B, n_symbols]
-        return self._run(values, circuits=inputs)
+        circuits = circuit_batch(inputs, self.name)  # <string>[B]
+        if self._qubit_ids is not None:
+            circuits = check_input_circuits(circuits, self._qubit_ids, self.name)
+        values = tf.tile(self.parameters[None, :], [tf.shape(circuits)[0], 1])  # <float32>[B, n_symbols]
+        return self._run(values, inputs=self.executor.prepare(circuits, self._qubits))
 
     def get_config(self) -> dict:
         return {

@@ -1,5 +1,6 @@
 """What a layer takes, decided once when it is built: serialized circuits (checked in-graph for foreign
-qubits and leftover symbols) or float features (turned into their encoder's angles)."""
+qubits and leftover symbols, then prepared once for the executor) or float features (turned into
+their encoder's angles)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,12 +12,13 @@ import tensorflow as tf
 
 from qmoe_tfq.encoding import FeatureEncoder
 from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
+from qmoe_tfq.execution.program import Executor, Inputs
 
 
 class Batch(NamedTuple):
     """One batch as the router and the experts read it."""
 
-    circuits: tf.Tensor | None  # <string>[B] input circuits (None for features)
+    inputs: Inputs | None  # the input circuits, checked and prepared for the executor (None for features)
     features: tf.Tensor | None  # <float32>[B, F] (None for circuits)
     angles: tf.Tensor  # <float32>[B, D] data symbol values (D = 0 for circuits or without an encoder)
 
@@ -49,14 +51,16 @@ class InputReader:
     Args:
         layer: the layer's name, for messages.
         qubits: the layer's qubits (input circuits may act on these only).
+        executor: what runs the layer's circuits; it prepares input circuits once per batch.
         encoder: the encoder of float features, or None.
         n_features: the feature count for a layer that takes features; None for one taking circuits.
         why: for features, why the layer takes them (``"it encodes them with angle_encoder"``).
     """
 
-    def __init__(self, layer: str, qubits: Sequence[cirq.Qid], encoder: FeatureEncoder | None,
+    def __init__(self, layer: str, qubits: Sequence[cirq.Qid], executor: Executor, encoder: FeatureEncoder | None,
                  n_features: int | None, why: str = "") -> None:
-        self.layer, self.encoder, self.n_features, self.why = layer, encoder, n_features, why
+        self.layer, self.qubits, self.executor = layer, qubits, executor
+        self.encoder, self.n_features, self.why = encoder, n_features, why
         self.qubit_ids = qubit_ids(qubits) if n_features is None else None  # <string>[n_qubits]
 
     def read(self, inputs: tf.Tensor) -> Batch:
@@ -65,7 +69,7 @@ class InputReader:
                 raise TypeError(f"{self.layer} was built for serialized circuits <string>[batch], got a tensor of "
                                 f"dtype {inputs.dtype.name}; for float features make a layer with an encoder.")
             circuits = check_input_circuits(circuit_batch(inputs, self.layer), self.qubit_ids, self.layer)
-            return Batch(circuits, None, tf.zeros([tf.shape(circuits)[0], 0]))
+            return Batch(self.executor.prepare(circuits, self.qubits), None, tf.zeros([tf.shape(circuits)[0], 0]))
         if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
             raise TypeError(f"{self.layer} takes float features [batch, n_features] ({self.why}), got a tensor of "
                             f"dtype {inputs.dtype.name}.")

@@ -203,7 +203,7 @@ class QMoELayer(MixtureLayer):
             check_output_widths(self._every_expert, self.router, n_features, self.n_readouts, self.n_experts)
         if self.encoder is not None and not self.encoder.built:
             self.encoder.build(input_shape)
-        self._inputs = InputReader(self.name, self.qubits, self.encoder, n_features,
+        self._inputs = InputReader(self.name, self.qubits, self._executor, self.encoder, n_features,
                                    self._why_features() if n_features else "")
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
@@ -241,7 +241,7 @@ class QMoELayer(MixtureLayer):
         if not self.quantum_router:
             return self.router(batch.features)
         values = self._router_program.values(batch.angles, self.router.parameters)  # <float32>[B, D + n_router_symbols]
-        readouts = self._run_router(values, circuits=batch.circuits)  # <float32>[B, n_router_readouts]
+        readouts = self._run_router(values, inputs=batch.inputs)  # <float32>[B, n_router_readouts]
         return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:

@@ -129,10 +129,10 @@ def test_input_states_and_heterogeneous_programs_match_tfq():
     program = make_program(programs, [readouts(qubits)] * 2, NAMES, qubits)
     values = tf.constant(np.random.default_rng(0).uniform(-2, 2, (5, len(NAMES))), tf.float32)
     index = tf.constant([1, 0, 0, 1, 1])
-    inputs = qmoe.encode(np.random.default_rng(1).uniform(0, 1, (2, 3)), qubits)
+    circuits = qmoe.encode(np.random.default_rng(1).uniform(0, 1, (2, 3)), qubits)
     sample = tf.constant([0, 1, 1, 0, 1])
-    mine = StatevectorExecutor().compile(program)(values, index, inputs, sample)
-    theirs = CircuitExecutor().compile(program)(values, index, inputs, sample)
+    mine, theirs = (executor.compile(program)(values, index, executor.prepare(circuits, qubits), sample)
+                    for executor in (StatevectorExecutor(), CircuitExecutor()))
     np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-5)
 
 

@@ -21,11 +21,15 @@ program runs on TFQ.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import cirq
+import tensorflow as tf
 
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.ops import UnsupportedGate
-from qmoe_tfq.execution.program import Program, Run
+from qmoe_tfq.execution.program import Inputs, Program, Run
 from qmoe_tfq.execution.statevector import StatevectorExecutor
 from qmoe_tfq.execution.tfq import CircuitExecutor
 
@@ -141,6 +145,11 @@ class AutoExecutor:
         self.choices.append(choice)
         LOG.info("backend='auto' runs %s: %s", choice.executor, choice.reason)
         return run if choice.executor == "statevector" else self._tfq.compile(program)
+
+    def prepare(self, circuits: tf.Tensor, qubits: Sequence[cirq.Qid]) -> Inputs:
+        """As the chosen executor prepares them (TFQ before any program is compiled)."""
+        chosen = self._statevector if self.name == "statevector" else self._tfq
+        return chosen.prepare(circuits, qubits)
 
     def _choose(self, program: Program) -> tuple[Choice, Run | None]:
         """(choice, the kernel's run or None); the kernel's tables are built, XLA compiles on first use."""

@@ -50,19 +50,27 @@ def make_program(circuits: Sequence[cirq.Circuit], observables: Sequence[Sequenc
                    rows_per_sample)
 
 
+class Inputs(NamedTuple):
+    """One batch of input circuits (quantum data) as an executor reads them: made once per batch by
+    `Executor.prepare`, then read by every `Run` of the step (router and experts)."""
+
+    circuits: tf.Tensor  # <string>[B] serialized circuits, checked by the caller
+    states: tf.Tensor | None  # <complex64>[B, 2**n] their states on the programs' qubits, for executors that start there
+
+
 class Run(Protocol):
-    """A compiled program: ``run(values, program_index, circuits, sample_index) -> <float32>[R, n_observables]``.
+    """A compiled program: ``run(values, program_index, inputs, sample_index) -> <float32>[R, n_observables]``.
 
     Args:
         values: <float32>[R, N] each row's symbol values, laid out as ``Program.symbol_names``.
         program_index: <int32>[R] each row's program, or None (every row on program 0).
-        circuits: <string>[B] input circuits (quantum data) the programs are appended to, or None
+        inputs: the batch's input circuits (from the executor's `prepare`) the programs follow, or None
             (every row starts from ``|0...0>``).
-        sample_index: <int32>[R] the input circuit of each row, or None (row r on ``circuits[r]``).
+        sample_index: <int32>[R] the input circuit of each row, or None (row r on input r).
     """
 
     def __call__(self, values: tf.Tensor, program_index: tf.Tensor | None = None,
-                 circuits: tf.Tensor | None = None, sample_index: tf.Tensor | None = None) -> tf.Tensor: ...
+                 inputs: Inputs | None = None, sample_index: tf.Tensor | None = None) -> tf.Tensor: ...
 
 
 @runtime_checkable
@@ -75,3 +83,7 @@ class Executor(Protocol):
     repetitions: int | None
 
     def compile(self, program: Program) -> Run: ...
+
+    def prepare(self, circuits: tf.Tensor, qubits: Sequence[cirq.Qid]) -> Inputs:
+        """`circuits` <string>[B] as this executor's runs read them, for programs on `qubits`."""
+        ...

@@ -8,7 +8,7 @@ state op.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import cirq
 import numpy as np
@@ -16,9 +16,8 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 from tensorflow_quantum.core.ops import tfq_simulate_ops
 
-from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
 from qmoe_tfq.execution.kernel import Kernel
-from qmoe_tfq.execution.program import Program, Run
+from qmoe_tfq.execution.program import Inputs, Program, Run
 
 def bucket(rows: tf.Tensor) -> tf.Tensor:
     """<int32>[] `rows` rounded up to 4, 5, 6 or 7 times a power of two (at most 25% more), so XLA compiles
@@ -76,23 +75,28 @@ class StatevectorExecutor:
         names = list(program.symbol_names.numpy().astype(str))
         kernel = Kernel(program.cirq_circuits, program.cirq_observables, names, program.qubits)
         compiled = under_xla(kernel)
-        identity = tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*program.qubits))])  # <string>[1]
-        allowed = qubit_ids(program.qubits)  # <string>[n]
 
         @tf.autograph.experimental.do_not_convert
-        def run(values: tf.Tensor, program_index: tf.Tensor | None = None, circuits: tf.Tensor | None = None,
+        def run(values: tf.Tensor, program_index: tf.Tensor | None = None, inputs: Inputs | None = None,
                 sample_index: tf.Tensor | None = None) -> tf.Tensor:
             rows = tf.shape(values)[0]
-            if circuits is None:
+            if inputs is None:
                 initial = kernel.ground_states(rows)
             else:
-                circuits = check_input_circuits(circuits, allowed, "the statevector simulator")
-                padded = tfq.append_circuit(circuits, tf.tile(identity, [tf.shape(circuits)[0]]))  # <string>[B]
-                states = tfq_simulate_ops.tfq_simulate_state(padded, tf.constant([], tf.string),
-                                                             tf.zeros([tf.shape(circuits)[0], 0]))
-                initial = states if sample_index is None else tf.gather(states, sample_index)  # <complex64>[R, 2**n]
+                # <complex64>[R, 2**n]
+                initial = inputs.states if sample_index is None else tf.gather(inputs.states, sample_index)
             if program_index is None:
                 program_index = tf.zeros([rows], tf.int32)  # <int32>[R]
             return compiled(values, initial, program_index)
         run.kernel = kernel
         return run
+
+    def prepare(self, circuits: tf.Tensor, qubits: Sequence[cirq.Qid]) -> Inputs:
+        """`circuits` <string>[B] with their states on `qubits` (TFQ's state op, once per batch): every row of
+        every run of the step starts from its sample's state. The circuits must act on `qubits` only
+        (`input_checks.check_input_circuits`)."""
+        identity = tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*qubits))])  # <string>[1]
+        padded = tfq.append_circuit(circuits, tf.tile(identity, [tf.shape(circuits)[0]]))  # <string>[B]
+        states = tfq_simulate_ops.tfq_simulate_state(padded, tf.constant([], tf.string),
+                                                     tf.zeros([tf.shape(circuits)[0], 0]))  # <complex64>[B, 2**n]
+        return Inputs(circuits, states)

@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
+import cirq
 import tensorflow as tf
 import tensorflow_quantum as tfq
 
 from qmoe_tfq.execution.backends import Backend, validate_backend
-from qmoe_tfq.execution.program import Program, Run
+from qmoe_tfq.execution.program import Inputs, Program, Run
 
 
 class CircuitExecutor:
@@ -67,10 +69,11 @@ class CircuitExecutor:
         single = program.circuits.shape[0] == 1
         resolve = self._sampled and program.n_data > 0
 
-        def run(values: tf.Tensor, program_index: tf.Tensor | None = None, circuits: tf.Tensor | None = None,
+        def run(values: tf.Tensor, program_index: tf.Tensor | None = None, inputs: Inputs | None = None,
                 sample_index: tf.Tensor | None = None) -> tf.Tensor:
             rows = tf.shape(values)[0]
             index = tf.zeros([rows], tf.int32) if program_index is None else program_index  # <int32>[R]
+            circuits = None if inputs is None else inputs.circuits  # <string>[B]
             if circuits is None:
                 programs = tf.gather(program.circuits, index)  # <string>[R]
             elif single:
@@ -86,6 +89,10 @@ class CircuitExecutor:
                 names, values = names[program.n_data:], values[:, program.n_data:]
             return self(programs, names, values, tf.gather(program.observables, index))
         return run
+
+    def prepare(self, circuits: tf.Tensor, qubits: Sequence[cirq.Qid]) -> Inputs:
+        """TFQ appends each row's program to its input circuit and simulates the whole: nothing to prepare."""
+        return Inputs(circuits, None)
 
     def __call__(self, programs: tf.Tensor, symbol_names: tf.Tensor, symbol_values: tf.Tensor,
                  operators: tf.Tensor) -> tf.Tensor:

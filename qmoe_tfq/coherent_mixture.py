@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from qmoe_tfq.execution import Executor
 from qmoe_tfq.execution.backends import Noise
+from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.circuits import Ansatz, expert_symbol_prefix, rename_symbols, validate_qubits
 from qmoe_tfq.dispatch import Program, single_program
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
@@ -83,9 +84,9 @@ def coherent_programs(qubits: Sequence[cirq.Qid], register: Sequence[cirq.Qid], 
     controlled_experts = [controlled(rename_symbols(expert.model_circuit, expert_symbol_prefix(index)), register, b)
                           for index, (expert, b) in enumerate(zip(experts, bits))]
     expert_names = [f"{expert_symbol_prefix(index)}_{name}" for index, expert in enumerate(experts)
-                    for name in expert.symbol_names.numpy().astype(str)]
+                    for name in decode_strings(expert.symbol_names)]
     all_qubits = [*qubits, *register]
-    data_names = [*encoder.symbol_names.numpy().astype(str), *upload_names]
+    data_names = [*decode_strings(encoder.symbol_names), *upload_names]
     return CoherentPrograms(
         single_program(routed, basis_projectors(register), upload_names + list(router_names), all_qubits, noise,
                        len(upload_names)),
@@ -103,7 +104,7 @@ class CoherentMixture:
                  encoder: FeatureEncoder, router_layers: int, ansatz: Ansatz, prefix: str, router: ExpertPQC,
                  experts: Sequence[ExpertPQC], observables: Sequence[cirq.PauliSum], noise: Noise | None) -> None:
         programs = coherent_programs(qubits, register, encoder, router_layers, ansatz, prefix,
-                                     router.symbol_names.numpy().astype(str), experts, observables, noise)
+                                     decode_strings(router.symbol_names), experts, observables, noise)
         self.programs = programs
         self._run_router, self._run_mixture = executor.compile(programs.router), executor.compile(programs.mixture)
         self.router_layers, self.router, self.experts = router_layers, router, list(experts)

@@ -47,13 +47,20 @@ def single_program(circuit: cirq.Circuit, observables: Sequence[cirq.PauliSum], 
     return make_program([apply_noise(on_qubits(circuit, qubits), noise)], [observables], symbol_names, qubits, n_data)
 
 
+def refuse_data_symbols(part: str, weight_names: Sequence[str], data_names: Sequence[str]) -> None:
+    """A part's symbols are its trainable weights; one named like a feature symbol would take the feature's value."""
+    clash = sorted(set(data_names) & set(weight_names))
+    if clash:
+        raise ValueError(f"{part} uses the symbols {clash}, which are the encoder's feature symbols; a part's "
+                         "symbols are its trainable weights, so rename them (to re-encode features before each "
+                         "expert layer, use reuploading=True).")
+
+
 def router_program(data_circuit: cirq.Circuit, data_names: Sequence[str], router_circuit: cirq.Circuit,
                    router_names: Sequence[str], observables: Sequence[cirq.PauliSum], qubits: Sequence[cirq.Qid],
                    noise: Noise | None) -> Program:
     """The quantum router behind the data encoding; values are laid out [data | router weights]."""
-    clash = sorted(set(data_names) & set(router_names))
-    if clash:
-        raise ValueError(f"router symbols {clash} are also the encoder's feature symbols; rename them.")
+    refuse_data_symbols("router", router_names, data_names)
     return single_program(data_circuit + router_circuit, observables, [*data_names, *router_names], qubits, noise,
                           len(data_names))
 

@@ -18,6 +18,7 @@ import tf_keras as keras
 
 from qmoe_tfq.execution import StatevectorExecutor, make_executor, make_program
 from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
+from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.execution.backends import (Backend, Noise, apply_noise, execution_config, read_differentiator,
                                          validate_noise)
 from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables, validate_positive_int
@@ -96,7 +97,7 @@ class ExpertPQC(tfq.layers.PQC):
         self._qubits = sorted(self.model_circuit.all_qubits())
         self._run = self.executor.compile(make_program(
             [apply_noise(self.model_circuit, self.noise)], [self.readouts],
-            list(self._symbols.numpy().astype(str)), self._qubits))
+            decode_strings(self._symbols), self._qubits))
         # The statevector kernel's states hold exactly these qubits; TFQ sizes any superset.
         self._qubit_ids = qubit_ids(self._qubits) if isinstance(self.executor, StatevectorExecutor) else None
         super().build(input_shape)

@@ -23,6 +23,7 @@ from qmoe_tfq.coherent import CoherentQMoELayer, coherent_arguments
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
 from qmoe_tfq.execution import Executor
 from qmoe_tfq.execution.backends import Backend, Noise
+from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_depths,
                               expert_list, make_experts, make_router, shared_list)
 from qmoe_tfq.gating import Gate
@@ -206,14 +207,14 @@ class QMoELayer(MixtureLayer):
         self._inputs = InputReader(self.name, self.qubits, self._executor, self.encoder, n_features,
                                    self._why_features() if n_features else "")
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
-        data_names = [] if self.encoder is None else list(self.encoder.symbol_names.numpy().astype(str))
+        data_names = [] if self.encoder is None else decode_strings(self.encoder.symbol_names)
         table = self._expert_table(data_circuit, data_names)
         run = self._executor.compile(table.program) if any(self._quantum) else None
         self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts,
                                          self.input_scaling if self.reuploading else None)
         if self.quantum_router:
             self._router_program = dispatch.router_program(
-                data_circuit, data_names, self.router.model_circuit, self.router.symbol_names.numpy().astype(str),
+                data_circuit, data_names, self.router.model_circuit, decode_strings(self.router.symbol_names),
                 self.router.readouts, self.qubits, self.noise)
             self._run_router = self._executor.compile(self._router_program)
             if self.router_head is None:
@@ -224,6 +225,10 @@ class QMoELayer(MixtureLayer):
 
     def _expert_table(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.ExpertTable:
         """Every quantum expert's program behind the data encoding (or re-uploading it per layer)."""
+        for index, expert in enumerate(self._every_expert):
+            if self._quantum[index]:
+                dispatch.refuse_data_symbols(f"experts[{index}] ({expert.name})", decode_strings(expert.symbol_names),
+                                             data_names)
         bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self._every_expert)]
         if self.reuploading:
             body, uploads = self.ansatz.reuploading(self.qubits, self.expert_layers, self.encoder.circuit,

@@ -184,3 +184,26 @@ def test_own_circuits_saved_model_serves(tmp_path):
     qmoe.export_saved_model(model, tmp_path / "export")
     served = qmoe.saving.run_serving(qmoe.load_saved_model(tmp_path / "export"), x)
     np.testing.assert_allclose(served.numpy(), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_symbol_names_may_be_any_unicode_name():
+    q = cirq.GridQubit.rect(1, 2)
+    theta, phi = sympy.Symbol("θ0"), sympy.Symbol("φ₁")
+    expert = cirq.Circuit(cirq.ry(theta)(q[0]), cirq.CZ(*q), cirq.ry(phi)(q[1]))
+    circuits = qmoe.encode(np.random.default_rng(0).uniform(0, 1, (3, 2)), q)
+    outputs = []
+    for backend in ("statevector", "noiseless"):
+        keras.utils.set_random_seed(1)
+        outputs.append(qmoe.QMoELayer(q, experts=[expert, expert], top_k=1, backend=backend)(circuits).numpy())
+    np.testing.assert_allclose(*outputs, atol=1e-5)  # the kernel failed decoding 'θ0' as ASCII
+
+
+def test_an_expert_using_the_encoders_feature_symbols_is_refused():
+    q = cirq.GridQubit.rect(1, 2)
+    x = sympy.symbols("x0:2")
+    encoder = qmoe.CircuitEncoder(cirq.Circuit(cirq.ry(x[0])(q[0]), cirq.ry(x[1])(q[1])), x)
+    expert = cirq.Circuit(cirq.rx(x[0])(q[0]), cirq.ry(sympy.Symbol("w"))(q[1]))
+    moe = qmoe.QMoELayer(q, experts=[expert, "quantum"], encoder=encoder, top_k=1)
+    with pytest.raises(ValueError, match=r"experts\[0\] \(expert_0\) uses the symbols \['x0'\], which are the "
+                                         "encoder's feature symbols"):
+        moe(tf.zeros([2, 2]))

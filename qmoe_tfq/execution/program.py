@@ -50,6 +50,11 @@ def make_program(circuits: Sequence[cirq.Circuit], observables: Sequence[Sequenc
                    rows_per_sample)
 
 
+def decode_strings(strings: tf.Tensor) -> list[str]:
+    """<string>[N] as Python text, UTF-8 (symbol names may be any sympy name: ``θ0``)."""
+    return [value.decode("utf-8") for value in strings.numpy()]
+
+
 class Inputs(NamedTuple):
     """One batch of input circuits (quantum data) as an executor reads them: made once per batch by
     `Executor.prepare`, then read by every `Run` of the step (router and experts)."""

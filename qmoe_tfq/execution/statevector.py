@@ -17,7 +17,7 @@ import tensorflow_quantum as tfq
 from tensorflow_quantum.core.ops import tfq_simulate_ops
 
 from qmoe_tfq.execution.kernel import Kernel
-from qmoe_tfq.execution.program import Inputs, Program, Run
+from qmoe_tfq.execution.program import Inputs, Program, Run, decode_strings
 
 def bucket(rows: tf.Tensor) -> tf.Tensor:
     """<int32>[] `rows` rounded up to 4, 5, 6 or 7 times a power of two (at most 25% more), so XLA compiles
@@ -72,7 +72,7 @@ class StatevectorExecutor:
 
     def compile(self, program: Program) -> Run:
         """The `Run` of `program`, its kernel built now (XLA compiles it on first use)."""
-        names = list(program.symbol_names.numpy().astype(str))
+        names = decode_strings(program.symbol_names)
         kernel = Kernel(program.cirq_circuits, program.cirq_observables, names, program.qubits)
         compiled = under_xla(kernel)
 

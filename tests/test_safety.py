@@ -312,6 +312,16 @@ def test_input_circuits_on_other_qubits_are_refused_in_graph(qubits, foreign):
     assert moe(subset).shape == (1, 2)
 
 
+@pytest.mark.parametrize("backend", ["statevector", "noiseless"])
+def test_input_circuits_with_a_nan_angle_are_refused_in_graph(backend):
+    moe = qmoe.QMoELayer(QUBITS, **SMALL, backend=backend)
+    nan = tfq.convert_to_tensor([cirq.Circuit(cirq.rx(float("nan"))(QUBITS[0]), cirq.ry(0.5)(QUBITS[1]))])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)input circuits hold gate parameters that are not "
+                                                             "finite numbers:.*nan"):
+        moe(nan)  # every output was NaN
+    assert np.isfinite(moe(qmoe.encode(np.array([[0.2, 0.4]]), QUBITS)).numpy()).all()
+
+
 @pytest.mark.parametrize("symbol", ["theta_l00_q00_ry", "free"])  # one the layer's, one unknown
 def test_input_circuits_with_symbols_are_refused_in_graph(symbol):
     moe = qmoe.QMoELayer(QUBITS, **SMALL)

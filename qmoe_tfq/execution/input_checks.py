@@ -50,10 +50,22 @@ def serialized_qubit_ids(programs: tf.Tensor) -> tf.Tensor:
     return _submessages(_submessages(_operations(programs), "Operation", "qubits"), "Qubit", "id")
 
 
+def _arguments(programs: tf.Tensor) -> tf.Tensor:
+    """<string>[n] every serialized gate argument (`Arg`) of `programs` <string>[B]."""
+    return _submessages(_submessages(_operations(programs), "Operation", "args"), "Operation.ArgsEntry", "value")
+
+
 def serialized_symbols(programs: tf.Tensor) -> tf.Tensor:
     """<string>[n] the sympy symbol names the gate arguments of `programs` <string>[B] use, in-graph."""
-    arguments = _submessages(_submessages(_operations(programs), "Operation", "args"), "Operation.ArgsEntry", "value")
-    return _submessages(arguments, "Arg", "symbol")
+    return _submessages(_arguments(programs), "Arg", "symbol")
+
+
+def serialized_numbers(programs: tf.Tensor) -> tf.Tensor:
+    """<float32>[n] every numeric gate argument (exponents, shifts) of `programs` <string>[B], in-graph."""
+    values = _submessages(_arguments(programs), "Arg", "arg_value")
+    sizes, (numbers,) = tf.io.decode_proto(values, "tfq.proto.ArgValue", ["float_value"], [tf.float32],
+                                           descriptor_source=_PROGRAM_DESCRIPTORS)
+    return tf.boolean_mask(numbers, tf.sequence_mask(sizes[:, 0], tf.shape(numbers)[1]))
 
 
 def qubit_ids(qubits: Sequence[cirq.Qid]) -> tf.Tensor:
@@ -63,22 +75,27 @@ def qubit_ids(qubits: Sequence[cirq.Qid]) -> tf.Tensor:
 
 
 def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) -> tf.Tensor:
-    """`programs` <string>[B], after in-graph checks: only the `allowed` qubit ids, no symbols.
+    """`programs` <string>[B], after in-graph checks: only the `allowed` qubit ids, no symbols, finite numbers.
 
     A circuit on other qubits (LineQubits for a GridQubit layer, an extra qubit) would not raise in
     TFQ: its state would not reach the layer's readouts, and every sample would give the same
     output. A symbol would be resolved with the layer's value of the same name, or fail deep in TFQ.
-    Raises `tf.errors.InvalidArgumentError` naming the foreign qubit ids or the symbols instead.
+    A NaN angle (``rx(nan)``) would make every output NaN. Raises `tf.errors.InvalidArgumentError`
+    naming the foreign qubit ids, the symbols or the non-finite numbers instead.
     """
     ids = serialized_qubit_ids(programs)  # <string>[n]
     foreign = tf.boolean_mask(ids, tf.logical_not(tf.reduce_any(tf.equal(ids[:, None], allowed[None, :]), axis=1)))
     symbols = serialized_symbols(programs)  # <string>[m]
+    numbers = serialized_numbers(programs)  # <float32>[k]
     checks = [
         tf.debugging.Assert(tf.size(foreign) == 0, [
             f"{layer}: input circuits act on qubits outside the layer's qubits (TFQ ids", allowed,
             "); foreign ids:", foreign[:8]], summarize=16),
         tf.debugging.Assert(tf.size(symbols) == 0, [
             f"{layer}: input circuits must have every parameter resolved, but they use the symbols",
-            symbols[:8]], summarize=8)]
+            symbols[:8]], summarize=8),
+        tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(numbers)), [
+            f"{layer}: input circuits hold gate parameters that are not finite numbers:",
+            tf.boolean_mask(numbers, tf.logical_not(tf.math.is_finite(numbers)))[:8]], summarize=8)]
     with tf.control_dependencies(checks):
         return tf.identity(programs)

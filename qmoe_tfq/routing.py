@@ -170,14 +170,20 @@ def routing_terms(route: Routing, policy: RoutingPolicy) -> RoutingTerms:
     usage = expert_usage(assigned, policy.n_experts, kept)  # <float32>[E]
     fractions = usage / tf.maximum(tf.reduce_sum(usage), 1.0)
     probabilities = route.probabilities
-    entropy = -tf.reduce_mean(tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-9), axis=-1))
+    entropy = -batch_mean(tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-9), axis=-1))
     if policy.routing == "expert_choice":
-        dropped = tf.reduce_mean(tf.cast(tf.logical_not(tf.reduce_any(route.kept, axis=1)), tf.float32))
+        dropped = batch_mean(tf.cast(tf.logical_not(tf.reduce_any(route.kept, axis=1)), tf.float32))
     else:
-        dropped = 1.0 - tf.reduce_mean(tf.cast(route.kept, tf.float32))
+        dropped = batch_mean(1.0 - tf.reduce_mean(tf.cast(route.kept, tf.float32), axis=1))
     return RoutingTerms(load_balancing_loss(probabilities, fractions), router_z_loss(route.logits), usage, fractions,
                         entropy,
-                        tf.reduce_mean(tf.reduce_max(probabilities, axis=-1)), dropped)
+                        batch_mean(tf.reduce_max(probabilities, axis=-1)), dropped)
+
+
+def batch_mean(values: tf.Tensor) -> tf.Tensor:
+    """The mean of `values` over the batch (axis 0); 0 for an empty batch, which a replica of a
+    distributed step can get (a plain mean would make the step's loss NaN)."""
+    return tf.math.divide_no_nan(tf.reduce_sum(values, axis=0), tf.cast(tf.shape(values)[0], values.dtype))
 
 
 def bias_update(fractions: tf.Tensor, rate: float) -> tf.Tensor:
@@ -246,12 +252,12 @@ def load_balancing_loss(probabilities: tf.Tensor, fractions: tf.Tensor) -> tf.Te
     Equals 1 when routing is uniform and grows to E when one expert takes everything.
     """
     n_experts = probabilities.shape[-1]
-    return float(n_experts) * tf.reduce_sum(fractions * tf.reduce_mean(probabilities, axis=0))
+    return float(n_experts) * tf.reduce_sum(fractions * batch_mean(probabilities))
 
 
 def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
     """ST-MoE's z-loss: mean over samples of logsumexp(logits)^2; keeps logits small."""
-    return tf.reduce_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
+    return batch_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
 
 
 MAX_WEIGHT = 1e3  # largest router_noise, aux-loss weight or capacity factor accepted

@@ -1,3 +1,4 @@
+import cirq
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -147,3 +148,18 @@ def test_router_noise_only_in_training(qubits, features):
 def test_routing_validation(qubits, kwargs, message):
     with pytest.raises(ValueError, match=message):
         qmoe.QMoELayer(qubits, n_experts=3, **kwargs)
+
+
+def test_an_empty_batch_gives_zero_terms_not_nan():
+    """A replica of a distributed step can get no sample; its loss and metrics must stay finite."""
+    policy = routing.RoutingPolicy(3, top_k=1, capacity_factor=1.0)
+    terms = routing.routing_terms(routing.gate(tf.zeros([0, 3]), policy, training=True), policy)
+    assert all(np.isfinite(value.numpy()).all() for value in terms)
+
+
+def test_a_model_trains_on_an_empty_batch_without_nan():
+    qubits = cirq.GridQubit.rect(1, 2)
+    model = qmoe.build_qmoe_classifier(qubits, 2, n_features=2, n_experts=2, top_k=1)
+    logs = model.train_on_batch(np.zeros((0, 2), np.float32), np.zeros((0,), np.int32), return_dict=True)
+    assert all(np.isfinite(value) for value in logs.values()), logs
+    assert all(np.isfinite(w).all() for w in model.get_weights())

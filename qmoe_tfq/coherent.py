@@ -59,6 +59,8 @@ class CoherentQMoELayer(MixtureLayer):
         backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
     """
 
+    default_name = "coherent_qmoe"
+
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int = 4, expert_layers: int = 2,
                  router_layers: int = 2, *, encoder: FeatureEncoder | None = None,
                  observables: Sequence[Observable] | None = None, ansatz: Ansatz = Ansatz(),

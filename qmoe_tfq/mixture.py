@@ -26,6 +26,8 @@ EXECUTION_FIELDS = ("backend", "repetitions", "noise", "differentiator")
 class MixtureLayer(keras.layers.Layer):
     """A mixture of experts on `qubits`, read with `observables`; subclasses define `route` and `call`.
 
+    Unnamed layers are called `default_name` (``qmoe``, ``qmoe_1``...), which prefixes their metrics.
+
     Args:
         qubits: the qubits every part acts on.
         observables: what each expert reads; Z on each qubit by default.
@@ -34,9 +36,14 @@ class MixtureLayer(keras.layers.Layer):
         backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
     """
 
+    default_name = "qmoe"
+
     def __init__(self, qubits: Sequence[cirq.Qid], observables: Sequence[Observable] | None, ansatz: Ansatz,
                  encoder: FeatureEncoder | None, backend: Backend | Executor, repetitions: int | None,
                  differentiator: tfq.differentiators.Differentiator | None, noise: Noise | None, **kwargs) -> None:
+        if kwargs.get("name") is None:  # Keras would call it q_mo_e_layer, and so its metrics q_mo_e_layer_...
+            uid = keras.backend.get_uid(self.default_name)
+            kwargs["name"] = self.default_name if uid == 1 else f"{self.default_name}_{uid - 1}"
         super().__init__(**kwargs)
         self.qubits = validate_qubits(qubits)
         self.observables = validate_observables(

@@ -163,3 +163,14 @@ def test_a_model_trains_on_an_empty_batch_without_nan():
     logs = model.train_on_batch(np.zeros((0, 2), np.float32), np.zeros((0,), np.int32), return_dict=True)
     assert all(np.isfinite(value) for value in logs.values()), logs
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_unnamed_layers_are_called_qmoe_and_so_are_their_metrics(qubits, features):
+    first, second = qmoe.QMoELayer(qubits, 2, 1, 1), qmoe.QMoELayer(qubits, 2, 1, 1)
+    number = {first.name: 0, second.name: 0} | {n: int(n.split("_")[1]) for n in (first.name, second.name) if "_" in n}
+    assert first.name.startswith("qmoe") and number[second.name] == number[first.name] + 1  # qmoe, qmoe_1 ...
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, first(inputs))
+    model.compile("adam", "mse")
+    logs = model.train_on_batch(features, np.zeros((len(features), 3)), return_dict=True)
+    assert f"{first.name}_routing_entropy" in logs and first.name.startswith("qmoe")  # was q_mo_e_layer_...

@@ -32,35 +32,46 @@ def to_cirq_json(value: Any) -> str:
 
 
 def _check_sympy(tree: Any, field: str) -> None:
-    """Raises unless every sympy node of a parsed Cirq JSON tree is a bounded number or expression."""
-    stack, nodes = [tree], 0
+    """Raises unless every sympy node of a parsed Cirq JSON tree is a bounded number or expression.
+
+    Bounded in total, not only per node: powers multiply down a nest (``((10**16)**16)**16`` is
+    10**4096, and a few more levels took sympy minutes), so the product of the exponents on any
+    path may be at most `MAX_POWER`.
+    """
+    stack, nodes = [(tree, 1)], 0
     while stack:
-        node = stack.pop()
+        node, power = stack.pop()  # power: the product of the exponents of the powers above `node`
         nodes += 1
         if nodes > MAX_NODES:
             raise ValueError(f"config field {field!r} has more than {MAX_NODES} JSON nodes; refused.")
         if isinstance(node, list):
-            stack.extend(node)
+            stack.extend((child, power) for child in node)
         elif isinstance(node, dict):
             kind = node.get("cirq_type")
             if isinstance(kind, str) and kind.startswith("sympy."):
-                _check_sympy_node(node, kind, field)
-            stack.extend(node.values())
+                power *= _check_sympy_node(node, kind, field)
+                if power > MAX_POWER:
+                    raise ValueError(f"config field {field!r} nests powers whose exponents multiply to {power}; "
+                                     f"configs may hold powers up to {MAX_POWER} in total.")
+            stack.extend((child, power) for child in node.values())
 
 
-def _check_sympy_node(node: dict, kind: str, field: str) -> None:
+def _check_sympy_node(node: dict, kind: str, field: str) -> int:
+    """Checks one sympy node; returns |its exponent| for a power (what its arguments are raised to), else 1."""
     if kind not in SYMPY_TYPES:
         raise ValueError(f"config field {field!r} holds a {kind} expression; configs may hold only {SYMPY_TYPES}.")
     numbers = [node.get(key) for key in ("i", "p", "q") if isinstance(node.get(key), int)]
     if any(abs(n) > MAX_INTEGER for n in numbers):
         raise ValueError(f"config field {field!r} holds the integer {max(numbers, key=abs)} in a {kind}; "
                          f"configs may hold integers up to {MAX_INTEGER}.")
-    if kind == "sympy.Pow":
-        exponent = (node.get("args") or [None, None])[-1]
-        value = exponent.get("i") if isinstance(exponent, dict) else exponent
-        if not isinstance(value, int) or abs(value) > MAX_POWER:
-            raise ValueError(f"config field {field!r} holds a power with exponent {exponent!r}; configs may hold "
-                             f"only integer powers up to {MAX_POWER}.")
+    if kind != "sympy.Pow":
+        return 1
+    exponent = (node.get("args") or [None, None])[-1]
+    value = exponent.get("i") if isinstance(exponent, dict) else exponent
+    if not isinstance(value, int) or abs(value) > MAX_POWER:
+        raise ValueError(f"config field {field!r} holds a power with exponent {exponent!r}; configs may hold "
+                         f"only integer powers up to {MAX_POWER}.")
+    return max(abs(value), 1)
 
 
 def from_cirq_json(text: str | None, field: str = "cirq") -> Any:

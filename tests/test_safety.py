@@ -123,12 +123,21 @@ def observable_config(coefficient: dict) -> dict:
     return {**config, "observables": json.dumps(observables)}
 
 
+def nested_powers(depth: int) -> dict:
+    """(((10**16)**16)...)**16: each power within the per-node limits; depth 6 did not load in 150 s."""
+    node = {"cirq_type": "sympy.Integer", "i": 10}
+    for _ in range(depth):
+        node = {"cirq_type": "sympy.Pow", "args": [node, {"cirq_type": "sympy.Integer", "i": 16}]}
+    return node
+
+
 @pytest.mark.parametrize("coefficient, message", [
     ({"cirq_type": "sympy.Pow", "args": [10, 100000000]}, "power with exponent 100000000"),
     ({"cirq_type": "sympy.Pow", "args": [{"cirq_type": "sympy.Integer", "i": 10},
                                          {"cirq_type": "sympy.Integer", "i": 10**9}]}, "integer powers up to 16"),
     ({"cirq_type": "sympy.Integer", "i": 10**30}, "integers up to"),
     ({"cirq_type": "sympy.factorial", "args": [100000]}, "holds a sympy.factorial expression"),
+    (nested_powers(6), "nests powers whose exponents multiply to 256; configs may hold powers up to 16 in total"),
 ])
 def test_cirq_json_bombs_are_refused_within_a_second(coefficient, message):
     config = observable_config(coefficient)

@@ -72,11 +72,11 @@ def run(name: str, model_kind: str, n_experts: int, seed: int, args) -> dict:
                                           n_layers=matching_qnn_layers(n_experts, args.layers, args.layers),
                                           learning_rate=args.lr)
     else:
+        options = ({"aggregation": "coherent"} if model_kind == COHERENT else
+                   {"reuploading": model_kind == REUPLOAD, "top_k": 1 if model_kind == "QMoE top-1" else None})
         model = qmoe.build_qmoe_classifier(qubits, n_classes, n_features=n_features, n_experts=n_experts,
                                            expert_layers=args.layers + (model_kind == REUPLOAD), router_layers=args.layers,
-                                           learning_rate=args.lr, reuploading=model_kind == REUPLOAD,
-                                           aggregation="coherent" if model_kind == COHERENT else "classical",
-                                           top_k=1 if model_kind == "QMoE top-1" else None)
+                                           learning_rate=args.lr, **options)
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
     seconds = (time.perf_counter() - start) / args.epochs

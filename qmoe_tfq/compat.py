@@ -1,15 +1,15 @@
-"""Python 3.12 with tf_keras 2.18: `keras.utils.set_random_seed` made every later unseeded initializer fail.
+"""tf_keras 2.18 seeds its initializers with ``generator.randint(1, 1e9)``, a float bound.
 
-tf_keras seeds its initializers with ``generator.randint(1, 1e9)`` on the `random.Random` that
-`set_random_seed` installs. Python 3.12 refuses a float bound there (``TypeError: 'float' object cannot
-be interpreted as an integer``; keras-team/tf-keras#803, fix proposed in #815, not in 2.18), so on 3.12
-any seeded script building a Dense layer or a PQC crashed. `patch_seed_generator` makes the generator
-that tf_keras installs take integral float bounds, and touches nothing else.
+On the `random.Random` that `keras.utils.set_random_seed` installs, Python 3.12 refuses it
+(``TypeError: 'float' object cannot be interpreted as an integer``; keras-team/tf-keras#803, fix
+proposed in #815, not in 2.18), so any seeded script building a Dense layer or a PQC crashed; Python
+3.11 accepts it with a DeprecationWarning per initializer (1,200 in our test suite).
+`patch_seed_generator` makes the generator that tf_keras installs take integral float bounds (the
+same draws), and touches nothing else.
 """
 from __future__ import annotations
 
 import random
-import sys
 import types
 
 
@@ -21,9 +21,7 @@ class IntegralRandom(random.Random):
 
 
 def patch_seed_generator() -> None:
-    """On Python >= 3.12, tf_keras's `set_random_seed` installs an `IntegralRandom`."""
-    if sys.version_info < (3, 12):
-        return
+    """tf_keras's `set_random_seed` installs an `IntegralRandom`."""
     from tf_keras.src.utils import tf_utils
 
     module = types.ModuleType("random", "the random module, with IntegralRandom as Random (qmoe_tfq.compat)")

@@ -137,7 +137,8 @@ def as_expert_pqc(pqc: tfq.layers.PQC, **executor_args) -> ExpertPQC:
         return pqc
     circuit = tfq.from_tensor(pqc._model_circuit)[0]  # PQC keeps its circuit and operators only as tensors
     operators = list(tfq.from_tensor(pqc._operators)[0])
-    expert = ExpertPQC(circuit, operators, name=pqc.name, initializer=pqc.initializer,
+    initializer = keras.initializers.deserialize(keras.initializers.serialize(pqc.initializer))  # unused by the PQC
+    expert = ExpertPQC(circuit, operators, name=pqc.name, initializer=initializer,
                        regularizer=pqc.regularizer, constraint=pqc.constraint, **executor_args)
     expert.parameters.assign(pqc.parameters)
     return expert

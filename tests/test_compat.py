@@ -1,4 +1,6 @@
-"""Python 3.12 with tf_keras 2.18: seeding, then building layers."""
+"""tf_keras 2.18's float seed bound: seeding, then building layers (TypeError on 3.12, warnings on 3.11)."""
+import warnings
+
 import random
 
 import numpy as np
@@ -21,3 +23,10 @@ def test_seeded_initializers_build_and_repeat():
         layer.build((None, 3))
         draws.append(layer.kernel.numpy())
     np.testing.assert_array_equal(*draws)
+
+
+def test_seeded_initializers_warn_nothing():
+    keras.utils.set_random_seed(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Python 3.11 warned "non-integer arguments to randrange()"
+        keras.layers.Dense(2).build((None, 3))

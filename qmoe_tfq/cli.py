@@ -120,6 +120,15 @@ def training_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.
     return train_test_split(x, y, test_size=args.test_fraction, random_state=args.seed, stratify=y)
 
 
+def min_max_scaling(x_train: np.ndarray):
+    """A `Rescaling` layer mapping each training feature's [min, max] onto [0, 1]."""
+    import tf_keras as keras
+
+    low, high = x_train.min(axis=0), x_train.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    return keras.layers.Rescaling(scale=(1.0 / span).tolist(), offset=(-low / span).tolist(), name="min_max")
+
+
 def command_train(args: argparse.Namespace) -> None:
     import json
 
@@ -144,19 +153,25 @@ def command_train(args: argparse.Namespace) -> None:
     qubits = cirq.GridQubit.rect(1, args.qubits or n_features)
     keras.utils.set_random_seed(args.seed)
     try:
-        model = qmoe.build_qmoe_classifier(
+        classifier = qmoe.build_qmoe_classifier(
             qubits, int(max(y_train.max(), y_test.max())) + 1, n_features=n_features, n_experts=args.experts,
             expert_layers=args.expert_layers, router_layers=args.router_layers, top_k=args.top_k,
             learning_rate=args.lr, backend=args.backend, repetitions=args.repetitions,
             encoder_rotations=tuple(args.encoder_rotations))
     except (ValueError, TypeError) as error:
         raise CliError(str(error)) from error
+    # The encoder takes features in about [0, 1] (at most [-2, 2]): the model scales raw ones itself, so predict
+    # takes them as they come.
+    scaling = min_max_scaling(x_train)
+    inputs = keras.Input(shape=(n_features,), name="features")
+    model = keras.Model(inputs, classifier(scaling(inputs)), name="qmoe_classifier")
+    model.compile(classifier.optimizer, classifier.loss, metrics=["accuracy"])
     # val_* from a tenth of the training data: the test set stays unseen until the final evaluation.
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
                         verbose=1)
     qmoe.save_model(model, out / "model.keras")
     test = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
-    stats = routing_statistics(model.get_layer("qmoe").gate_weights(x_test).numpy(), y_test)
+    stats = routing_statistics(classifier.get_layer("qmoe").gate_weights(scaling(x_test)).numpy(), y_test)
     plot_gate_heatmap(stats.class_gates, out / "gates.png")
     metrics = {"test": test, "history": history.history, "routing_entropy": stats.entropy,
                "class_gates": stats.class_gates.tolist(), "n_train": len(x_train), "n_test": len(x_test)}

@@ -122,6 +122,23 @@ class AngleEncoder(FeatureEncoder):
         if n_features is not None:
             self._infer_n_features(n_features)
 
+    def angles(self, features: tf.Tensor) -> tf.Tensor:
+        """<float32>[batch, n_features] rotation angles ``scale * features``, each within a full turn either way.
+
+        Beyond a full turn a feature gives the gate of one a turn smaller (with ``scale=pi``, 5.0, 3.0
+        and 1.0 give one gate; raw data such as wine's 1680 would scatter at random): such features
+        raise `tf.errors.InvalidArgumentError` naming the range, in-graph. Features a little beyond
+        their training range (a test set after a MinMaxScaler) stay well within it.
+        """
+        angles = super().angles(features)  # <float32>[B, F]
+        bound = 2 * np.pi / abs(self.scale) if self.scale else np.inf
+        within = tf.debugging.Assert(tf.reduce_all(tf.abs(angles) <= 2 * np.pi * (1 + 1e-5)), [
+            f"{self.name}: features must lie in [-{bound:.4g}, {bound:.4g}] (scale={self.scale:g} times a feature is "
+            "a rotation angle, and beyond a full turn features alias): rescale them, e.g. with a MinMaxScaler to "
+            "[0, 1], or lower scale. Largest |feature|:", tf.reduce_max(tf.abs(tf.cast(features, tf.float32)))])
+        with tf.control_dependencies([within]):
+            return tf.identity(angles)
+
     @property
     def capacity(self) -> int:
         """The largest number of features this encoder can hold."""

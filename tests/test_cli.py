@@ -68,6 +68,7 @@ def test_train_then_evaluate_and_predict(tmp_path, capsys):
     from conftest import separable_data
 
     x, y = separable_data(60, 2)
+    x = x * np.float32([1000.0, 3.0]) + np.float32([500.0, -1.0])  # raw values, as in a CSV (wine's reach 1680)
     np.save(tmp_path / "x.npy", x)
     np.savetxt(tmp_path / "y.csv", y, fmt="%d")
     out = tmp_path / "run"

@@ -46,3 +46,13 @@ def test_wrong_input_shapes_and_dtypes(qubits):
         encoder(tf.zeros([1, 3]))
     with pytest.raises(TypeError, match="expects float features, got a tensor of dtype string"):
         AngleEncoder(qubits)(tf.constant([["a", "b"]]))
+
+
+@pytest.mark.parametrize("scale, bad, bound", [(np.pi, 5.0, "2"), (1.0, -7.0, "6.283")])
+def test_features_beyond_a_full_turn_are_refused_naming_the_range(scale, bad, bound):
+    qubits = cirq.GridQubit.rect(1, 2)
+    encoder = AngleEncoder(qubits, scale=scale)
+    assert encoder(tf.constant([[1.5, -0.2]])).shape == (1,)  # a little beyond [0, 1] is fine
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"(?s)features must lie in \[-{bound}, {bound}\].*"
+                                                             rf"MinMaxScaler.*Largest \|feature\|:'?\W+{abs(bad):g}"):
+        encoder(tf.constant([[bad, 0.2]]))  # 5.0 gave the gate of 1.0 and 3.0

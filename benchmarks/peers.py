@@ -37,7 +37,7 @@ def tc_model(n_qubits: int, n_experts: int, n_layers: int, top1: bool):
     import tensorflow as tf
     import tf_keras as keras
 
-    from qmoe_tfq.circuits import router_readouts
+    from qmoe_tfq.routers import router_readouts
 
     K = tc.set_backend("tensorflow")
     qubits = list(range(n_qubits))

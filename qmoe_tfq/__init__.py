@@ -29,13 +29,13 @@ from qmoe_tfq.circuits import (  # noqa: E402
     Ansatz,
     default_readouts,
     hardware_efficient_ansatz,
-    router_readouts,
 )
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder, encode  # noqa: E402
 from qmoe_tfq.experts import ExpertPQC  # noqa: E402
 from qmoe_tfq.coherent import CoherentQMoELayer  # noqa: E402
 from qmoe_tfq.layers import QMoELayer  # noqa: E402
 from qmoe_tfq.interpretability import RoutingLogger, plot_gate_heatmap, routing_statistics  # noqa: E402
+from qmoe_tfq.routers import router_readouts  # noqa: E402
 from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier, with_backend  # noqa: E402
 from qmoe_tfq.saving import export_saved_model, load_model, load_saved_model, save_model  # noqa: E402
 from qmoe_tfq.serialization import register_tfq_ops  # noqa: E402

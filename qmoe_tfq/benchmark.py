@@ -33,7 +33,8 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.circuits import Ansatz, default_readouts, router_readouts
+from qmoe_tfq.circuits import Ansatz, default_readouts
+from qmoe_tfq.routers import router_readouts
 from qmoe_tfq.cli_files import positive_int
 
 matplotlib.use("Agg")

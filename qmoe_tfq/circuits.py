@@ -8,7 +8,6 @@ so symbols never clash when circuits are concatenated into one program or resolv
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 from collections.abc import Iterable, Sequence
 
@@ -190,52 +189,6 @@ def default_readouts(qubits: Sequence[cirq.Qid]) -> list[cirq.PauliString]:
     return [cirq.Z(q) for q in validate_qubits(qubits)]
 
 
-ROUTER_READOUTS = ("local", "pauli")
-
-
-def _neighbour_pairs(qubits: Sequence[cirq.Qid]) -> list[tuple[cirq.Qid, cirq.Qid]]:
-    """Neighbouring pairs in list order, closed into a ring: disjoint pairs (0 1), (2 3), ... first."""
-    ring = [(qubits[i], qubits[(i + 1) % len(qubits)]) for i in range(len(qubits) if len(qubits) > 2 else 1)]
-    return ring[0::2] + ring[1::2]
-
-
-def router_readouts(qubits: Sequence[cirq.Qid], n_experts: int, kind: str = "local") -> list[cirq.PauliString]:
-    """`n_experts` distinct Pauli strings whose expectations serve as the router's logits.
-
-    ``kind="local"`` (the default) reads correlations first, which is what quantum data carries:
-    Z Z on neighbouring qubits (disjoint pairs first, then the rest of the ring), then single Z,
-    then the three-body ``Z X Z`` around each qubit (a cluster state's stabilisers), then the rest
-    of the ``"pauli"`` strings. Single-qubit expectations vanish on entangled states such as
-    cluster and GHZ states, so a router reading only them cannot tell such inputs apart.
-    ``kind="pauli"`` is the order of format-version-1 models (single Z, Z Z on every pair, then
-    the same with X and with Y), kept so that they load as they were built.
-
-    >>> [str(readout) for readout in router_readouts(cirq.LineQubit.range(4), 3)]
-    ['Z(q(0))*Z(q(1))', 'Z(q(2))*Z(q(3))', 'Z(q(1))*Z(q(2))']
-    >>> [str(readout) for readout in router_readouts(cirq.LineQubit.range(2), 3, "pauli")]
-    ['Z(q(0))', 'Z(q(1))', 'Z(q(0))*Z(q(1))']
-    """
-    qubits = validate_qubits(qubits)
-    validate_positive_int(n_experts, "n_experts")
-    if kind not in ROUTER_READOUTS:
-        raise ValueError(f"kind={kind!r} is not allowed; use one of {ROUTER_READOUTS}.")
-    candidates = [cirq.PauliString({q: pauli for q in group}) for pauli in (cirq.Z, cirq.X, cirq.Y)
-                  for size in (1, 2) for group in itertools.combinations(qubits, size)]
-    if kind == "local":
-        local = [cirq.Z(a) * cirq.Z(b) for a, b in _neighbour_pairs(qubits)] if len(qubits) > 1 else []
-        local += [cirq.Z(q) for q in qubits]
-        if len(qubits) > 2:
-            local += [cirq.Z(qubits[i - 1]) * cirq.X(q) * cirq.Z(qubits[(i + 1) % len(qubits)])
-                      for i, q in enumerate(qubits)]
-        candidates = local + [c for c in candidates if c not in local]
-    if n_experts > len(candidates):
-        raise ValueError(
-            f"n_experts={n_experts} needs more router readouts than {len(qubits)} qubits offer with "
-            f"kind={kind!r} (at most {len(candidates)}); use more qubits, fewer experts, another kind, "
-            "router_observables= or a router_head.")
-    return candidates[:n_experts]
-
-
 def validate_observables(
     observables: Observable | Iterable[Observable], qubits: Sequence[cirq.Qid], argument: str,
 ) -> list[cirq.PauliSum]:
@@ -267,8 +220,8 @@ def validate_observables(
     return checked
 
 
-EXPERT_PREFIX = "theta"  # the built-in experts' symbols: theta_l00_q00_ry ...
-ROUTER_PREFIX = "route"  # the built-in router's
+# The built-in experts' symbols (theta_l00_q00_ry ...), the router's and the angle encoder's (x_000 ...).
+EXPERT_PREFIX, ROUTER_PREFIX, ENCODER_PREFIX = "theta", "route", "x"
 
 
 def expert_symbol_prefix(index: int) -> str:

@@ -56,15 +56,6 @@ def refuse_data_symbols(part: str, weight_names: Sequence[str], data_names: Sequ
                          "expert layer, use reuploading=True).")
 
 
-def router_program(data_circuit: cirq.Circuit, data_names: Sequence[str], router_circuit: cirq.Circuit,
-                   router_names: Sequence[str], observables: Sequence[cirq.PauliSum], qubits: Sequence[cirq.Qid],
-                   noise: Noise | None) -> Program:
-    """The quantum router behind the data encoding; values are laid out [data | router weights]."""
-    refuse_data_symbols("router", router_names, data_names)
-    return single_program(data_circuit + router_circuit, observables, [*data_names, *router_names], qubits, noise,
-                          len(data_names))
-
-
 def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Sequence[cirq.PauliSum] | None],
                  data_symbols: Sequence[str], qubits: Sequence[cirq.Qid], noise: Noise | None,
                  data_trainable: bool = False, rows_per_sample: float = 1.0) -> ExpertTable:

@@ -16,11 +16,8 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.circuits import ROTATIONS, validate_positive_int, validate_qubits, validate_rotations
+from qmoe_tfq.circuits import ENCODER_PREFIX, ROTATIONS, validate_positive_int, validate_qubits, validate_rotations
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
-
-ENCODER_PREFIX = "x"
-
 
 def _check_scale(scale: float) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):

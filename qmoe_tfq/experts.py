@@ -1,5 +1,5 @@
-"""Experts and routers as layers: `ExpertPQC` (a savable `tfq.layers.PQC`) and what each entry of
-`QMoELayer`'s ``experts=`` / ``router=`` becomes.
+"""Experts as layers: `ExpertPQC` (a savable `tfq.layers.PQC`) and what each entry of `QMoELayer`'s
+``experts=`` (and a quantum ``router=``, see `routers`) becomes.
 
 An entry is the built-in ansatz (``"quantum"``), a `cirq.Circuit` (its symbols are the weights), a
 `tfq.layers.PQC` or `ExpertPQC` (its own circuit and operators), or any `tf_keras` layer (a
@@ -242,29 +242,6 @@ def make_experts(experts: Sequence[Part], builtin: Callable[[int], ExpertPQC], q
             layer = expert
         layers.append(layer)
     return layers
-
-
-def make_router(router: Part | None, qubits: Sequence[cirq.Qid], observables: Callable[[], list[cirq.PauliSum]],
-                builtin: Callable[[], cirq.Circuit], n_experts: int, has_head: bool,
-                **executor_args) -> keras.layers.Layer:
-    """The router layer: a classical layer as given, else an `ExpertPQC` (built-in, circuit or PQC).
-
-    `observables` makes the readouts of a built-in or circuit router (a PQC brings its own). Without a
-    head, a quantum router must read one value per expert.
-    """
-    if router is not None and not (is_quantum_part(router) or isinstance(router, keras.layers.Layer)):
-        raise TypeError(f"router must be None, a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC or a "
-                        f"tf_keras layer, got {router!r}.")
-    if router is not None and not is_quantum_part(router):
-        return router
-    circuit = builtin() if router is None else router
-    readouts = None if isinstance(circuit, tfq.layers.PQC) else observables()
-    layer = quantum_part(circuit, "router", qubits, readouts, "router", **executor_args)
-    if not has_head and len(layer.readouts) != n_experts:
-        raise ValueError(f"router reads {len(layer.readouts)} operators, but n_experts = {n_experts}: give as many "
-                         "router readouts as experts, or a router_head such as keras.layers.Dense(n_experts) "
-                         "to map them to logits.")
-    return layer
 
 
 def deserialize_part(entry: str | dict, execution: dict) -> str | keras.layers.Layer:

@@ -17,18 +17,19 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import dispatch, routing
-from qmoe_tfq.circuits import (EXPERT_PREFIX, ROUTER_PREFIX, Ansatz, Observable, router_readouts,
-                               validate_observables, validate_positive_int)
+from qmoe_tfq.circuits import (EXPERT_PREFIX, ROUTER_PREFIX, Ansatz, Observable, validate_observables,
+                               validate_positive_int)
 from qmoe_tfq.coherent import CoherentQMoELayer, coherent_arguments
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
 from qmoe_tfq.execution import Executor
 from qmoe_tfq.execution.backends import Backend, Noise
 from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_depths,
-                              expert_list, make_experts, make_router, shared_list)
+                              expert_list, make_experts, shared_list)
 from qmoe_tfq.gating import Gate
 from qmoe_tfq.inputs import Batch, InputReader, feeds_features
 from qmoe_tfq.mixture import MixtureLayer
+from qmoe_tfq.routers import make_router, router_program, router_readouts
 from qmoe_tfq.routing import RoutingPolicy
 from qmoe_tfq.serialization import to_cirq_json, upgrade_qmoe_config
 
@@ -141,8 +142,8 @@ class QMoELayer(MixtureLayer):
                                         **self.executor_args)
             self.experts, self.shared_experts = every_expert[:self.n_experts], every_expert[self.n_experts:]
             self.router = make_router(router, self.qubits, self._router_observables(router_observables),
-                                      self._builtin_router_circuit, self.n_experts, router_head is not None,
-                                      **self.executor_args)
+                                      lambda: self.ansatz.circuit(self.qubits, self.router_layers, ROUTER_PREFIX),
+                                      self.n_experts, router_head is not None, **self.executor_args)
         self._builtin = [isinstance(p, str) for p in parts + shared]
         self._builtin_router = router is None
         self._quantum = [isinstance(e, ExpertPQC) for e in every_expert]
@@ -155,9 +156,6 @@ class QMoELayer(MixtureLayer):
             return lambda: validate_observables(given, self.qubits, "router_observables")
         return lambda: router_readouts(self.qubits, self.n_experts)
 
-    def _builtin_router_circuit(self) -> cirq.Circuit:
-        return self.ansatz.circuit(self.qubits, self.router_layers, ROUTER_PREFIX)
-
     def _builtin_expert(self, index: int) -> ExpertPQC:
         return self.builtin_expert(index, self.expert_layers if isinstance(self.expert_layers, int)
                                    else self.expert_layers[index])
@@ -165,10 +163,6 @@ class QMoELayer(MixtureLayer):
     @property
     def quantum_router(self) -> bool:
         return isinstance(self.router, ExpertPQC)
-
-    @property
-    def top_k(self) -> int | None:
-        return self.policy.top_k
 
     @property
     def _every_expert(self) -> list[keras.layers.Layer]:
@@ -213,7 +207,7 @@ class QMoELayer(MixtureLayer):
         self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts,
                                          self.input_scaling if self.reuploading else None)
         if self.quantum_router:
-            self._router_program = dispatch.router_program(
+            self._router_program = router_program(
                 data_circuit, data_names, self.router.model_circuit, decode_strings(self.router.symbol_names),
                 self.router.readouts, self.qubits, self.noise)
             self._run_router = self._executor.compile(self._router_program)

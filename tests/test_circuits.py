@@ -7,10 +7,10 @@ from qmoe_tfq.circuits import (
     default_readouts,
     entangling_pairs,
     hardware_efficient_ansatz,
-    router_readouts,
     validate_observables,
     validate_qubits,
 )
+from qmoe_tfq.routers import router_readouts
 
 
 def test_ansatz_has_one_symbol_per_rotation_and_cz_ring():

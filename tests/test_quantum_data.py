@@ -7,7 +7,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq import quantum_data
-from qmoe_tfq.circuits import router_readouts
+from qmoe_tfq.routers import router_readouts
 
 QUBITS = cirq.GridQubit.rect(1, 4)
 

@@ -1,3 +1,4 @@
+import functools
 import json
 import os
 import subprocess
@@ -20,28 +21,26 @@ CUSTOM_OBSERVABLES = [cirq.Z(QUBITS[0]), 0.5 * cirq.X(QUBITS[1]) * cirq.X(QUBITS
 SMALL = {"n_experts": 3, "expert_layers": 1, "router_layers": 1}
 
 
-def models_and_inputs():
-    """The round-trip matrix: dense/top-k, with/without encoder, custom observables, the QNN."""
+BUILDERS = {
+    "dense_circuits_custom_observables": lambda: qmoe.build_qmoe_classifier(QUBITS, 2, observables=CUSTOM_OBSERVABLES,
+                                                                            **SMALL),
+    "top2_encoder_capacity": lambda: qmoe.build_qmoe_classifier(QUBITS, 3, n_features=3, top_k=2, capacity_factor=1.5,
+                                                                encoder_rotations=("rx",), **SMALL),
+    "qnn_encoder": lambda: qmoe.build_qnn_classifier(QUBITS, 2, n_features=3, n_layers=2),
+    "hybrid_encoder": lambda: qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, top_k=2, expert_kind=(2, 1),
+                                                         router_kind="classical", **SMALL),
+    "coherent_encoder": lambda: qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, aggregation="coherent",
+                                                           **{**SMALL, "n_experts": 2}),
+}
+
+
+@functools.cache
+def built_model(name: str) -> tuple[keras.Model, object]:
+    """(model, inputs): a builder's model (every configuration's round trip is in test_configurations.py)."""
+    keras.utils.set_random_seed(0)
     x = np.random.default_rng(3).uniform(0, 1, size=(5, 3)).astype(np.float32)
-    circuits = qmoe.encode(x, QUBITS)
-    return {
-        "dense_circuits_custom_observables": (
-            qmoe.build_qmoe_classifier(QUBITS, 2, observables=CUSTOM_OBSERVABLES, **SMALL), circuits),
-        "top2_encoder_capacity": (
-            qmoe.build_qmoe_classifier(QUBITS, 3, n_features=3, top_k=2, capacity_factor=1.5,
-                                       encoder_rotations=("rx",), **SMALL), x),
-        "top1_circuits": (qmoe.build_qmoe_classifier(QUBITS, 2, top_k=1, **SMALL), circuits),
-        "qnn_encoder": (qmoe.build_qnn_classifier(QUBITS, 2, n_features=3, n_layers=2), x),
-        "reuploading_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, top_k=1, reuploading=True,
-                                                           **{**SMALL, "expert_layers": 2}), x),
-        "hybrid_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, top_k=2, expert_kind=(2, 1),
-                                                      router_kind="classical", **SMALL), x),
-        "coherent_encoder": (qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, aggregation="coherent",
-                                                        **{**SMALL, "n_experts": 2}), x),
-    }
-
-
-MODELS = models_and_inputs()
+    built = BUILDERS[name]()
+    return built, x if built.inputs[0].dtype.is_floating else qmoe.encode(x, QUBITS)
 
 
 def test_layer_config_round_trip_keeps_every_argument():
@@ -64,7 +63,7 @@ def test_newer_format_version_is_refused():
 
 
 def test_weights_checkpoints_round_trip(tmp_path):
-    model, inputs = MODELS["top2_encoder_capacity"]
+    model, inputs = built_model("top2_encoder_capacity")
     expected = model.predict(inputs, verbose=0)
     fresh = keras.models.clone_model(model)
     model.save_weights(str(tmp_path / "w.weights.h5"))
@@ -99,7 +98,7 @@ SUBPROCESS_LOAD = textwrap.dedent("""
 @pytest.mark.parametrize("name", ["dense_circuits_custom_observables", "top2_encoder_capacity", "qnn_encoder",
                                   "coherent_encoder", "hybrid_encoder"])
 def test_saved_model_serves_in_a_fresh_process(tmp_path, name):
-    model, inputs = MODELS[name]
+    model, inputs = built_model(name)
     expected = model.predict(inputs, verbose=0)
     spec = qmoe.export_saved_model(model, tmp_path / "sm")
     # Serialized circuits are bytes with NULs, so the inputs travel as a serialized tensor.
@@ -115,7 +114,7 @@ def test_saved_model_serves_in_a_fresh_process(tmp_path, name):
 
 
 def test_saved_model_input_errors_are_clear(tmp_path):
-    model, inputs = MODELS["top2_encoder_capacity"]
+    model, inputs = built_model("top2_encoder_capacity")
     qmoe.export_saved_model(model, tmp_path / "sm")
     loaded = qmoe.load_saved_model(tmp_path / "sm")
     from qmoe_tfq.saving import run_serving

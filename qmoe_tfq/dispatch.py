@@ -160,21 +160,23 @@ def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:
 
 
 class ExpertBank:
-    """A layer's experts (routed, then shared) behind `outputs`: every quantum row in ONE executor
-    call of the table's program, each classical expert on its own rows.
+    """A layer's experts (routed, then `n_shared` shared ones) behind `outputs`: every quantum row in ONE
+    executor call of the table's program, each classical expert on its own rows.
 
     Built once in `QMoELayer.build`; the experts' weights (and `input_scaling`) are read at every call.
     """
 
     def __init__(self, experts: Sequence[keras.layers.Layer], table: ExpertTable, run: Run | None, n_readouts: int,
-                 input_scaling: tf.Variable | None = None) -> None:
+                 n_shared: int = 0, input_scaling: tf.Variable | None = None) -> None:
         self.experts, self.table, self.run, self.n_readouts = list(experts), table, run, n_readouts
-        self.input_scaling = input_scaling
+        self.n_shared, self.input_scaling = n_shared, input_scaling
         self.quantum = [columns is not None for columns in table.weight_columns]
 
     def outputs(self, rows: Rows, batch: Batch) -> tf.Tensor:
-        """<float32>[B, n_readouts]: each sample's rows, evaluated, weighted and summed."""
+        """<float32>[B, n_readouts]: each sample's routed rows and its shared experts, evaluated, weighted, summed."""
         size = tf.shape(batch.angles)[0]
+        if self.n_shared:
+            rows = concat(rows, shared_rows(size, len(self.experts) - self.n_shared, self.n_shared))
         outputs = tf.zeros([size, self.n_readouts])  # <float32>[B, n_readouts]
         if any(self.quantum):
             quantum = rows if all(self.quantum) else select(

@@ -68,7 +68,8 @@ class InputReader:
             if inputs.dtype != tf.string:
                 raise TypeError(f"{self.layer} was built for serialized circuits <string>[batch], got a tensor of "
                                 f"dtype {inputs.dtype.name}; for float features make a layer with an encoder.")
-            circuits = check_input_circuits(circuit_batch(inputs, self.layer), self.qubit_ids, self.layer)
+            circuits = circuit_batch(inputs, self.layer)  # <string>[B]
+            circuits = check_input_circuits(circuits, self.qubit_ids, self.layer)
             return Batch(self.executor.prepare(circuits, self.qubits), None, tf.zeros([tf.shape(circuits)[0], 0]))
         if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
             raise TypeError(f"{self.layer} takes float features [batch, n_features] ({self.why}), got a tensor of "

@@ -1,11 +1,13 @@
 """`QMoELayer`: a router weights experts, per input. One batch goes, left to right::
 
-    inputs ─► data (circuits, or features -> encoder angles) ─► router logits [B, E]
-           ─► gate (gating.Gate) ─► dispatch.routed_rows ─► ONE executor call for every quantum row
-           (+ each classical expert on its rows) ─► dispatch.combine ─► outputs [B, n_readouts]
+    inputs ─► inputs.InputReader: a Batch (circuits checked and prepared once, or features -> angles)
+           ─► routers.RouterLogits: router logits [B, E]
+           ─► gating.Gate: Routing (expert_index, combine_weights [B, k]; losses, metrics)
+           ─► dispatch.ExpertBank: ONE executor call for every quantum row (+ each classical expert
+              on its rows, + shared experts), combined ─► outputs [B, n_readouts]
 
 Everything that call needs (programs, symbol layout, the router's program) is built once in
-`build`; `call` only moves tensors.
+`build`; `call` is those four steps, and the data does not come back into the layer.
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_depths,
                               expert_list, make_experts, shared_list)
 from qmoe_tfq.gating import Gate
-from qmoe_tfq.inputs import Batch, InputReader, feeds_features
+from qmoe_tfq.inputs import InputReader, feeds_features
 from qmoe_tfq.mixture import MixtureLayer
-from qmoe_tfq.routers import make_router, router_program, router_readouts
+from qmoe_tfq.routers import RouterLogits, make_router, router_readouts
 from qmoe_tfq.routing import RoutingPolicy
 from qmoe_tfq.serialization import to_cirq_json, upgrade_qmoe_config
 
@@ -204,16 +206,13 @@ class QMoELayer(MixtureLayer):
         data_names = [] if self.encoder is None else decode_strings(self.encoder.symbol_names)
         table = self._expert_table(data_circuit, data_names)
         run = self._executor.compile(table.program) if any(self._quantum) else None
-        self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts,
+        self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts, len(self.shared_experts),
                                          self.input_scaling if self.reuploading else None)
-        if self.quantum_router:
-            self._router_program = router_program(
-                data_circuit, data_names, self.router.model_circuit, decode_strings(self.router.symbol_names),
-                self.router.readouts, self.qubits, self.noise)
-            self._run_router = self._executor.compile(self._router_program)
-            if self.router_head is None:
-                self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
-                                                   trainable=True)
+        if self.quantum_router and self.router_head is None:
+            self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
+                                               trainable=True)
+        self._router = RouterLogits(self.router, self.router_head, getattr(self, "logit_scale", None), self._executor,
+                                    data_circuit, data_names, self.qubits, self.noise)
         self.gate.build(tf.TensorShape([None, self.n_experts]))
         super().build(input_shape)
 
@@ -235,22 +234,10 @@ class QMoELayer(MixtureLayer):
         return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise, self.reuploading,
                                      self.policy.rows_per_sample + len(self.shared_experts))
 
-    def _logits(self, batch: Batch) -> tf.Tensor:
-        """<float32>[B, E] router logits."""
-        if not self.quantum_router:
-            return self.router(batch.features)
-        values = self._router_program.values(batch.angles, self.router.parameters)  # <float32>[B, D + n_router_symbols]
-        readouts = self._run_router(values, inputs=batch.inputs)  # <float32>[B, n_router_readouts]
-        return self.logit_scale * readouts if self.router_head is None else self.router_head(readouts)
-
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        batch = self._inputs.read(inputs)
-        route = self.gate(self._logits(batch), training=training)
-        rows = dispatch.routed_rows(route)
-        if self.shared_experts:
-            rows = dispatch.concat(rows, dispatch.shared_rows(tf.shape(batch.angles)[0], self.n_experts,
-                                                              len(self.shared_experts)))
-        return self._bank.outputs(rows, batch)
+        batch = self._inputs.read(inputs)  # checked once; circuits prepared once for the executor
+        route = self.gate(self._router.logits(batch), training=training)  # expert_index, combine_weights [B, k]
+        return self._bank.outputs(dispatch.routed_rows(route), batch)  # <float32>[B, n_readouts]
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""
@@ -258,7 +245,7 @@ class QMoELayer(MixtureLayer):
         self._adopt_inputs(inputs)
         if not self.built:
             self.build(inputs.shape)
-        return self.gate.select(self._logits(self._inputs.read(inputs)), training)
+        return self.gate.select(self._router.logits(self._inputs.read(inputs)), training)
 
     def get_config(self) -> dict:
         policy = self.policy

@@ -8,14 +8,16 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import cirq
+import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq.circuits import validate_positive_int, validate_qubits
 from qmoe_tfq.dispatch import refuse_data_symbols, single_program
 from qmoe_tfq.execution.backends import Noise
-from qmoe_tfq.execution.program import Program
-from qmoe_tfq.experts import Part, is_quantum_part, quantum_part
+from qmoe_tfq.execution.program import Executor, Program, decode_strings
+from qmoe_tfq.experts import ExpertPQC, Part, is_quantum_part, quantum_part
+from qmoe_tfq.inputs import Batch
 
 ROUTER_READOUTS = ("local", "pauli")
 
@@ -93,3 +95,29 @@ def router_program(data_circuit: cirq.Circuit, data_names: Sequence[str], router
     refuse_data_symbols("router", router_names, data_names)
     return single_program(data_circuit + router_circuit, observables, [*data_names, *router_names], qubits, noise,
                           len(data_names))
+
+
+class RouterLogits:
+    """The router as one step of the layer's call: `logits(batch)` <float32>[B, E].
+
+    A classical router reads the features; a quantum one runs its program (compiled once, here) on
+    the batch's angles or input circuits, and its readouts times `scale` (or through `head`) are the
+    logits. Built in `QMoELayer.build`; the router's weights, `scale` and `head` are read at every call.
+    """
+
+    def __init__(self, router: keras.layers.Layer, head: keras.layers.Layer | None, scale: tf.Variable | None,
+                 executor: Executor, data_circuit: cirq.Circuit, data_names: Sequence[str],
+                 qubits: Sequence[cirq.Qid], noise: Noise | None) -> None:
+        self.router, self.head, self.scale = router, head, scale
+        self.program = self.run = None
+        if isinstance(router, ExpertPQC):
+            self.program = router_program(data_circuit, data_names, router.model_circuit,
+                                          decode_strings(router.symbol_names), router.readouts, qubits, noise)
+            self.run = executor.compile(self.program)
+
+    def logits(self, batch: Batch) -> tf.Tensor:
+        if self.run is None:
+            return self.router(batch.features)
+        values = self.program.values(batch.angles, self.router.parameters)  # <float32>[B, D + n_router_symbols]
+        readouts = self.run(values, inputs=batch.inputs)  # <float32>[B, n_router_readouts]
+        return self.scale * readouts if self.head is None else self.head(readouts)

@@ -208,11 +208,12 @@ class QMoELayer(MixtureLayer):
         run = self._executor.compile(table.program) if any(self._quantum) else None
         self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts, len(self.shared_experts),
                                          self.input_scaling if self.reuploading else None)
+        scale = None  # the quantum router's readouts times a learned scale are its logits, unless a head maps them
         if self.quantum_router and self.router_head is None:
-            self.logit_scale = self.add_weight("logit_scale", shape=(), initializer=keras.initializers.Constant(3.0),
-                                               trainable=True)
-        self._router = RouterLogits(self.router, self.router_head, getattr(self, "logit_scale", None), self._executor,
-                                    data_circuit, data_names, self.qubits, self.noise)
+            self.logit_scale = scale = self.add_weight("logit_scale", shape=(), trainable=True,
+                                                       initializer=keras.initializers.Constant(3.0))
+        self._router = RouterLogits(self.router, self.router_head, scale, self._executor, data_circuit, data_names,
+                                    self.qubits, self.noise)
         self.gate.build(tf.TensorShape([None, self.n_experts]))
         super().build(input_shape)
 

@@ -8,6 +8,7 @@ state op.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import cirq
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_quantum as tfq
 from tensorflow_quantum.core.ops import tfq_simulate_ops
+from tensorflow_quantum.core.serialize import serializer
 
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.program import Inputs, Program, Run, decode_strings
@@ -95,8 +97,15 @@ class StatevectorExecutor:
         """`circuits` <string>[B] with their states on `qubits` (TFQ's state op, once per batch): every row of
         every run of the step starts from its sample's state. The circuits must act on `qubits` only
         (`input_checks.check_input_circuits`)."""
-        identity = tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*qubits))])  # <string>[1]
-        padded = tfq.append_circuit(circuits, tf.tile(identity, [tf.shape(circuits)[0]]))  # <string>[B]
+        identities = tf.fill([tf.shape(circuits)[0]], _identity(tuple(qubits)))  # <string>[B]
+        padded = tfq.append_circuit(circuits, identities)  # <string>[B]
         states = tfq_simulate_ops.tfq_simulate_state(padded, tf.constant([], tf.string),
                                                      tf.zeros([tf.shape(circuits)[0], 0]))  # <complex64>[B, 2**n]
         return Inputs(circuits, states)
+
+
+@functools.cache
+def _identity(qubits: tuple[cirq.Qid, ...]) -> bytes:
+    """An identity on `qubits`, serialized: appended, it sizes every input state to the programs' qubits. Made once per
+    qubit set, not on every batch `prepare` sees (eager calls run it each time)."""
+    return serializer.serialize_circuit(cirq.Circuit(cirq.I.on_each(*qubits))).SerializeToString()

@@ -35,7 +35,9 @@ from qmoe_tfq.experts import ExpertPQC  # noqa: E402
 from qmoe_tfq.coherent import CoherentQMoELayer  # noqa: E402
 from qmoe_tfq.layers import QMoELayer  # noqa: E402
 from qmoe_tfq.interpretability import RoutingLogger, plot_gate_heatmap, routing_statistics  # noqa: E402
-from qmoe_tfq.routers import router_readouts  # noqa: E402
+from qmoe_tfq.routers import QuantumRouter, router_readouts  # noqa: E402
+from qmoe_tfq.gating import DenseGate, ExpertChoice, TopK  # noqa: E402
+from qmoe_tfq.execution.backends import Execution  # noqa: E402
 from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier, with_backend  # noqa: E402
 from qmoe_tfq.saving import export_saved_model, load_model, load_saved_model, save_model  # noqa: E402
 from qmoe_tfq.serialization import register_tfq_ops  # noqa: E402
@@ -49,8 +51,12 @@ __all__ = [
     "AngleEncoder",
     "CircuitEncoder",
     "CoherentQMoELayer",
+    "DenseGate",
+    "Execution",
+    "ExpertChoice",
     "ExpertPQC",
     "QMoELayer",
+    "QuantumRouter",
     "RoutingLogger",
     "build_qmoe_classifier",
     "build_qnn_classifier",
@@ -65,5 +71,6 @@ __all__ = [
     "router_readouts",
     "routing_statistics",
     "save_model",
+    "TopK",
     "with_backend",
 ]

@@ -86,10 +86,10 @@ def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool, b
     else:
         encoder = qmoe.AngleEncoder(qubits) if float_input else None
         experts = heterogeneous_experts(qubits, n_experts, n_layers) if kind.endswith("_het") else None
-        readouts = qmoe.QMoELayer(qubits, None if experts else n_experts, n_layers, n_layers, encoder=encoder,
-                                  experts=experts, top_k=1 if kind.startswith("top1") else None,
-                                  backend=backend, entangler=RECORDED.entangler,
-                                  entangle_first=RECORDED.entangle_first)(inputs)
+        ansatz = qmoe.Ansatz(entangler=RECORDED.entangler, entangle_first=RECORDED.entangle_first, layers=n_layers)
+        readouts = qmoe.QMoELayer(qubits, None if experts else n_experts, experts=experts, ansatz=ansatz,
+                                  encoder=encoder, top_k=1 if kind.startswith("top1") else None,
+                                  execution=backend)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(readouts))
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -101,7 +101,7 @@ def _rotation_names(rotations: Sequence[str]) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Ansatz:
-    """The built-in hardware-efficient ansatz's shape: which rotations, which entangler, in which order.
+    """The built-in hardware-efficient ansatz: which rotations, which entangler, in which order, how deep.
 
     Each of its layers applies every gate of `rotations` to every qubit, each with its own sympy
     symbol named ``{prefix}_l{layer}_q{qubit}_{gate}`` (zero padded, so the sorted order that
@@ -115,7 +115,8 @@ class Ansatz:
     CNOT ring carries a GHZ state's two-body Z Z correlations into single-qubit Z, and a CZ ring
     would undo a cluster state's, turning its three-body stabilisers into single-qubit X.
     ``Ansatz(entangler="ring", entangle_first=False)`` is the circuit of
-    format-version-1 models (rotations, then a CZ ring).
+    format-version-1 models (rotations, then a CZ ring). `layers` is the depth `circuit` builds
+    unless told otherwise: a mixture layer's built-in experts and router are that deep.
 
     >>> circuit = Ansatz().circuit(cirq.LineQubit.range(2), n_layers=1)
     >>> [sorted(type(op.gate).__name__ for op in moment) for moment in circuit]  # a CNOT, then rotations
@@ -127,17 +128,26 @@ class Ansatz:
     rotations: tuple[str, ...] = ("ry", "rz")
     entangler: str = "cnot_ring"
     entangle_first: bool = True
+    layers: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rotations", validate_rotations(self.rotations))
         validate_entangler(self.entangler)
         if not isinstance(self.entangle_first, bool):
             raise TypeError(f"entangle_first must be True or False, got {self.entangle_first!r}.")
+        validate_positive_int(self.layers, "layers")
 
-    def circuit(self, qubits: Sequence[cirq.Qid], n_layers: int, prefix: str = "theta") -> cirq.Circuit:
-        """`n_layers` layers on `qubits`, symbols named with `prefix`."""
+    def get_config(self) -> dict:
+        return {**dataclasses.asdict(self), "rotations": list(self.rotations)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Ansatz:
+        return cls(**config)
+
+    def circuit(self, qubits: Sequence[cirq.Qid], n_layers: int | None = None, prefix: str = "theta") -> cirq.Circuit:
+        """`n_layers` (by default `layers`) layers on `qubits`, symbols named with `prefix`."""
         qubits = validate_qubits(qubits)
-        validate_positive_int(n_layers, "n_layers")
+        n_layers = validate_positive_int(self.layers if n_layers is None else n_layers, "n_layers")
         return sum((self._layer(qubits, layer, prefix) for layer in range(n_layers)), cirq.Circuit())
 
     def reuploading(self, qubits: Sequence[cirq.Qid], n_layers: int, encoding: cirq.Circuit,

@@ -7,11 +7,11 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import cirq
 import tensorflow as tf
-import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import routing
@@ -19,12 +19,12 @@ from qmoe_tfq.circuits import ROUTER_PREFIX, Ansatz, Observable, validate_positi
 from qmoe_tfq.coherent_mixture import CoherentMixture, ancilla_register, basis_projectors
 from qmoe_tfq.encoding import FeatureEncoder
 from qmoe_tfq.execution import Executor
-from qmoe_tfq.execution.backends import Backend, Noise
+from qmoe_tfq.execution.backends import Backend, Execution
 from qmoe_tfq.experts import ExpertPQC
-from qmoe_tfq.gating import Gate
+from qmoe_tfq.gating import DenseGate
 from qmoe_tfq.inputs import InputReader
 from qmoe_tfq.mixture import MixtureLayer
-from qmoe_tfq.routing import RoutingPolicy
+from qmoe_tfq.settings import make_execution, pop_settings
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
@@ -51,22 +51,23 @@ class CoherentQMoELayer(MixtureLayer):
     Args:
         qubits: the experts' qubits; the register goes beside them (`coherent_mixture.ancilla_register`).
         n_experts: a power of two >= 2.
-        expert_layers, router_layers: depths of the built-in experts and router.
+        expert_layers, router_layers: depths of the built-in experts and router (``ansatz.layers`` by default).
         encoder: the `AngleEncoder`/`CircuitEncoder` of the features (required).
         observables: what the experts read; Z on each qubit by default.
-        ansatz: the experts' and router's circuit shape.
-        load_balance_weight, metrics: as for `QMoELayer`.
-        backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
+        ansatz: the experts' and router's `Ansatz`.
+        load_balance_weight, metrics: as for `DenseGate`.
+        execution: where and how circuits run, as for `QMoELayer`.
+        **kwargs: Keras layer arguments, and the execution's settings (``backend``, ``repetitions``,
+            ``differentiator``, ``noise``) when `execution` is not given.
     """
 
     default_name = "coherent_qmoe"
 
-    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int = 4, expert_layers: int = 2,
-                 router_layers: int = 2, *, encoder: FeatureEncoder | None = None,
-                 observables: Sequence[Observable] | None = None, ansatz: Ansatz = Ansatz(),
-                 load_balance_weight: float = 1e-2, metrics: str = "summary", backend: Backend | Executor = "auto",
-                 repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
-                 noise: Noise | None = None, **kwargs) -> None:
+    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int = 4, expert_layers: int | None = None,
+                 router_layers: int | None = None, *, encoder: FeatureEncoder | None = None,
+                 observables: Sequence[Observable] | None = None, ansatz: Ansatz | None = None,
+                 load_balance_weight: float = 1e-2, metrics: str = "summary",
+                 execution: Execution | Backend | Executor | None = None, **kwargs) -> None:
         n_experts = validate_positive_int(n_experts, "n_experts")
         if n_experts < 2 or n_experts & (n_experts - 1):
             raise ValueError(f"CoherentQMoELayer addresses experts by the basis states of a qubit register, so "
@@ -74,27 +75,33 @@ class CoherentQMoELayer(MixtureLayer):
         if encoder is None:
             raise ValueError("CoherentQMoELayer uploads float features into the router register: pass "
                              "encoder=qmoe_tfq.AngleEncoder(qubits).")
-        super().__init__(qubits, observables, ansatz, encoder, backend, repetitions, differentiator, noise, **kwargs)
+        settings = pop_settings(kwargs)
+        execution = make_execution(settings, execution)
+        if settings:
+            raise ValueError(f"CoherentQMoELayer takes no {sorted(settings)}: its routing is dense, its router built in.")
+        ansatz = ansatz or Ansatz()
+        super().__init__(qubits, observables, ansatz, encoder, execution, **kwargs)
         self.n_experts = n_experts
-        self.expert_layers = validate_positive_int(expert_layers, "expert_layers")
-        self.router_layers = validate_positive_int(router_layers, "router_layers")
-        self.gate = Gate(RoutingPolicy(n_experts, load_balance_weight=load_balance_weight, z_loss_weight=0.0,
-                                       metrics=metrics), self.name, name="gate")
+        self.expert_layers = validate_positive_int(ansatz.layers if expert_layers is None else expert_layers,
+                                                   "expert_layers")
+        self.router_layers = validate_positive_int(ansatz.layers if router_layers is None else router_layers,
+                                                   "router_layers")
+        self.gate = DenseGate(load_balance_weight=load_balance_weight, z_loss_weight=0.0, metrics=metrics,
+                              name="gate")
+        self.gate.bind(n_experts, self.name)
         self.register = ancilla_register(self.qubits, n_experts.bit_length() - 1)
         with tf.name_scope(self.name):
-            self.experts = [self.builtin_expert(index, self.expert_layers) for index in range(n_experts)]
+            experts = dataclasses.replace(self.ansatz, layers=self.expert_layers)
+            self.experts = [self.builtin_expert(index, experts) for index in range(n_experts)]
             self.router = ExpertPQC(self.ansatz.circuit(self.register, self.router_layers, ROUTER_PREFIX),
                                     basis_projectors(self.register), name="router", **self.executor_args)
 
     def build(self, input_shape: tf.TensorShape) -> None:
         input_shape = tf.TensorShape(input_shape)
-        if input_shape.rank != 2 or input_shape[-1] is None:
-            raise ValueError(f"{self.name} takes float features [batch, n_features] (it encodes them with "
-                             f"{self.encoder.name}), got inputs of shape {input_shape}.")
+        self._inputs = InputReader.for_shape(self.name, self.qubits, self._executor, self.encoder, input_shape,
+                                             f"it encodes them with {self.encoder.name}")
         if not self.encoder.built:
             self.encoder.build(input_shape)
-        self._inputs = InputReader(self.name, self.qubits, self._executor, self.encoder, int(input_shape[-1]),
-                                   f"it encodes them with {self.encoder.name}")
         self._mixture = CoherentMixture(self._executor, self.qubits, self.register, self.encoder, self.router_layers,
                                         self.ansatz, ROUTER_PREFIX, self.router, self.experts, self.observables,
                                         self.noise)
@@ -133,6 +140,7 @@ QMOE_ONLY = ("top_k", "temperature", "router_noise", "capacity_factor", "z_loss_
 def coherent_arguments(config: dict) -> dict:
     """`CoherentQMoELayer`'s arguments from a decoded config: its own, or an older `QMoELayer`'s in coherent mode."""
     arguments = {key: value for key, value in config.items() if key not in QMOE_ONLY}
-    arguments["ansatz"] = Ansatz(tuple(arguments.pop("rotations")), arguments.pop("entangler"),
-                                 arguments.pop("entangle_first"))
+    if "rotations" in arguments:  # formats 1-3
+        arguments["ansatz"] = Ansatz(tuple(arguments.pop("rotations")), arguments.pop("entangler"),
+                                     arguments.pop("entangle_first"))
     return arguments

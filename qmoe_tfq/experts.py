@@ -21,14 +21,15 @@ from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
 from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.execution.backends import (Backend, Noise, apply_noise, execution_config, read_differentiator,
                                          validate_noise)
-from qmoe_tfq.circuits import Observable, check_circuit_qubits, on_qubits, validate_observables, validate_positive_int
+from qmoe_tfq.circuits import Ansatz, Observable, check_circuit_qubits, on_qubits, validate_observables
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
+from qmoe_tfq.gating import DenseGate, ExpertChoice, TopK
 from qmoe_tfq.hybrid import ClassicalExpert
 from qmoe_tfq.inputs import circuit_batch
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 QUANTUM = "quantum"
-Part = str | cirq.Circuit | keras.layers.Layer
+Part = str | Ansatz | cirq.Circuit | keras.layers.Layer
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
@@ -163,8 +164,8 @@ def quantum_part(part: cirq.Circuit | tfq.layers.PQC, argument: str, qubits: Seq
 
 
 def is_quantum_part(part: object) -> bool:
-    """True for entries that become an `ExpertPQC`: ``"quantum"``, a circuit or a PQC."""
-    return isinstance(part, (cirq.Circuit, tfq.layers.PQC)) or (isinstance(part, str) and part == QUANTUM)
+    """True for entries that become an `ExpertPQC`: ``"quantum"``, an `Ansatz`, a circuit or a PQC."""
+    return isinstance(part, (Ansatz, cirq.Circuit, tfq.layers.PQC)) or (isinstance(part, str) and part == QUANTUM)
 
 
 def expert_list(experts: Sequence[Part] | None, n_experts: int | None) -> list[Part]:
@@ -182,7 +183,7 @@ def expert_list(experts: Sequence[Part] | None, n_experts: int | None) -> list[P
     for index, expert in enumerate(experts):
         if not (is_quantum_part(expert) or isinstance(expert, keras.layers.Layer)):
             raise TypeError(f"experts[{index}] = {expert!r} is not an expert: use 'quantum' (the built-in "
-                            "ansatz), a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC, or a tf_keras layer.")
+                            "ansatz), a qmoe_tfq.Ansatz, a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC, or a tf_keras layer.")
     if n_experts is not None and n_experts != len(experts):
         raise ValueError(f"n_experts={n_experts} but experts has {len(experts)} entries.")
     layers = [e for e in experts if isinstance(e, keras.layers.Layer)]
@@ -200,15 +201,6 @@ def shared_list(shared_experts: int | Sequence[Part]) -> list[Part]:
     return expert_list(shared_experts, None)
 
 
-def expert_depths(expert_layers: int | Sequence[int], n_experts: int) -> int | list[int]:
-    """``expert_layers`` checked: one depth for every built-in expert, or one per expert."""
-    if isinstance(expert_layers, Sequence) and not isinstance(expert_layers, str):
-        if len(expert_layers) != n_experts:
-            raise ValueError(f"expert_layers has {len(expert_layers)} depths but there are {n_experts} experts.")
-        return [validate_positive_int(d, f"expert_layers[{i}]") for i, d in enumerate(expert_layers)]
-    return validate_positive_int(expert_layers, "expert_layers")
-
-
 def check_output_widths(experts: Sequence[keras.layers.Layer], router: keras.layers.Layer, n_features: int,
                         n_readouts: int, n_experts: int) -> None:
     """Builds the classical parts on [batch, n_features] and checks they output n_readouts / n_experts values."""
@@ -222,16 +214,18 @@ def check_output_widths(experts: Sequence[keras.layers.Layer], router: keras.lay
                          f"sample, but the layer has n_experts = {n_experts}.")
 
 
-def make_experts(experts: Sequence[Part], builtin: Callable[[int], ExpertPQC], qubits: Sequence[cirq.Qid],
-                 observables: Sequence[cirq.PauliSum], **executor_args) -> list[keras.layers.Layer]:
-    """One layer per expert: the built-in `ExpertPQC`, one from a circuit or PQC, or the classical layer.
+def make_experts(experts: Sequence[Part], builtin: Callable[[int, Ansatz | None], ExpertPQC],
+                 qubits: Sequence[cirq.Qid], observables: Sequence[cirq.PauliSum],
+                 **executor_args) -> list[keras.layers.Layer]:
+    """One layer per expert: a built-in `ExpertPQC` (``"quantum"`` or an `Ansatz`), one from a circuit or PQC,
+    or the classical layer.
 
     Quantum experts must read as many values as `observables`; a mismatch names the expert.
     """
     layers = []
     for index, expert in enumerate(experts):
-        if isinstance(expert, str):
-            layer = builtin(index)
+        if isinstance(expert, (str, Ansatz)):
+            layer = builtin(index, expert if isinstance(expert, Ansatz) else None)
         elif is_quantum_part(expert):
             layer = quantum_part(expert, f"experts[{index}]", qubits, observables, f"expert_{index}", **executor_args)
             if len(layer.readouts) != len(observables):
@@ -244,15 +238,18 @@ def make_experts(experts: Sequence[Part], builtin: Callable[[int], ExpertPQC], q
     return layers
 
 
-def deserialize_part(entry: str | dict, execution: dict) -> str | keras.layers.Layer:
-    """A part (expert, router, encoder, head) from its config entry; `ExpertPQC`s run on `execution`'s backend.
+def deserialize_part(entry: str | dict, execution: dict) -> str | Ansatz | keras.layers.Layer:
+    """A part (expert, router, gate, encoder, head) from its config entry; `ExpertPQC`s run on `execution`'s backend.
 
     `execution` holds the layer config's stored ``backend``, ``repetitions`` and ``noise`` (Cirq JSON).
     """
     if isinstance(entry, str):
         return entry
+    if "ansatz" in entry:
+        return Ansatz.from_config(entry["ansatz"])
     if entry.get("class_name", "").endswith("ExpertPQC"):
         entry = {**entry, "config": {**entry["config"], **execution}}
     # The HDF5 format stores bare class names; the registry knows ours only as "qmoe_tfq>Name".
-    parts = {cls.__name__: cls for cls in (ExpertPQC, AngleEncoder, CircuitEncoder, ClassicalExpert)}
+    parts = {cls.__name__: cls for cls in (ExpertPQC, AngleEncoder, CircuitEncoder, ClassicalExpert, TopK,
+                                           ExpertChoice, DenseGate)}
     return keras.layers.deserialize(entry, custom_objects=parts)

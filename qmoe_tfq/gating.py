@@ -1,18 +1,21 @@
-"""The gating policy as a Keras layer: `Gate` turns router logits into a `Routing` and owns what
-the policy keeps (the selection bias), adds (the auxiliary losses) and reports (router health).
+"""The routing policies, each a Keras layer: `TopK`, `ExpertChoice` and `DenseGate` turn router
+logits into a `Routing` and own what the policy keeps (the selection bias), adds (the auxiliary
+losses) and reports (router health).
 
-Like tf-models' router layers, the gate adds its own losses and metrics; the tensor maths is in
-`routing`. Shapes: B samples, E experts.
+Like tf-models' router layers, a gate adds its own losses and metrics; the tensor maths is in
+`routing`. A gate is made on its own (``TopK(1, balance="bias")``) and handed to a mixture layer,
+which binds it to its number of experts and its name (the metrics' prefix). Shapes: B samples, E experts.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import tensorflow as tf
 import tf_keras as keras
 
 from qmoe_tfq import routing
-from qmoe_tfq.routing import Routing, RoutingPolicy
+from qmoe_tfq.routing import EXPERT_CHOICE_CAPACITY, Routing, RoutingPolicy
 
 
 class ExpertUsage(keras.metrics.Metric):
@@ -53,18 +56,32 @@ class ExpertUsage(keras.metrics.Metric):
 class Gate(keras.layers.Layer):
     """Router logits <float32>[B, E] -> `Routing`, with the policy's losses, metrics and bias.
 
-    Metric names start with `prefix` (the QMoE layer's name): ``<prefix>_routing_entropy`` ...
+    The base of the policies below (use one of them); settings every policy shares:
 
-    >>> gate = Gate(RoutingPolicy(3, top_k=1), prefix="moe")
-    >>> gate(tf.constant([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])).expert_index.numpy().tolist()
-    [[0], [2]]
+    Args:
+        temperature: the softmax temperature of the gates.
+        router_noise: std of the Gaussian noise added to the logits in training.
+        z_loss_weight: weight of ST-MoE's router z-loss (keeps logits small).
+        metrics: ``"summary"`` (routing entropy, router confidence, dropped pairs, unused experts, and
+            the aux losses whose weight is > 0), ``"per_expert"`` (also each expert's share) or
+            ``"none"`` (the aux losses still train).
+
+    Metric names start with the mixture layer's name: ``<layer>_routing_entropy`` ...
     """
 
-    def __init__(self, policy: RoutingPolicy, prefix: str, **kwargs) -> None:
+    def __init__(self, policy: RoutingPolicy, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.policy, self.prefix = policy, prefix
+        self.policy, self.prefix = policy, None
+
+    def bind(self, n_experts: int, prefix: str) -> None:
+        """Fixes the number of experts (checking the policy against it) and the metrics' prefix."""
+        if self.prefix is not None and self.prefix != prefix:
+            raise ValueError(f"gate {self.name} already routes for {self.prefix}; give each layer its own gate.")
+        self.policy, self.prefix = dataclasses.replace(self.policy, n_experts=n_experts), prefix
 
     def build(self, input_shape: tf.TensorShape) -> None:
+        if self.prefix is None:
+            self.bind(int(input_shape[-1]), self.name)
         if self.policy.balance == "bias":
             # Selection only: moved by `routing.bias_update` after each training step, never by gradients.
             self.expert_bias = self.add_weight("expert_bias", shape=(self.policy.n_experts,), initializer="zeros",
@@ -73,6 +90,21 @@ class Gate(keras.layers.Layer):
         if self.policy.metrics != "none":
             self.usage = ExpertUsage(self.policy.n_experts, self.prefix, warn=sparse)
         super().build(input_shape)
+
+    def get_build_config(self) -> None:
+        """None: a reloaded gate is built by its layer after `bind`, not from a stored shape (which would bind it
+        to its own name)."""
+        return None
+
+    @property
+    def rows_per_sample(self) -> float:
+        """Routed (sample, expert) pairs per sample, for sizing the experts' executor calls."""
+        return self.policy.rows_per_sample
+
+    def get_config(self) -> dict:
+        policy = self.policy
+        return {**super().get_config(), "temperature": policy.temperature, "router_noise": policy.router_noise,
+                "z_loss_weight": policy.z_loss_weight, "metrics": policy.metrics}
 
     def select(self, logits: tf.Tensor, training: bool | None = None) -> Routing:
         """The routing decision alone (no losses, metrics or bias step), e.g. for inspection."""
@@ -118,3 +150,76 @@ class Gate(keras.layers.Layer):
         if training and policy.balance == "bias":
             self.expert_bias.assign_add(routing.bias_update(terms.fractions, policy.bias_rate))
         return route
+
+
+@keras.utils.register_keras_serializable(package="qmoe_tfq")
+class TopK(Gate):
+    """Each sample goes to its `k` most probable experts (weights renormalised over them).
+
+    >>> gate = TopK(1)
+    >>> gate(tf.constant([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])).expert_index.numpy().tolist()
+    [[0], [2]]
+
+    Args:
+        k: experts per sample.
+        capacity_factor: None, or at most ``ceil(capacity_factor * B * k / E)`` pairs per expert
+            (first choices first; dropped pairs contribute nothing).
+        balance: ``"aux_loss"`` (the Switch loss, weighted by `load_balance_weight`) or ``"bias"``
+            (DeepSeek-V3: a non-trainable per-expert bias added to the logits for selection only,
+            moved by `bias_rate` towards under-used experts after every training step).
+        temperature, router_noise, z_loss_weight, metrics: see `Gate`.
+    """
+
+    def __init__(self, k: int = 1, *, capacity_factor: float | None = None, balance: str = "aux_loss",
+                 load_balance_weight: float = 1e-2, bias_rate: float = 0.1, temperature: float = 1.0,
+                 router_noise: float = 0.0, z_loss_weight: float = 1e-3, metrics: str = "summary", **kwargs) -> None:
+        if k is None:
+            raise ValueError("k must be a positive integer, got None; for every expert use DenseGate().")
+        super().__init__(RoutingPolicy(None, k, temperature, router_noise, capacity_factor, load_balance_weight,
+                                       z_loss_weight, "top_k", balance, bias_rate, metrics), **kwargs)
+
+    def get_config(self) -> dict:
+        policy = self.policy
+        return {**super().get_config(), "k": policy.top_k, "capacity_factor": policy.capacity_factor,
+                "balance": policy.balance, "load_balance_weight": policy.load_balance_weight,
+                "bias_rate": policy.bias_rate}
+
+
+@keras.utils.register_keras_serializable(package="qmoe_tfq")
+class ExpertChoice(Gate):
+    """Each expert takes the ``ceil(capacity_factor * B * k / E)`` samples of the batch it scores highest.
+
+    Zhou et al. 2022: on average ``capacity_factor * k`` experts per sample, balanced by
+    construction; a sample may get none or several. The choice depends on the whole batch.
+
+    Args:
+        k: the mean experts per sample before the capacity factor.
+        capacity_factor: see above (2 by default, the paper's main setting).
+        temperature, router_noise, z_loss_weight, metrics: see `Gate`.
+    """
+
+    def __init__(self, k: int = 1, *, capacity_factor: float = EXPERT_CHOICE_CAPACITY, temperature: float = 1.0,
+                 router_noise: float = 0.0, z_loss_weight: float = 1e-3, metrics: str = "summary", **kwargs) -> None:
+        super().__init__(RoutingPolicy(None, k, temperature, router_noise, capacity_factor, 0.0, z_loss_weight,
+                                       "expert_choice", "aux_loss", 0.0, metrics), **kwargs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "k": self.policy.top_k, "capacity_factor": self.policy.capacity_factor}
+
+
+@keras.utils.register_keras_serializable(package="qmoe_tfq")
+class DenseGate(Gate):
+    """Every sample uses every expert, weighted by the softmax of the logits (the QMoE paper's routing).
+
+    Args:
+        load_balance_weight: weight of the Switch balance loss, measured on each sample's top choice.
+        temperature, router_noise, z_loss_weight, metrics: see `Gate`.
+    """
+
+    def __init__(self, *, load_balance_weight: float = 1e-2, temperature: float = 1.0, router_noise: float = 0.0,
+                 z_loss_weight: float = 1e-3, metrics: str = "summary", **kwargs) -> None:
+        super().__init__(RoutingPolicy(None, None, temperature, router_noise, None, load_balance_weight,
+                                       z_loss_weight, "top_k", "aux_loss", 0.0, metrics), **kwargs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "load_balance_weight": self.policy.load_balance_weight}

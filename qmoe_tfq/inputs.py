@@ -63,6 +63,18 @@ class InputReader:
         self.encoder, self.n_features, self.why = encoder, n_features, why
         self.qubit_ids = qubit_ids(qubits) if n_features is None else None  # <string>[n_qubits]
 
+    @classmethod
+    def for_shape(cls, layer: str, qubits: Sequence[cirq.Qid], executor: Executor, encoder: FeatureEncoder | None,
+                  input_shape: tf.TensorShape, why: str | None) -> InputReader:
+        """The reader of a layer built on `input_shape`: of features when there is `why` it takes them, else of
+        circuits. Features must come as [batch, n_features]."""
+        if why is None:
+            return cls(layer, qubits, executor, encoder, None)
+        if input_shape.rank != 2 or input_shape[-1] is None:
+            raise ValueError(f"{layer} takes float features [batch, n_features] ({why}), got inputs of shape "
+                             f"{input_shape}.")
+        return cls(layer, qubits, executor, encoder, int(input_shape[-1]), why)
+
     def read(self, inputs: tf.Tensor) -> Batch:
         if self.n_features is None:
             if inputs.dtype != tf.string:

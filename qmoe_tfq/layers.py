@@ -11,7 +11,8 @@ Everything that call needs (programs, symbol layout, the router's program) is bu
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 
 import cirq
 import tensorflow as tf
@@ -19,43 +20,42 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import dispatch, routing
-from qmoe_tfq.circuits import (EXPERT_PREFIX, ROUTER_PREFIX, Ansatz, Observable, validate_observables,
-                               validate_positive_int)
+from qmoe_tfq.circuits import EXPERT_PREFIX, Ansatz, Observable
 from qmoe_tfq.coherent import CoherentQMoELayer, coherent_arguments
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
 from qmoe_tfq.execution import Executor
-from qmoe_tfq.execution.backends import Backend, Noise
+from qmoe_tfq.execution.backends import Backend, Execution
 from qmoe_tfq.execution.program import decode_strings
-from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_depths,
-                              expert_list, make_experts, shared_list)
+from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_list,
+                              make_experts, shared_list)
 from qmoe_tfq.gating import Gate
 from qmoe_tfq.inputs import InputReader, feeds_features
 from qmoe_tfq.mixture import MixtureLayer
-from qmoe_tfq.routers import RouterLogits, make_router, router_readouts
-from qmoe_tfq.routing import RoutingPolicy
-from qmoe_tfq.serialization import to_cirq_json, upgrade_qmoe_config
+from qmoe_tfq.routers import QuantumRouter, RouterLogits
+from qmoe_tfq.serialization import FORMAT_VERSION
+from qmoe_tfq.settings import parts, pop_settings, upgrade_settings
+
+
+PQC_ROUTER = "pqc"  # a quantum router made from a PQC: its config is the PQC's
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
 class QMoELayer(MixtureLayer):
     """Quantum mixture of experts: a router weights experts (PQCs or Keras layers), per input.
 
-    The router's readouts, times a learned scale (or through ``router_head``), are the logits::
+    The router's readouts, times a learned scale (or through its head), are the logits::
 
         gates   = softmax(logits / temperature)                          # [B, E]
         outputs = sum_e gates[:, e] * <expert_e readouts>                # [B, n_readouts]
 
-    With ``top_k=k`` only the k largest gates are kept (renormalised) and only those experts run.
+    With a `TopK` gate only the k largest gates are kept (renormalised) and only those experts run.
     Every quantum expert's rows go through one executor call per step, however different their
-    circuits. Bring your own circuits: each entry of ``experts=`` is ``"quantum"`` (the built-in
-    ansatz), a `cirq.Circuit` (its symbols are its weights; it reads `observables`), a
-    `tfq.layers.PQC`/`ExpertPQC` (its own operators, as many as `observables`) or a `tf_keras`
-    layer on the float features.
+    circuits.
 
     >>> import qmoe_tfq as qmoe
     >>> qubits = cirq.GridQubit.rect(1, 4)
     >>> inputs = keras.Input(shape=(), dtype=tf.string)
-    >>> moe = qmoe.QMoELayer(qubits, n_experts=4, expert_layers=2, router_layers=2, top_k=2)
+    >>> moe = qmoe.QMoELayer(qubits, 4, gate=qmoe.TopK(2))  # the same as QMoELayer(qubits, 4, top_k=2)
     >>> model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(moe(inputs)))
     >>> model(qmoe.encode(np.random.rand(3, 4), qubits)).shape
     TensorShape([3, 2])
@@ -64,103 +64,85 @@ class QMoELayer(MixtureLayer):
 
     Input shape: serialized circuits ``<string>[batch]`` (quantum data, or `qmoe_tfq.encode`), or
     float features ``[batch, n_features]``: with an `encoder`, or `AngleEncoder(qubits)` by default.
-    Output shape: ``[batch, len(observables)]``. Load balancing and z-loss go through `add_loss`;
-    router health (entropy, confidence, dropped pairs, unused experts) through metrics.
+    Output shape: ``[batch, len(observables)]``. The gate adds its losses (load balancing, z-loss)
+    through `add_loss` and router health (entropy, confidence, dropped pairs, unused experts) through
+    metrics named after this layer.
+
+    The layer is made of parts, each of which can be made, inspected and passed on its own::
+
+        QMoELayer(qubits, experts=["quantum", my_circuit, keras.layers.Dense(4)],
+                  router=QuantumRouter(Ansatz(layers=3), head=keras.layers.Dense(3)),
+                  gate=TopK(1, balance="bias"), execution=Execution("noiseless"))
 
     Args:
         qubits: the qubits every part acts on (parts may use a subset).
-        n_experts: number of experts (default 4, or ``len(experts)``).
-        expert_layers: depth of the built-in experts: one int, or one per expert (routed, then shared).
-        router_layers: depth of the built-in router.
-        top_k, temperature, router_noise, capacity_factor, load_balance_weight, z_loss_weight: the
-            gating policy, see `routing.RoutingPolicy`: dense or top-k; softmax temperature; std of
-            the logits' noise in training; None or ``ceil(capacity_factor * B * k / E)`` pairs per
-            expert (first choices first, dropped pairs contribute nothing); aux-loss weights.
-        routing: ``"top_k"`` (each sample chooses experts) or ``"expert_choice"`` (each expert takes
-            its ``ceil(capacity_factor * B * k / E)`` best samples of the batch; k = ``top_k`` or 1,
-            ``capacity_factor`` 2 unless given).
-        balance: ``"aux_loss"`` (the Switch loss, `load_balance_weight`) or ``"bias"`` (DeepSeek-V3:
-            a non-trainable per-expert bias added to the logits for selection only, moved by
-            ``bias_rate`` towards under-used experts after every training step).
-        metrics: ``"summary"`` (routing entropy, router confidence, dropped pairs, unused experts,
-            and the aux losses whose weight is > 0), ``"per_expert"`` (also each expert's share) or
-            ``"none"`` (the aux losses still train).
-        shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
-            routed ones: a count of built-in experts, or a list of entries as for `experts`.
-        observables: expert readouts; Z on each qubit by default.
-        rotations, entangler, entangle_first: the built-in experts' and router's `Ansatz`: by default
-            each layer is a CNOT ring, then the rotations.
+        n_experts: the number of built-in experts (default 4), or ``len(experts)``.
+        experts: one entry per expert: ``"quantum"`` (the built-in `ansatz`), an `Ansatz` (built-in with
+            that shape and depth), a `cirq.Circuit` (its symbols are its weights; it reads
+            `observables`), a `tfq.layers.PQC`/`ExpertPQC` (its own operators, as many as
+            `observables`) or a `tf_keras` layer on the float features.
+        router: a `QuantumRouter` (default: the built-in ansatz read with `router_readouts`); an `Ansatz`,
+            circuit or PQC (a `QuantumRouter` of it); or any `tf_keras` layer mapping features to E logits.
+        gate: the routing policy: `TopK` (default ``TopK(top_k)``), `ExpertChoice` or `DenseGate`
+            (default when `top_k` is None): it owns the load balancing, z-loss and router metrics.
+        top_k: short for ``gate=TopK(top_k)``; None (and no gate) is dense routing.
+        observables: what each expert reads; Z on each qubit by default.
+        ansatz: the built-in experts' and router's `Ansatz` (a CNOT ring, then ry and rz; 2 layers).
         encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the
             simulator with the weights; no circuit is built per sample).
-        reuploading: QMoE+ re-uploading: the encoder again before every built-in expert layer,
-            scaled per expert, layer and feature (weight ``input_scaling`` [E, L, F], init 1).
-        experts: one entry per expert, as above.
-        router: None (the built-in ansatz), a `cirq.Circuit` (read with `router_observables`), a
-            `tfq.layers.PQC`/`ExpertPQC`, or any `tf_keras` layer mapping features to E logits.
-        router_observables: readouts of a quantum router; `router_readouts(qubits, E)` by default:
-            neighbouring Z Z correlators first, which entangled (quantum-data) inputs carry.
-        router_head: a `tf_keras` layer mapping the quantum router's readouts to E logits (e.g.
-            ``Dense(n_experts)``, the hybrid QMoE router); then any number of router readouts works.
-        backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
+        shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
+            routed ones: a count of built-in experts, or a list of entries as for `experts`.
+        reuploading: QMoE+ re-uploading: the encoder again before every layer of the built-in
+            experts, scaled per expert, layer and feature (weight ``input_scaling`` [E, L, F], init 1).
+        execution: where and how circuits run: an `Execution`, or a backend (``"auto"`` by default,
+            ``"statevector"``, ``"noiseless"``, a Cirq sampler or simulator, an executor object).
+        **kwargs: Keras layer arguments (``name``...) and settings (``temperature=0.5``,
+            ``expert_layers=3``, ``backend="noiseless"``...), each making the part it belongs to when
+            that part is not given: see `qmoe_tfq.settings`.
 
     QMoE+ coherent aggregation (one circuit holds router and experts) is the sibling layer
     `CoherentQMoELayer`.
     """
 
-    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None,
-                 expert_layers: int | Sequence[int] = 2, router_layers: int = 2, *, top_k: int | None = None,
-                 temperature: float = 1.0, observables: Sequence[Observable] | None = None,
-                 rotations: Sequence[str] = Ansatz.rotations, entangler: str = Ansatz.entangler,
-                 entangle_first: bool = Ansatz.entangle_first,
-                 encoder: FeatureEncoder | None = None, reuploading: bool = False,
-                 router_noise: float = 0.0, capacity_factor: float | None = None, load_balance_weight: float = 1e-2,
-                 z_loss_weight: float = 1e-3, backend: Backend | Executor = "auto",
-                 repetitions: int | None = None, differentiator: tfq.differentiators.Differentiator | None = None,
-                 noise: Noise | None = None, experts: Sequence[Part] | None = None, router: Part | None = None,
-                 router_observables: Sequence[Observable] | None = None,
-                 router_head: keras.layers.Layer | None = None, routing: str = "top_k",
-                 balance: str = "aux_loss", bias_rate: float = 0.1, metrics: str = "summary",
-                 shared_experts: int | Sequence[Part] = 0, **kwargs) -> None:
-        super().__init__(qubits, observables, Ansatz(rotations, entangler, entangle_first), encoder, backend,
-                         repetitions, differentiator, noise, **kwargs)
-        parts = expert_list(experts, n_experts)
-        self.n_experts = len(parts)
-        shared = shared_list(shared_experts)
-        self.expert_layers = expert_depths(expert_layers, self.n_experts + len(shared))
-        self.router_layers = validate_positive_int(router_layers, "router_layers")
-        self.policy = RoutingPolicy(self.n_experts, top_k, temperature, router_noise, capacity_factor,
-                                    load_balance_weight, z_loss_weight, routing, balance, bias_rate, metrics)
-        self.gate = Gate(self.policy, self.name, name="gate")
-        if reuploading and (self.encoder is None or not isinstance(self.expert_layers, int)
-                            or any(p != QUANTUM for p in parts)):
+    def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None, *,
+                 experts: Sequence[Part] | None = None, router: Part | QuantumRouter | None = None,
+                 gate: Gate | None = None, top_k: int | None = None, observables: Sequence[Observable] | None = None,
+                 ansatz: Ansatz | None = None, encoder: FeatureEncoder | None = None,
+                 shared_experts: int | Sequence[Part] = 0, reuploading: bool = False,
+                 execution: Execution | Backend | Executor | None = None, **kwargs) -> None:
+        made = parts(pop_settings(kwargs), top_k, gate, ansatz, router, execution)
+        super().__init__(qubits, observables, made.ansatz, encoder, made.execution, **kwargs)
+        entries = expert_list(experts, n_experts)
+        self.n_experts = len(entries)
+        entries += shared_list(shared_experts)
+        if made.depths is not None:  # expert_layers=[...]: each built-in expert its own depth
+            if len(made.depths) != len(entries):
+                raise ValueError(f"expert_layers has {len(made.depths)} depths but there are {len(entries)} experts.")
+            entries = [dataclasses.replace(self.ansatz, layers=d) if e == QUANTUM else e
+                       for e, d in zip(entries, made.depths)]
+        self._builtin = [e if isinstance(e, (str, Ansatz)) else None for e in entries]  # layers are tracked as experts
+        self.gate = made.gate
+        self.gate.bind(self.n_experts, self.name)
+        if reuploading and (self.encoder is None or any(e != QUANTUM for e in entries)):
             raise ValueError("reuploading=True re-encodes float features before every layer of the built-in "
-                             "experts: pass encoder=qmoe_tfq.AngleEncoder(qubits), one int expert_layers and "
-                             "only 'quantum' experts.")
-        if router_head is not None and not isinstance(router_head, keras.layers.Layer):
-            raise TypeError(f"router_head must be None or a tf_keras layer, got {router_head!r}.")
-        self.reuploading, self.router_head = bool(reuploading), router_head
+                             "experts: pass encoder=qmoe_tfq.AngleEncoder(qubits) and only 'quantum' experts "
+                             "(of the layer's ansatz, one depth).")
+        self.reuploading = bool(reuploading)
+        quantum_router = isinstance(made.router, QuantumRouter)
+        # For the config: what the quantum router was made from (no layer here: attributes holding layers are tracked)
+        self._router_circuit = made.router.circuit if quantum_router else None
+        if isinstance(self._router_circuit, tfq.layers.PQC):
+            self._router_circuit = PQC_ROUTER
+        self.router_head = made.router.head if quantum_router else None  # before the experts: the weights' order
         with tf.name_scope(self.name):
-            every_expert = make_experts(parts + shared, self._builtin_expert, self.qubits, self.observables,
+            every_expert = make_experts(entries, self.builtin_expert, self.qubits, self.observables,
                                         **self.executor_args)
             self.experts, self.shared_experts = every_expert[:self.n_experts], every_expert[self.n_experts:]
-            self.router = make_router(router, self.qubits, self._router_observables(router_observables),
-                                      lambda: self.ansatz.circuit(self.qubits, self.router_layers, ROUTER_PREFIX),
-                                      self.n_experts, router_head is not None, **self.executor_args)
-        self._builtin = [isinstance(p, str) for p in parts + shared]
-        self._builtin_router = router is None
+            self.router = (made.router.make(self.qubits, self.n_experts, self.ansatz, **self.executor_args)
+                           if quantum_router else made.router)
         self._quantum = [isinstance(e, ExpertPQC) for e in every_expert]
         if self.encoder is None and (any(self._quantum) or self.quantum_router) and self._classical_parts():
             self.encoder = AngleEncoder(self.qubits)  # classical parts need features; quantum ones encode them
-
-    def _router_observables(self, given: Sequence[Observable] | None) -> Callable[[], list[cirq.PauliSum]]:
-        """The readouts a router circuit is read with, made only if one is needed (a PQC brings its own)."""
-        if given is not None:
-            return lambda: validate_observables(given, self.qubits, "router_observables")
-        return lambda: router_readouts(self.qubits, self.n_experts)
-
-    def _builtin_expert(self, index: int) -> ExpertPQC:
-        return self.builtin_expert(index, self.expert_layers if isinstance(self.expert_layers, int)
-                                   else self.expert_layers[index])
 
     @property
     def quantum_router(self) -> bool:
@@ -191,17 +173,14 @@ class QMoELayer(MixtureLayer):
     def build(self, input_shape: tf.TensorShape) -> None:
         input_shape = tf.TensorShape(input_shape)
         # Decided once: features when there is an encoder or a classical part, else circuits.
-        n_features = None
-        if self.encoder is not None or self._classical_parts():
-            if input_shape.rank != 2 or input_shape[-1] is None:
-                raise ValueError(f"{self.name} takes float features [batch, n_features] ({self._why_features()}), "
-                                 f"got inputs of shape {input_shape}.")
-            n_features = int(input_shape[-1])
-            check_output_widths(self._every_expert, self.router, n_features, self.n_readouts, self.n_experts)
+        features = self.encoder is not None or self._classical_parts()
+        self._inputs = InputReader.for_shape(self.name, self.qubits, self._executor, self.encoder, input_shape,
+                                             self._why_features() if features else None)
+        if features:
+            check_output_widths(self._every_expert, self.router, self._inputs.n_features, self.n_readouts,
+                                self.n_experts)
         if self.encoder is not None and not self.encoder.built:
             self.encoder.build(input_shape)
-        self._inputs = InputReader(self.name, self.qubits, self._executor, self.encoder, n_features,
-                                   self._why_features() if n_features else "")
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else decode_strings(self.encoder.symbol_names)
         table = self._expert_table(data_circuit, data_names)
@@ -225,15 +204,15 @@ class QMoELayer(MixtureLayer):
                                              data_names)
         bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self._every_expert)]
         if self.reuploading:
-            body, uploads = self.ansatz.reuploading(self.qubits, self.expert_layers, self.encoder.circuit,
+            body, uploads = self.ansatz.reuploading(self.qubits, self.ansatz.layers, self.encoder.circuit,
                                                     EXPERT_PREFIX)
             bodies, data_names = [body] * len(bodies), [str(s) for s in uploads]
             self.input_scaling = self.add_weight(
-                "input_scaling", shape=(len(bodies), self.expert_layers, self.encoder.n_features),
+                "input_scaling", shape=(len(bodies), self.ansatz.layers, self.encoder.n_features),
                 initializer="ones", trainable=True)
         readouts = [e.readouts if q else None for q, e in zip(self._quantum, self._every_expert)]
         return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise, self.reuploading,
-                                     self.policy.rows_per_sample + len(self.shared_experts))
+                                     self.gate.rows_per_sample + len(self.shared_experts))
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         batch = self._inputs.read(inputs)  # checked once; circuits prepared once for the executor
@@ -249,35 +228,35 @@ class QMoELayer(MixtureLayer):
         return self.gate.select(self._router.logits(self._inputs.read(inputs)), training)
 
     def get_config(self) -> dict:
-        policy = self.policy
-        custom = not all(self._builtin[:self.n_experts])
-        serialize = keras.layers.serialize
+        entries = [e if isinstance(e, str) else {"ansatz": e.get_config()} if isinstance(e, Ansatz)
+                   else keras.layers.serialize(layer) for e, layer in zip(self._builtin, self._every_expert)]
+        routed, shared = entries[:self.n_experts], entries[self.n_experts:]
+        router = keras.layers.serialize(self.router)
+        if self.quantum_router:
+            from_pqc = self._router_circuit == PQC_ROUTER
+            router = {"class_name": "QuantumRouter", "config": QuantumRouter(
+                self.router if from_pqc else self._router_circuit, None if from_pqc else self.router.readouts,
+                self.router_head).get_config()}
         return {
             **super().get_config(), "n_experts": self.n_experts,
-            "expert_layers": self.expert_layers, "router_layers": self.router_layers, "top_k": policy.top_k,
-            "temperature": policy.temperature, "reuploading": self.reuploading,
-            "experts": [QUANTUM if b else serialize(e) for b, e in zip(self._builtin, self.experts)] if custom else None,
-            "shared_experts": len(self.shared_experts) if all(self._builtin[self.n_experts:]) else [
-                QUANTUM if b else serialize(e) for b, e in zip(self._builtin[self.n_experts:], self.shared_experts)],
-            "router": None if self._builtin_router else serialize(self.router),
-            "router_observables": to_cirq_json(list(self.router.readouts))
-            if self._builtin_router and self.quantum_router else None,
-            "router_head": None if self.router_head is None else serialize(self.router_head),
-            "router_noise": policy.router_noise, "capacity_factor": policy.capacity_factor,
-            "load_balance_weight": policy.load_balance_weight, "z_loss_weight": policy.z_loss_weight,
-            "routing": policy.routing, "balance": policy.balance, "bias_rate": policy.bias_rate,
-            "metrics": policy.metrics,
+            "experts": None if all(e == QUANTUM for e in routed) else routed,
+            "shared_experts": len(shared) if all(e == QUANTUM for e in shared) else shared,
+            "router": router, "gate": keras.layers.serialize(self.gate), "reuploading": self.reuploading,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> QMoELayer | CoherentQMoELayer:
-        config, execution, version = cls.read_config(config, cls.__name__, ("router_observables",))
-        upgrade_qmoe_config(config, version, lambda: router_readouts(config["qubits"], config["n_experts"], "pauli"))
-        if config.pop("aggregation", "classical") == "coherent":  # formats 1-3: a mode of this layer
-            return CoherentQMoELayer(**coherent_arguments(config))
-        for key in ("router", "router_head"):
-            if config.get(key) is not None:
-                config[key] = deserialize_part(config[key], execution)
+        version = config.get("format_version", FORMAT_VERSION)
+        config, execution, _ = cls.read_config(config, cls.__name__, ("router_observables",) if version < 4 else ())
+        if version < 4:  # settings, not parts: they make the parts as the keyword settings do
+            config = upgrade_settings(config, version, execution)
+            if config.pop("aggregation", "classical") == "coherent":  # then a mode of this layer
+                return CoherentQMoELayer(**coherent_arguments(config))
+        else:
+            router = config["router"]
+            config["router"] = (QuantumRouter.from_config(router["config"], execution)
+                                if router.get("class_name") == "QuantumRouter" else deserialize_part(router, execution))
+            config["gate"] = deserialize_part(config["gate"], execution)
         for key in ("experts", "shared_experts"):
             if isinstance(config.get(key), list):
                 config[key] = [deserialize_part(entry, execution) for entry in config[key]]

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import cirq
 import tensorflow as tf
-import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import routing
@@ -16,7 +15,7 @@ from qmoe_tfq.circuits import (EXPERT_PREFIX, Ansatz, Observable, default_readou
                                validate_qubits)
 from qmoe_tfq.encoding import FeatureEncoder, check_encoder
 from qmoe_tfq.execution import Executor, make_executor
-from qmoe_tfq.execution.backends import Backend, Noise, execution_config, read_differentiator, validate_noise
+from qmoe_tfq.execution.backends import Execution, read_differentiator
 from qmoe_tfq.experts import ExpertPQC, deserialize_part
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
@@ -31,16 +30,15 @@ class MixtureLayer(keras.layers.Layer):
     Args:
         qubits: the qubits every part acts on.
         observables: what each expert reads; Z on each qubit by default.
-        ansatz: the built-in experts' and router's circuit shape.
+        ansatz: the built-in experts' and router's circuit.
         encoder: an `AngleEncoder` or `CircuitEncoder` for float features, or None.
-        backend, repetitions, differentiator, noise: where and how circuits run (`qmoe_tfq.execution`).
+        execution: where and how circuits run.
     """
 
     default_name = "qmoe"
 
     def __init__(self, qubits: Sequence[cirq.Qid], observables: Sequence[Observable] | None, ansatz: Ansatz,
-                 encoder: FeatureEncoder | None, backend: Backend | Executor, repetitions: int | None,
-                 differentiator: tfq.differentiators.Differentiator | None, noise: Noise | None, **kwargs) -> None:
+                 encoder: FeatureEncoder | None, execution: Execution, **kwargs) -> None:
         if kwargs.get("name") is None:  # Keras would call it q_mo_e_layer, and so its metrics q_mo_e_layer_...
             uid = keras.backend.get_uid(self.default_name)
             kwargs["name"] = self.default_name if uid == 1 else f"{self.default_name}_{uid - 1}"
@@ -48,21 +46,22 @@ class MixtureLayer(keras.layers.Layer):
         self.qubits = validate_qubits(qubits)
         self.observables = validate_observables(
             default_readouts(self.qubits) if observables is None else observables, self.qubits, "observables")
-        self.ansatz = ansatz
-        validate_noise(noise, backend)
-        self.backend, self.repetitions, self.noise, self.differentiator = backend, repetitions, noise, differentiator
-        self._executor = make_executor(backend, repetitions, differentiator)
+        if not isinstance(ansatz, Ansatz):
+            raise TypeError(f"ansatz must be a qmoe_tfq.Ansatz, got {ansatz!r}.")
+        self.ansatz, self.execution = ansatz, execution
+        self.backend, self.repetitions = execution.backend, execution.repetitions
+        self.noise, self.differentiator = execution.noise, execution.differentiator
+        self._executor = make_executor(self.backend, self.repetitions, self.differentiator)
         self.encoder = check_encoder(encoder, self.qubits)
 
     @property
     def executor_args(self) -> dict:
         """The execution settings every `ExpertPQC` part is made with."""
-        return {"backend": self.backend, "repetitions": self.repetitions, "differentiator": self.differentiator,
-                "noise": self.noise}
+        return self.execution.args
 
-    def builtin_expert(self, index: int, depth: int) -> ExpertPQC:
-        """The built-in expert number `index`: `depth` layers of the ansatz, reading `observables`."""
-        return ExpertPQC(self.ansatz.circuit(self.qubits, depth, EXPERT_PREFIX), self.observables,
+    def builtin_expert(self, index: int, ansatz: Ansatz | None = None) -> ExpertPQC:
+        """The built-in expert number `index`: `ansatz` (by default the layer's), reading `observables`."""
+        return ExpertPQC((ansatz or self.ansatz).circuit(self.qubits, prefix=EXPERT_PREFIX), self.observables,
                          name=f"expert_{index}", **self.executor_args)
 
     @property
@@ -93,21 +92,25 @@ class MixtureLayer(keras.layers.Layer):
     def get_config(self) -> dict:
         return {
             **super().get_config(), "qubits": to_cirq_json(self.qubits),
-            "observables": to_cirq_json(self.observables), "rotations": list(self.ansatz.rotations),
-            "entangler": self.ansatz.entangler, "entangle_first": self.ansatz.entangle_first,
+            "observables": to_cirq_json(self.observables), "ansatz": self.ansatz.get_config(),
             "encoder": None if self.encoder is None else keras.layers.serialize(self.encoder),
-            **execution_config(self.backend, self.repetitions, self.noise, self.differentiator),
+            **self.execution.get_config(),
             "format_version": FORMAT_VERSION,
         }
 
     @staticmethod
     def read_config(config: dict, layer: str, cirq_fields: tuple[str, ...] = ()) -> tuple[dict, dict, int]:
         """(config with Cirq fields, differentiator and encoder decoded; the stored execution fields, for
-        nested `ExpertPQC` configs; the format version)."""
+        nested `ExpertPQC` configs; the format version).
+
+        Formats 1-3 stored the ansatz and execution as separate settings: they stay settings (`settings`)."""
         execution = {key: config.get(key) for key in EXECUTION_FIELDS}
         version = config.get("format_version", FORMAT_VERSION)
         config = read_layer_config(config, layer, ("qubits", "observables", "noise", *cirq_fields))
         config["differentiator"] = read_differentiator(config.get("differentiator"), f"{layer}.differentiator")
         if config.get("encoder") is not None:
             config["encoder"] = deserialize_part(config["encoder"], execution)
+        if version >= 4:
+            config["ansatz"] = Ansatz.from_config(config["ansatz"])
+            config["execution"] = Execution(**{key: config.pop(key) for key in EXECUTION_FIELDS})
         return config, execution, version

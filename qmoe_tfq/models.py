@@ -120,8 +120,8 @@ def build_qmoe_classifier(qubits: Sequence[cirq.Qid], n_classes: int, *, n_featu
                                 observables=observables, name="qmoe", **layer_kwargs)
         return _classifier(inputs, moe(inputs), n_classes, learning_rate, "qmoe_classifier")
     all_classical = router is not None and experts is not None and QUANTUM not in experts
-    moe = QMoELayer(qubits, None if experts is not None else n_experts, expert_layers, router_layers,
-                    top_k=top_k, encoder=None if all_classical else encoder, experts=experts, router=router,
+    moe = QMoELayer(qubits, None if experts is not None else n_experts, expert_layers=expert_layers,
+                    router_layers=router_layers, top_k=top_k, encoder=None if all_classical else encoder, experts=experts, router=router,
                     observables=observables, name="qmoe", **layer_kwargs)
     return _classifier(inputs, moe(inputs), n_classes, learning_rate, "qmoe_classifier")
 

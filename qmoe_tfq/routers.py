@@ -1,23 +1,25 @@
-"""The router's parts: its default readouts, the router layer made from the ``router=`` argument, and
-the program a quantum router runs behind the data encoding. `QMoELayer` turns its readouts into logits
-(times a learned `logit_scale`, or through a `router_head`).
+"""The router: its default readouts, the `QuantumRouter` part (circuit, observables, head), the
+program it runs behind the data encoding, and `RouterLogits`, the step of a layer's call that turns
+a batch into logits (readouts times the layer's learned `logit_scale`, or through the head).
 """
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import cirq
 import tensorflow as tf
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.circuits import validate_positive_int, validate_qubits
+from qmoe_tfq.circuits import (ROUTER_PREFIX, Ansatz, Observable, validate_observables, validate_positive_int,
+                               validate_qubits)
 from qmoe_tfq.dispatch import refuse_data_symbols, single_program
 from qmoe_tfq.execution.backends import Noise
 from qmoe_tfq.execution.program import Executor, Program, decode_strings
-from qmoe_tfq.experts import ExpertPQC, Part, is_quantum_part, quantum_part
+from qmoe_tfq.experts import ExpertPQC, deserialize_part, quantum_part
 from qmoe_tfq.inputs import Batch
+from qmoe_tfq.serialization import from_cirq_json, to_cirq_json
 
 ROUTER_READOUTS = ("local", "pauli")
 
@@ -61,31 +63,83 @@ def router_readouts(qubits: Sequence[cirq.Qid], n_experts: int, kind: str = "loc
         raise ValueError(
             f"n_experts={n_experts} needs more router readouts than {len(qubits)} qubits offer with "
             f"kind={kind!r} (at most {len(candidates)}); use more qubits, fewer experts, another kind, "
-            "router_observables= or a router_head.")
+            "QuantumRouter(observables=...) or a head.")
     return candidates[:n_experts]
 
 
-def make_router(router: Part | None, qubits: Sequence[cirq.Qid], observables: Callable[[], list[cirq.PauliSum]],
-                builtin: Callable[[], cirq.Circuit], n_experts: int, has_head: bool,
-                **executor_args) -> keras.layers.Layer:
-    """The router layer: a classical layer as given, else an `ExpertPQC` (built-in, circuit or PQC).
+class QuantumRouter:
+    """A quantum router: a circuit read with `observables`, whose readouts times a learned scale (the
+    layer's ``logit_scale``, one weight) or through `head` are the gating logits.
 
-    `observables` makes the readouts of a built-in or circuit router (a PQC brings its own). Without a
-    head, a quantum router must read one value per expert.
+    A part made on its own and handed to a mixture layer (``QMoELayer(..., router=QuantumRouter(...))``),
+    which makes its `ExpertPQC` on the layer's qubits (``layer.router``) and runs it behind the data
+    encoding in the same executor as the experts.
+
+    >>> router = QuantumRouter(Ansatz(layers=3))  # the built-in ansatz, 3 layers deep
+    >>> router.make(cirq.LineQubit.range(4), n_experts=2, ansatz=Ansatz()).symbol_names.shape  # 3 x 4 x (ry, rz)
+    TensorShape([24])
+
+    Args:
+        circuit: None (the layer's ansatz), an `Ansatz`, a `cirq.Circuit` (its symbols are its weights)
+            or a `tfq.layers.PQC` / `ExpertPQC` (with its own operators; then no `observables`).
+        observables: what the circuit is read with; `router_readouts(qubits, n_experts)` by default:
+            neighbouring Z Z correlators first, which entangled (quantum-data) inputs carry.
+        head: None, or a `tf_keras` layer mapping the readouts to E logits (e.g. ``Dense(n_experts)``,
+            the hybrid QMoE router); then any number of readouts works.
     """
-    if router is not None and not (is_quantum_part(router) or isinstance(router, keras.layers.Layer)):
-        raise TypeError(f"router must be None, a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC or a "
-                        f"tf_keras layer, got {router!r}.")
-    if router is not None and not is_quantum_part(router):
-        return router
-    circuit = builtin() if router is None else router
-    readouts = None if isinstance(circuit, tfq.layers.PQC) else observables()
-    layer = quantum_part(circuit, "router", qubits, readouts, "router", **executor_args)
-    if not has_head and len(layer.readouts) != n_experts:
-        raise ValueError(f"router reads {len(layer.readouts)} operators, but n_experts = {n_experts}: give as many "
-                         "router readouts as experts, or a router_head such as keras.layers.Dense(n_experts) "
-                         "to map them to logits.")
-    return layer
+
+    def __init__(self, circuit: Ansatz | cirq.Circuit | tfq.layers.PQC | None = None,
+                 observables: Sequence[Observable] | None = None, head: keras.layers.Layer | None = None) -> None:
+        if circuit is not None and not isinstance(circuit, (Ansatz, cirq.Circuit, tfq.layers.PQC)):
+            raise TypeError(f"QuantumRouter's circuit must be None, a qmoe_tfq.Ansatz, a cirq.Circuit or a "
+                            f"tfq.layers.PQC / qmoe_tfq.ExpertPQC, got {circuit!r}.")
+        if isinstance(circuit, tfq.layers.PQC) and observables is not None:
+            raise ValueError("QuantumRouter: a PQC circuit brings its own operators; give no observables.")
+        if head is not None and not isinstance(head, keras.layers.Layer):
+            raise TypeError(f"QuantumRouter's head must be None or a tf_keras layer, got {head!r}.")
+        self.circuit, self.observables, self.head = circuit, observables, head
+
+    def make(self, qubits: Sequence[cirq.Qid], n_experts: int, ansatz: Ansatz, **executor_args) -> ExpertPQC:
+        """The router's `ExpertPQC` on `qubits` (`ansatz` when `circuit` is None). Without a head it must
+        read one value per expert."""
+        circuit = self.circuit or ansatz
+        if isinstance(circuit, Ansatz):
+            circuit = circuit.circuit(qubits, prefix=ROUTER_PREFIX)
+        observables = None
+        if not isinstance(circuit, tfq.layers.PQC):
+            observables = (router_readouts(qubits, n_experts) if self.observables is None
+                           else validate_observables(self.observables, qubits, "router observables"))
+        layer = quantum_part(circuit, "router", qubits, observables, "router", **executor_args)
+        if self.head is None and len(layer.readouts) != n_experts:
+            raise ValueError(f"router reads {len(layer.readouts)} operators, but n_experts = {n_experts}: give as "
+                             "many router observables as experts, or a head such as keras.layers.Dense(n_experts) "
+                             "to map them to logits.")
+        return layer
+
+    def get_config(self) -> dict:
+        circuit = self.circuit
+        if isinstance(circuit, Ansatz):
+            circuit = {"ansatz": circuit.get_config()}
+        elif isinstance(circuit, tfq.layers.PQC):
+            circuit = keras.layers.serialize(circuit)
+        elif circuit is not None:
+            circuit = to_cirq_json(circuit)
+        return {"circuit": circuit, "observables": None if self.observables is None else to_cirq_json(
+            list(self.observables)), "head": None if self.head is None else keras.layers.serialize(self.head)}
+
+    @classmethod
+    def from_config(cls, config: dict, execution: dict) -> QuantumRouter:
+        """`execution`: the layer config's stored execution fields, for a PQC circuit (see `deserialize_part`)."""
+        circuit = config.get("circuit")
+        if isinstance(circuit, dict) and "ansatz" in circuit:
+            circuit = Ansatz.from_config(circuit["ansatz"])
+        elif isinstance(circuit, dict):
+            circuit = deserialize_part(circuit, execution)
+        elif circuit is not None:
+            circuit = from_cirq_json(circuit, "router.circuit")
+        head = config.get("head")
+        return cls(circuit, from_cirq_json(config.get("observables"), "router.observables"),
+                   None if head is None else deserialize_part(head, execution))
 
 
 def router_program(data_circuit: cirq.Circuit, data_names: Sequence[str], router_circuit: cirq.Circuit,

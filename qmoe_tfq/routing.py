@@ -51,9 +51,12 @@ class Routing(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class RoutingPolicy:
-    """How logits become routing: see `QMoELayer` for each argument. Checked on construction."""
+    """How logits become routing: the hyper-parameters of a `gating` gate. Checked on construction.
 
-    n_experts: int
+    `n_experts` is None until the gate is bound to a layer (`gating.Gate.bind`).
+    """
+
+    n_experts: int | None
     top_k: int | None = None
     temperature: float = 1.0
     router_noise: float = 0.0
@@ -263,13 +266,14 @@ def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
 MAX_WEIGHT = 1e3  # largest router_noise, aux-loss weight or capacity factor accepted
 
 
-def validate_routing(n_experts: int, top_k: int | None, temperature: float, router_noise: float,
+def validate_routing(n_experts: int | None, top_k: int | None, temperature: float, router_noise: float,
                      capacity_factor: float | None, load_balance_weight: float,
                      z_loss_weight: float) -> None:
     """Checks routing hyper-parameters, naming the argument, its value and what is allowed."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                              or not 1 <= top_k <= n_experts):
-        raise ValueError(f"top_k must be None (dense) or an integer in 1..n_experts={n_experts}, got {top_k!r}.")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be None (dense) or a positive integer, got {top_k!r}.")
+    if top_k is not None and n_experts is not None and top_k > n_experts:
+        raise ValueError(f"top_k={top_k} is more than n_experts={n_experts}; use at most n_experts.")
     # Bounds keep every product of these with logits finite in float32 (1e-50 or 1e300 gave NaN outputs).
     if not _is_number(temperature) or not 1e-4 <= temperature <= 1e4:
         raise ValueError(f"temperature must be a number in [1e-4, 1e4] (logits are divided by it in float32), "

@@ -16,7 +16,8 @@ import cirq
 #    config stores entangle_first and the router's readouts (version-1 configs load as they were built).
 # 3: expert choice's default capacity factor is 2 (was 1); balance='bias' adds the bias to the logits
 #    (was the probabilities).
-FORMAT_VERSION = 3
+# 4: QMoELayer's config holds its parts (gate, router, ansatz with its depth, execution), not settings.
+FORMAT_VERSION = 4
 # What sympy may appear in a config: numbers, symbols, sums, products and small integer powers
 # (cirq writes rotations as symbol * pi**-1). Evaluating anything else, or huge numbers, can hang.
 SYMPY_TYPES = ("sympy.Symbol", "sympy.Integer", "sympy.Float", "sympy.Rational", "sympy.Add", "sympy.Mul",

@@ -18,6 +18,11 @@ QUBITS = cirq.GridQubit.rect(1, 3)
 SMALL = {"n_experts": 3, "expert_layers": 1, "router_layers": 1}
 
 
+def settings_config(version: int, qubits: list[cirq.Qid] = QUBITS, **settings) -> dict:
+    """A `QMoELayer` config as format versions 1-3 wrote them: its settings, each not given at its default."""
+    return {"name": "qmoe", "qubits": cirq.to_json(qubits), "format_version": version, **settings}
+
+
 def _own_parts() -> dict:
     """README "Bring your own circuits": circuit and PQC experts, a circuit router with a head, a feature map."""
     q = QUBITS
@@ -47,10 +52,10 @@ def _layers() -> dict:
         "bias_balance": lambda: qmoe.QMoELayer(QUBITS, **SMALL, top_k=1, balance="bias", bias_rate=0.2,
                                                metrics="none"),
         "ansatz_and_observables": lambda: qmoe.QMoELayer(
-            QUBITS, 3, [1, 2, 1], 1, rotations=("rx", "rz"), entangler="chain", entangle_first=False,
+            QUBITS, 3, expert_layers=[1, 2, 1], router_layers=1, rotations=("rx", "rz"), entangler="chain", entangle_first=False,
             observables=[cirq.Z(QUBITS[0]), 0.5 * cirq.X(QUBITS[1]) * cirq.X(QUBITS[2])]),
         "own_circuits": lambda: qmoe.QMoELayer(QUBITS, **_own_parts()),
-        "reuploading": lambda: qmoe.QMoELayer(QUBITS, 3, 2, 1, top_k=1, reuploading=True, **encoder),
+        "reuploading": lambda: qmoe.QMoELayer(QUBITS, 3, expert_layers=2, router_layers=1, top_k=1, reuploading=True, **encoder),
         "coherent": lambda: qmoe.CoherentQMoELayer(QUBITS, 2, 1, 1, load_balance_weight=0.05, **encoder),
         "hybrid": lambda: qmoe.QMoELayer(QUBITS, experts=["quantum", "quantum", ClassicalExpert(units=3)],
                                          router=keras.layers.Dense(3), top_k=1, expert_layers=1, **encoder),
@@ -59,6 +64,11 @@ def _layers() -> dict:
         "noiseless_finite_difference": lambda: qmoe.QMoELayer(
             QUBITS, **SMALL, backend="noiseless", differentiator=tfq.differentiators.ForwardDifference()),
         "statevector": lambda: qmoe.QMoELayer(QUBITS, **SMALL, top_k=1, backend="statevector"),
+        "parts": lambda: qmoe.QMoELayer(
+            QUBITS, experts=["quantum", qmoe.Ansatz(("rx", "ry"), layers=2), qmoe.Ansatz(layers=1)],
+            router=qmoe.QuantumRouter(qmoe.Ansatz(layers=2), head=keras.layers.Dense(3)),
+            gate=qmoe.ExpertChoice(capacity_factor=1.5, z_loss_weight=0.0), ansatz=qmoe.Ansatz(layers=1),
+            execution=qmoe.Execution("statevector")),
     }
 
 
@@ -67,7 +77,7 @@ CONFIGURATIONS = tuple(_layers())
 
 def features(name: str) -> np.ndarray:
     """<float32>[5, 3] the configuration's data, in [0, 1]."""
-    seed = CONFIGURATIONS.index(name)
+    seed = CONFIGURATIONS.index(name)  # so new configurations go last: the fixtures' data depend on it
     return np.random.default_rng(seed).uniform(0, 1, size=(5, 3)).astype(np.float32)
 
 

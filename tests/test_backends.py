@@ -26,8 +26,8 @@ def qvm():
 def exact_and(backend_kwargs, **layer_kwargs):
     """(exact outputs, outputs of the same weights on another backend) for a small QMoE layer."""
     circuits = qmoe.encode(X, QUBITS)
-    exact = qmoe.QMoELayer(QUBITS, 2, 1, 1, **layer_kwargs)
-    other = qmoe.QMoELayer(QUBITS, 2, 1, 1, **layer_kwargs, **backend_kwargs)
+    exact = qmoe.QMoELayer(QUBITS, 2, expert_layers=1, router_layers=1, **layer_kwargs)
+    other = qmoe.QMoELayer(QUBITS, 2, expert_layers=1, router_layers=1, **layer_kwargs, **backend_kwargs)
     exact(circuits[:1]), other(circuits[:1])
     other.set_weights(exact.get_weights())
     return exact(circuits).numpy(), other(circuits).numpy()
@@ -142,7 +142,7 @@ def test_qvm_inference_and_parameter_shift_fine_tuning(qvm):
     exact, on_qvm = exact_and({"backend": qvm, "repetitions": 400}, top_k=1)
     assert on_qvm.shape == (3, 2)
     assert np.abs(on_qvm - exact).max() < 0.3  # shot noise plus weber's calibrated gate noise
-    moe = qmoe.QMoELayer(QUBITS, 2, 1, 1, top_k=1, backend=qvm, repetitions=200)
+    moe = qmoe.QMoELayer(QUBITS, 2, expert_layers=1, router_layers=1, top_k=1, backend=qvm, repetitions=200)
     circuits = qmoe.encode(X[:2], QUBITS)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.square(moe(circuits) - 1.0))

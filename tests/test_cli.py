@@ -91,7 +91,7 @@ def test_train_then_evaluate_and_predict(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["train", "--epochs", "1"], "give --dataset NAME, or both --features FILE and --labels FILE"),
     (["train", "--features", "{x}", "--labels", "{bad_labels}"], "has 3 labels for 60 samples"),
-    (["train", "--features", "{x}", "--labels", "{y}", "--top-k", "9"], "top_k must be None"),
+    (["train", "--features", "{x}", "--labels", "{y}", "--top-k", "9"], "top_k=9 is more than n_experts"),
 ])
 def test_train_errors(tmp_path, capsys, args, message):
     x = np.random.default_rng(0).uniform(size=(60, 2)).astype(np.float32)

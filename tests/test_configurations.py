@@ -11,7 +11,7 @@ from configurations import CONFIGURATIONS, QUBITS, features, model_and_inputs, m
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OLDER_FILES = sorted((folder.name, name, suffix) for folder in FIXTURES.glob("format*") for name in CONFIGURATIONS
-                     for suffix in (".keras", ".h5"))
+                     for suffix in (".keras", ".h5") if (folder / f"{name}{suffix}").exists())
 
 
 @functools.cache

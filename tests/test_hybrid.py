@@ -70,7 +70,7 @@ def test_all_classical_mixture_needs_no_encoder_or_quantum_parts(features):
     ({"experts": []}, ValueError, "experts is empty"),
     ({"experts": ["quantum", 42]}, TypeError, r"experts\[1\] = 42 is not an expert: use 'quantum'"),
     ({"experts": ["quantum", "quantum"], "n_experts": 3}, ValueError, "n_experts=3 but experts has 2 entries"),
-    ({"router": "dense"}, TypeError, "router must be None, a cirq.Circuit, .* or a tf_keras layer, got 'dense'"),
+    ({"router": "dense"}, TypeError, "router must be None, a qmoe_tfq.QuantumRouter, .* or a tf_keras layer, got 'dense'"),
 ])
 def test_constructor_validation(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -95,7 +95,7 @@ def test_router_from_a_circuit_and_a_classical_head_take_circuits(features):
     r = sympy.symbols("r0:3")
     router = cirq.Circuit(cirq.ry(r[i])(q) for i, q in enumerate(QUBITS)) + cirq.Circuit(cirq.CZ(*QUBITS[:2]))
     readouts = [cirq.Z(q) for q in QUBITS] + [cirq.X(QUBITS[0])]
-    moe = qmoe.QMoELayer(QUBITS, 2, 1, router=router, router_observables=readouts,
+    moe = qmoe.QMoELayer(QUBITS, 2, expert_layers=1, router=router, router_observables=readouts,
                          router_head=keras.layers.Dense(2, name="head"))
     circuits = qmoe.encode(features, QUBITS)
     route = moe.route(circuits)
@@ -108,14 +108,14 @@ def test_router_from_a_circuit_and_a_classical_head_take_circuits(features):
     ({"experts": ["quantum", qmoe.ExpertPQC(qmoe.hardware_efficient_ansatz(QUBITS, 1), [cirq.Z(QUBITS[0])])]},
      ValueError, r"experts\[1\] \(expert_pqc\) reads 1 operators, but every expert must output len\(observables\) = 3"),
     ({"n_experts": 3, "router": qmoe.ExpertPQC(qmoe.hardware_efficient_ansatz(QUBITS, 1, "r"), [cirq.Z(QUBITS[0])])},
-     ValueError, "router reads 1 operators, but n_experts = 3: give as many router readouts as experts, or a router_head"),
+     ValueError, "router reads 1 operators, but n_experts = 3: give as many router observables as experts, or a head"),
     ({"experts": [cirq.Circuit(cirq.rx(sympy.Symbol("a"))(cirq.GridQubit(4, 4)))]},
      ValueError, r"experts\[0\] acts on qubits \['q\(4, 4\)'\] that are not among the layer's qubits"),
     ({"experts": [cirq.Circuit(cirq.X(QUBITS[0]))]}, ValueError, r"experts\[0\] is a circuit without sympy symbols"),
     ({"expert_layers": [1, 2]}, ValueError, "expert_layers has 2 depths but there are 4 experts"),
     ({"expert_layers": [1, 0, 1, 1]}, ValueError, r"expert_layers\[1\] must be a positive integer, got 0"),
     ({"entangler": "cnot_star"}, ValueError, "entangler='cnot_star' is not allowed; use one of"),
-    ({"router_head": "dense"}, TypeError, "router_head must be None or a tf_keras layer, got 'dense'"),
+    ({"router_head": "dense"}, TypeError, "QuantumRouter's head must be None or a tf_keras layer, got 'dense'"),
 ])
 def test_wrong_parts_fail_at_construction_naming_them(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import qmoe_tfq as qmoe
+from configurations import settings_config
 from conftest import RowCounter
 from qmoe_tfq import routing
 from qmoe_tfq.gating import ExpertUsage
@@ -157,11 +158,9 @@ def test_new_options_round_trip(tmp_path, kwargs):
 
 
 def test_version_2_policies_load_as_they_were_or_are_refused():
-    config = qmoe.QMoELayer(QUBITS, 3, routing="expert_choice", **SMALL).get_config()
-    config["format_version"] = 2
-    assert qmoe.QMoELayer.from_config(config).policy.capacity_factor == 1.0  # version 2's default
-    config = qmoe.QMoELayer(QUBITS, 3, top_k=1, balance="bias", **SMALL).get_config()
-    config["format_version"] = 2
+    config = settings_config(2, routing="expert_choice", capacity_factor=None, **SMALL)
+    assert qmoe.QMoELayer.from_config(config).gate.policy.capacity_factor == 1.0  # version 2's default
+    config = settings_config(2, top_k=1, balance="bias", **SMALL)
     with pytest.raises(ValueError, match="format version 2 with balance='bias'.*adds it to the logits"):
         qmoe.QMoELayer.from_config(config)
 

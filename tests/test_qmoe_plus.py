@@ -6,13 +6,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 import qmoe_tfq as qmoe
+from configurations import settings_config
 from conftest import separable_data
 
 QUBITS = cirq.GridQubit.rect(1, 2)
 
 
 def reuploading_layer(**kwargs):
-    return qmoe.QMoELayer(QUBITS, 3, 2, 1, encoder=qmoe.AngleEncoder(QUBITS), reuploading=True, **kwargs)
+    return qmoe.QMoELayer(QUBITS, 3, expert_layers=2, router_layers=1, encoder=qmoe.AngleEncoder(QUBITS), reuploading=True, **kwargs)
 
 
 def test_reuploading_output_weights_and_gradients(features):
@@ -31,8 +32,8 @@ def test_reuploading_output_weights_and_gradients(features):
 
 def test_one_layer_reuploading_equals_plain_encoding(features):
     x = tf.constant(features[:, :2])
-    plain = qmoe.QMoELayer(QUBITS, 3, 1, 1, encoder=qmoe.AngleEncoder(QUBITS))
-    reup = qmoe.QMoELayer(QUBITS, 3, 1, 1, encoder=qmoe.AngleEncoder(QUBITS), reuploading=True)
+    plain = qmoe.QMoELayer(QUBITS, 3, expert_layers=1, router_layers=1, encoder=qmoe.AngleEncoder(QUBITS))
+    reup = qmoe.QMoELayer(QUBITS, 3, expert_layers=1, router_layers=1, encoder=qmoe.AngleEncoder(QUBITS), reuploading=True)
     plain(x), reup(x)
     for a, b in zip(plain.experts + [plain.router], reup.experts + [reup.router]):
         b.set_weights(a.get_weights())
@@ -114,8 +115,10 @@ def test_an_older_coherent_qmoe_config_loads_as_the_coherent_layer(features):
     """Formats 1-3 kept coherent aggregation as a mode of QMoELayer."""
     layer = coherent_layer(2)
     expected = layer(tf.constant(features[:, :2])).numpy()
-    config = {**layer.get_config(), "aggregation": "coherent", "top_k": None, "temperature": 1.0,
-              "z_loss_weight": 1e-3, "router_observables": None, "format_version": 3}
+    config = settings_config(3, QUBITS, aggregation="coherent", n_experts=2, expert_layers=1, router_layers=2,
+                             encoder=keras.layers.serialize(layer.encoder), top_k=None, temperature=1.0,
+                             z_loss_weight=1e-3, router_observables=None, rotations=["ry", "rz"],
+                             entangler="cnot_ring", entangle_first=True, backend="auto")
     clone = qmoe.QMoELayer.from_config(config)
     assert isinstance(clone, qmoe.CoherentQMoELayer)
     clone(tf.constant(features[:, :2]))

@@ -8,6 +8,7 @@ import tf_keras as keras
 import qmoe_tfq as qmoe
 from qmoe_tfq import quantum_data
 from qmoe_tfq.routers import router_readouts
+from configurations import settings_config
 
 QUBITS = cirq.GridQubit.rect(1, 4)
 
@@ -93,12 +94,7 @@ def test_layer_router_reads_correlations_and_experts_start_with_a_cnot_ring():
 
 
 def test_a_version_1_config_loads_with_the_circuits_it_was_built_with():
-    config = qmoe.QMoELayer(QUBITS, n_experts=3, expert_layers=1, router_layers=1).get_config()
-    assert config["entangle_first"] is True and config["router_observables"]
-    for key in ("entangle_first", "router_observables"):
-        del config[key]
-    config["format_version"] = 1
-    old = qmoe.QMoELayer.from_config(config)
+    old = qmoe.QMoELayer.from_config(settings_config(1, QUBITS, n_experts=3, expert_layers=1, router_layers=1))
     assert [next(iter(r)) for r in old.router.readouts] == router_readouts(QUBITS, 3, "pauli")
     assert all(len(op.qubits) == 1 for op in old.experts[0].model_circuit[0])  # rotations first
 

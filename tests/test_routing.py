@@ -134,8 +134,8 @@ def test_router_noise_only_in_training(qubits, features):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"top_k": 0}, r"top_k must be None \(dense\) or an integer in 1..n_experts=3, got 0"),
-    ({"top_k": 4}, "got 4"),
+    ({"top_k": 0}, r"top_k must be None \(dense\) or a positive integer, got 0"),
+    ({"top_k": 4}, "top_k=4 is more than n_experts=3"),
     ({"load_balance_weight": -0.1}, r"load_balance_weight must be a number in \[0, 1000\], got -0.1"),
     ({"z_loss_weight": -1}, r"z_loss_weight must be a number in \[0, 1000\], got -1"),
     ({"router_noise": -1.0}, r"router_noise must be a number in \[0, 1000\]"),
@@ -167,7 +167,7 @@ def test_a_model_trains_on_an_empty_batch_without_nan():
 
 
 def test_unnamed_layers_are_called_qmoe_and_so_are_their_metrics(qubits, features):
-    first, second = qmoe.QMoELayer(qubits, 2, 1, 1), qmoe.QMoELayer(qubits, 2, 1, 1)
+    first, second = qmoe.QMoELayer(qubits, 2, expert_layers=1, router_layers=1), qmoe.QMoELayer(qubits, 2, expert_layers=1, router_layers=1)
     number = {first.name: 0, second.name: 0} | {n: int(n.split("_")[1]) for n in (first.name, second.name) if "_" in n}
     assert first.name.startswith("qmoe") and number[second.name] == number[first.name] + 1  # qmoe, qmoe_1 ...
     inputs = keras.Input(shape=(3,))

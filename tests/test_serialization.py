@@ -44,7 +44,7 @@ def built_model(name: str) -> tuple[keras.Model, object]:
 
 
 def test_layer_config_round_trip_keeps_every_argument():
-    moe = qmoe.QMoELayer(QUBITS, 3, 2, 1, top_k=2, temperature=0.7, observables=CUSTOM_OBSERVABLES,
+    moe = qmoe.QMoELayer(QUBITS, 3, expert_layers=2, router_layers=1, top_k=2, temperature=0.7, observables=CUSTOM_OBSERVABLES,
                          rotations=("rx",), entangler="chain", router_noise=0.1, capacity_factor=2.0,
                          load_balance_weight=0.2, z_loss_weight=0.0, encoder=qmoe.AngleEncoder(QUBITS, scale=1.0))
     config = moe.get_config()

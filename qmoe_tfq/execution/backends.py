@@ -6,6 +6,7 @@ their estimated cost (`auto`); ``"statevector"`` is the kernel (`statevector`); 
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 
@@ -60,6 +61,48 @@ def validate_noise(noise: Noise | None, backend: Backend) -> None:
         raise ValueError(
             f"noise={noise!r} needs a simulator of noisy circuits, not backend={backend!r}: use backend='noisy' with "
             "repetitions=N trajectories, or a Cirq simulator/sampler that applies noise.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """Where and how a layer's circuits run: one part, shared by every circuit of the layer.
+
+    Args:
+        backend: ``"auto"``, ``"statevector"``, ``"noiseless"``, ``"noisy"``, a `cirq.Sampler` (e.g.
+            hardware) or `cirq.SimulatesExpectationValues` simulator, or an `Executor` object.
+        repetitions: None (exact expectations) or shots / noise trajectories per circuit row.
+        differentiator: a TFQ differentiator (TFQ backends; the statevector kernel uses autodiff).
+        noise: a `cirq.NoiseModel` or channel applied after every moment (``"noisy"`` or a Cirq backend).
+
+    >>> Execution("noisy", repetitions=100, noise=cirq.depolarize(0.01)).repetitions
+    100
+    """
+
+    backend: Backend | Executor = "auto"
+    repetitions: int | None = None
+    differentiator: tfq.differentiators.Differentiator | None = None
+    noise: Noise | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backend, str):
+            validate_backend(self.backend, self.repetitions)
+        validate_noise(self.noise, self.backend)
+
+    @classmethod
+    def of(cls, value: Execution | Backend | Executor | None) -> Execution:
+        """`value` as an `Execution`: None is the default, a backend (name, Cirq object, executor) runs on it."""
+        if isinstance(value, Execution):
+            return value
+        return cls() if value is None else cls(value)
+
+    @property
+    def args(self) -> dict:
+        """As keyword arguments of `ExpertPQC` (and of `tfq.layers.PQC`, but `noise`)."""
+        return {"backend": self.backend, "repetitions": self.repetitions, "differentiator": self.differentiator,
+                "noise": self.noise}
+
+    def get_config(self) -> dict:
+        return execution_config(self.backend, self.repetitions, self.noise, self.differentiator)
 
 
 def apply_noise(circuit: cirq.Circuit, noise: Noise | None) -> cirq.Circuit:

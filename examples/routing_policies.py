@@ -30,12 +30,12 @@ from qmoe_tfq import datasets
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-POLICIES = {
-    "no balancing": {"load_balance_weight": 0.0},
-    "aux loss (default)": {},
-    "bias (loss-free)": {"balance": "bias"},
-    "expert choice": {"routing": "expert_choice"},
-    "expert choice, capacity 1": {"routing": "expert_choice", "capacity_factor": 1.0},
+POLICIES = {  # the gate each model is built with
+    "no balancing": lambda: qmoe.TopK(1, load_balance_weight=0.0),
+    "aux loss (default)": lambda: qmoe.TopK(1),
+    "bias (loss-free)": lambda: qmoe.TopK(1, balance="bias"),
+    "expert choice": lambda: qmoe.ExpertChoice(),
+    "expert choice, capacity 1": lambda: qmoe.ExpertChoice(capacity_factor=1.0),
 }
 FLOOR = 0.05  # the share every expert should keep
 
@@ -82,14 +82,14 @@ def main() -> None:
 
     qubits = cirq.GridQubit.rect(1, 2)
     results = {}
-    for name, options in POLICIES.items():
+    for name, gate in POLICIES.items():
         accuracies, final, trained, curves = [], [], [], []
         for seed in range(args.seeds):
             x_train, x_test, y_train, y_test = datasets.load("moons", 2, n_samples=args.samples, seed=seed)
             keras.utils.set_random_seed(seed)
-            model = qmoe.build_qmoe_classifier(qubits, 2, n_features=2, n_experts=args.experts, top_k=1,
+            model = qmoe.build_qmoe_classifier(qubits, 2, n_features=2, n_experts=args.experts, gate=gate(),
                                                expert_layers=args.layers, router_layers=args.layers,
-                                               learning_rate=args.learning_rate, **options)
+                                               learning_rate=args.learning_rate)
             logger = ShareLogger(x_train)
             model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0, callbacks=[logger])
             accuracies.append(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])

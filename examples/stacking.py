@@ -21,10 +21,12 @@ from qmoe_tfq import datasets
 def two_qmoe_layers(qubits, n_features: int) -> keras.Model:
     """features -> QMoE (4 experts, top-2) -> QMoE (2 experts, top-1, on the first one's readouts) -> classes."""
     inputs = keras.Input(shape=(n_features,))
-    first = qmoe.QMoELayer(qubits, 4, expert_layers=1, router_layers=1, top_k=2, encoder=qmoe.AngleEncoder(qubits), name="qmoe_1")(inputs)
+    shallow = qmoe.Ansatz(layers=1)  # one layer for the experts and the router
+    first = qmoe.QMoELayer(qubits, 4, ansatz=shallow, gate=qmoe.TopK(2), encoder=qmoe.AngleEncoder(qubits),
+                           name="qmoe_1")(inputs)
     # Readouts are in [-1, 1]; an angle scale of pi/2 maps them onto [-pi/2, pi/2].
-    second = qmoe.QMoELayer(qubits, 2, expert_layers=1, router_layers=1, top_k=1, encoder=qmoe.AngleEncoder(qubits, scale=np.pi / 2),
-                            name="qmoe_2")(first)
+    second = qmoe.QMoELayer(qubits, 2, ansatz=shallow, gate=qmoe.TopK(1),
+                            encoder=qmoe.AngleEncoder(qubits, scale=np.pi / 2), name="qmoe_2")(first)
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(second), name="two_qmoe_layers")
 
 
@@ -32,7 +34,8 @@ def classical_then_qmoe(qubits, n_features: int) -> keras.Model:
     """features -> Dense(n_qubits, sigmoid) feature extractor -> QMoE (4 experts, top-1) -> classes."""
     inputs = keras.Input(shape=(n_features,))
     extracted = keras.layers.Dense(len(qubits), activation="sigmoid", name="extractor")(inputs)
-    readouts = qmoe.QMoELayer(qubits, 4, expert_layers=1, router_layers=1, top_k=1, name="qmoe")(extracted)  # AngleEncoder(qubits) by default
+    readouts = qmoe.QMoELayer(qubits, 4, ansatz=qmoe.Ansatz(layers=1), gate=qmoe.TopK(1),
+                              name="qmoe")(extracted)  # AngleEncoder(qubits) by default
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(readouts), name="classical_then_qmoe")
 
 

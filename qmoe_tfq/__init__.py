@@ -31,6 +31,7 @@ from qmoe_tfq.circuits import (  # noqa: E402
     hardware_efficient_ansatz,
 )
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder, encode  # noqa: E402
+from qmoe_tfq.qcnn import QCNN  # noqa: E402
 from qmoe_tfq.experts import ExpertPQC  # noqa: E402
 from qmoe_tfq.coherent import CoherentQMoELayer  # noqa: E402
 from qmoe_tfq.layers import QMoELayer  # noqa: E402
@@ -55,6 +56,7 @@ __all__ = [
     "Execution",
     "ExpertChoice",
     "ExpertPQC",
+    "QCNN",
     "QMoELayer",
     "QuantumRouter",
     "RoutingLogger",

@@ -80,6 +80,9 @@ class CoherentQMoELayer(MixtureLayer):
         if settings:
             raise ValueError(f"CoherentQMoELayer takes no {sorted(settings)}: its routing is dense, its router built in.")
         ansatz = ansatz or Ansatz()
+        if not isinstance(ansatz, Ansatz):
+            raise TypeError(f"CoherentQMoELayer re-uploads features into its router register with a qmoe_tfq.Ansatz; "
+                            f"ansatz must be one, got {ansatz!r}.")
         super().__init__(qubits, observables, ansatz, encoder, execution, **kwargs)
         self.n_experts = n_experts
         self.expert_layers = validate_positive_int(ansatz.layers if expert_layers is None else expert_layers,

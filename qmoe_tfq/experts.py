@@ -24,12 +24,13 @@ from qmoe_tfq.execution.backends import (Backend, Noise, apply_noise, execution_
 from qmoe_tfq.circuits import Ansatz, Observable, check_circuit_qubits, on_qubits, validate_observables
 from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder
 from qmoe_tfq.gating import DenseGate, ExpertChoice, TopK
+from qmoe_tfq.qcnn import BUILTINS, QCNN, builtin_from_config
 from qmoe_tfq.hybrid import ClassicalExpert
 from qmoe_tfq.inputs import circuit_batch
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 QUANTUM = "quantum"
-Part = str | Ansatz | cirq.Circuit | keras.layers.Layer
+Part = str | Ansatz | QCNN | cirq.Circuit | keras.layers.Layer
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
@@ -164,8 +165,8 @@ def quantum_part(part: cirq.Circuit | tfq.layers.PQC, argument: str, qubits: Seq
 
 
 def is_quantum_part(part: object) -> bool:
-    """True for entries that become an `ExpertPQC`: ``"quantum"``, an `Ansatz`, a circuit or a PQC."""
-    return isinstance(part, (Ansatz, cirq.Circuit, tfq.layers.PQC)) or (isinstance(part, str) and part == QUANTUM)
+    """True for entries that become an `ExpertPQC`: ``"quantum"``, an `Ansatz` or `QCNN`, a circuit or a PQC."""
+    return isinstance(part, (*BUILTINS, cirq.Circuit, tfq.layers.PQC)) or (isinstance(part, str) and part == QUANTUM)
 
 
 def expert_list(experts: Sequence[Part] | None, n_experts: int | None) -> list[Part]:
@@ -183,7 +184,7 @@ def expert_list(experts: Sequence[Part] | None, n_experts: int | None) -> list[P
     for index, expert in enumerate(experts):
         if not (is_quantum_part(expert) or isinstance(expert, keras.layers.Layer)):
             raise TypeError(f"experts[{index}] = {expert!r} is not an expert: use 'quantum' (the built-in "
-                            "ansatz), a qmoe_tfq.Ansatz, a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC, or a tf_keras layer.")
+                            "ansatz), a qmoe_tfq.Ansatz or QCNN, a cirq.Circuit, a tfq.layers.PQC / qmoe_tfq.ExpertPQC, or a tf_keras layer.")
     if n_experts is not None and n_experts != len(experts):
         raise ValueError(f"n_experts={n_experts} but experts has {len(experts)} entries.")
     layers = [e for e in experts if isinstance(e, keras.layers.Layer)]
@@ -214,18 +215,18 @@ def check_output_widths(experts: Sequence[keras.layers.Layer], router: keras.lay
                          f"sample, but the layer has n_experts = {n_experts}.")
 
 
-def make_experts(experts: Sequence[Part], builtin: Callable[[int, Ansatz | None], ExpertPQC],
+def make_experts(experts: Sequence[Part], builtin: Callable[[int, Ansatz | QCNN | None], ExpertPQC],
                  qubits: Sequence[cirq.Qid], observables: Sequence[cirq.PauliSum],
                  **executor_args) -> list[keras.layers.Layer]:
-    """One layer per expert: a built-in `ExpertPQC` (``"quantum"`` or an `Ansatz`), one from a circuit or PQC,
+    """One layer per expert: a built-in `ExpertPQC` (``"quantum"``, an `Ansatz` or `QCNN`), one from a circuit or PQC,
     or the classical layer.
 
     Quantum experts must read as many values as `observables`; a mismatch names the expert.
     """
     layers = []
     for index, expert in enumerate(experts):
-        if isinstance(expert, (str, Ansatz)):
-            layer = builtin(index, expert if isinstance(expert, Ansatz) else None)
+        if isinstance(expert, (str, *BUILTINS)):
+            layer = builtin(index, None if isinstance(expert, str) else expert)
         elif is_quantum_part(expert):
             layer = quantum_part(expert, f"experts[{index}]", qubits, observables, f"expert_{index}", **executor_args)
             if len(layer.readouts) != len(observables):
@@ -238,7 +239,7 @@ def make_experts(experts: Sequence[Part], builtin: Callable[[int, Ansatz | None]
     return layers
 
 
-def deserialize_part(entry: str | dict, execution: dict) -> str | Ansatz | keras.layers.Layer:
+def deserialize_part(entry: str | dict, execution: dict) -> str | Ansatz | QCNN | keras.layers.Layer:
     """A part (expert, router, gate, encoder, head) from its config entry; `ExpertPQC`s run on `execution`'s backend.
 
     `execution` holds the layer config's stored ``backend``, ``repetitions`` and ``noise`` (Cirq JSON).
@@ -246,7 +247,7 @@ def deserialize_part(entry: str | dict, execution: dict) -> str | Ansatz | keras
     if isinstance(entry, str):
         return entry
     if "ansatz" in entry:
-        return Ansatz.from_config(entry["ansatz"])
+        return builtin_from_config(entry["ansatz"])
     if entry.get("class_name", "").endswith("ExpertPQC"):
         entry = {**entry, "config": {**entry["config"], **execution}}
     # The HDF5 format stores bare class names; the registry knows ours only as "qmoe_tfq>Name".

@@ -31,6 +31,7 @@ from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, des
 from qmoe_tfq.gating import Gate
 from qmoe_tfq.inputs import InputReader, feeds_features
 from qmoe_tfq.mixture import MixtureLayer
+from qmoe_tfq.qcnn import BUILTINS, QCNN
 from qmoe_tfq.routers import QuantumRouter, RouterLogits
 from qmoe_tfq.serialization import FORMAT_VERSION
 from qmoe_tfq.settings import parts, pop_settings, upgrade_settings
@@ -77,8 +78,8 @@ class QMoELayer(MixtureLayer):
     Args:
         qubits: the qubits every part acts on (parts may use a subset).
         n_experts: the number of built-in experts (default 4), or ``len(experts)``.
-        experts: one entry per expert: ``"quantum"`` (the built-in `ansatz`), an `Ansatz` (built-in with
-            that shape and depth), a `cirq.Circuit` (its symbols are its weights; it reads
+        experts: one entry per expert: ``"quantum"`` (the built-in `ansatz`), an `Ansatz` or `QCNN`
+            (built-in with that shape and depth), a `cirq.Circuit` (its symbols are its weights; it reads
             `observables`), a `tfq.layers.PQC`/`ExpertPQC` (its own operators, as many as
             `observables`) or a `tf_keras` layer on the float features.
         router: a `QuantumRouter` (default: the built-in ansatz read with `router_readouts`); an `Ansatz`,
@@ -87,7 +88,8 @@ class QMoELayer(MixtureLayer):
             (default when `top_k` is None): it owns the load balancing, z-loss and router metrics.
         top_k: short for ``gate=TopK(top_k)``; None (and no gate) is dense routing.
         observables: what each expert reads; Z on each qubit by default.
-        ansatz: the built-in experts' and router's `Ansatz` (a CNOT ring, then ry and rz; 2 layers).
+        ansatz: the built-in experts' and router's circuit: an `Ansatz` (by default a CNOT ring, then ry and
+            rz; 2 layers) or a `QCNN`.
         encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the
             simulator with the weights; no circuit is built per sample).
         shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
@@ -107,7 +109,7 @@ class QMoELayer(MixtureLayer):
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None, *,
                  experts: Sequence[Part] | None = None, router: Part | QuantumRouter | None = None,
                  gate: Gate | None = None, top_k: int | None = None, observables: Sequence[Observable] | None = None,
-                 ansatz: Ansatz | None = None, encoder: FeatureEncoder | None = None,
+                 ansatz: Ansatz | QCNN | None = None, encoder: FeatureEncoder | None = None,
                  shared_experts: int | Sequence[Part] = 0, reuploading: bool = False,
                  execution: Execution | Backend | Executor | None = None, **kwargs) -> None:
         made = parts(pop_settings(kwargs), top_k, gate, ansatz, router, execution)
@@ -120,13 +122,14 @@ class QMoELayer(MixtureLayer):
                 raise ValueError(f"expert_layers has {len(made.depths)} depths but there are {len(entries)} experts.")
             entries = [dataclasses.replace(self.ansatz, layers=d) if e == QUANTUM else e
                        for e, d in zip(entries, made.depths)]
-        self._builtin = [e if isinstance(e, (str, Ansatz)) else None for e in entries]  # layers are tracked as experts
+        self._builtin = [e if isinstance(e, (str, *BUILTINS)) else None for e in entries]  # layers are tracked as experts
         self.gate = made.gate
         self.gate.bind(self.n_experts, self.name)
-        if reuploading and (self.encoder is None or any(e != QUANTUM for e in entries)):
+        if reuploading and (self.encoder is None or any(e != QUANTUM for e in entries)
+                            or not isinstance(self.ansatz, Ansatz)):
             raise ValueError("reuploading=True re-encodes float features before every layer of the built-in "
                              "experts: pass encoder=qmoe_tfq.AngleEncoder(qubits) and only 'quantum' experts "
-                             "(of the layer's ansatz, one depth).")
+                             "(of the layer's Ansatz, one depth).")
         self.reuploading = bool(reuploading)
         quantum_router = isinstance(made.router, QuantumRouter)
         # For the config: what the quantum router was made from (no layer here: attributes holding layers are tracked)
@@ -228,7 +231,7 @@ class QMoELayer(MixtureLayer):
         return self.gate.select(self._router.logits(self._inputs.read(inputs)), training)
 
     def get_config(self) -> dict:
-        entries = [e if isinstance(e, str) else {"ansatz": e.get_config()} if isinstance(e, Ansatz)
+        entries = [e if isinstance(e, str) else {"ansatz": e.get_config()} if isinstance(e, BUILTINS)
                    else keras.layers.serialize(layer) for e, layer in zip(self._builtin, self._every_expert)]
         routed, shared = entries[:self.n_experts], entries[self.n_experts:]
         router = keras.layers.serialize(self.router)

@@ -17,6 +17,7 @@ from qmoe_tfq.encoding import FeatureEncoder, check_encoder
 from qmoe_tfq.execution import Executor, make_executor
 from qmoe_tfq.execution.backends import Execution, read_differentiator
 from qmoe_tfq.experts import ExpertPQC, deserialize_part
+from qmoe_tfq.qcnn import BUILTINS, QCNN, builtin_from_config
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 EXECUTION_FIELDS = ("backend", "repetitions", "noise", "differentiator")
@@ -37,7 +38,7 @@ class MixtureLayer(keras.layers.Layer):
 
     default_name = "qmoe"
 
-    def __init__(self, qubits: Sequence[cirq.Qid], observables: Sequence[Observable] | None, ansatz: Ansatz,
+    def __init__(self, qubits: Sequence[cirq.Qid], observables: Sequence[Observable] | None, ansatz: Ansatz | QCNN,
                  encoder: FeatureEncoder | None, execution: Execution, **kwargs) -> None:
         if kwargs.get("name") is None:  # Keras would call it q_mo_e_layer, and so its metrics q_mo_e_layer_...
             uid = keras.backend.get_uid(self.default_name)
@@ -46,8 +47,8 @@ class MixtureLayer(keras.layers.Layer):
         self.qubits = validate_qubits(qubits)
         self.observables = validate_observables(
             default_readouts(self.qubits) if observables is None else observables, self.qubits, "observables")
-        if not isinstance(ansatz, Ansatz):
-            raise TypeError(f"ansatz must be a qmoe_tfq.Ansatz, got {ansatz!r}.")
+        if not isinstance(ansatz, BUILTINS):
+            raise TypeError(f"ansatz must be a qmoe_tfq.Ansatz or qmoe_tfq.QCNN, got {ansatz!r}.")
         self.ansatz, self.execution = ansatz, execution
         self.backend, self.repetitions = execution.backend, execution.repetitions
         self.noise, self.differentiator = execution.noise, execution.differentiator
@@ -59,7 +60,7 @@ class MixtureLayer(keras.layers.Layer):
         """The execution settings every `ExpertPQC` part is made with."""
         return self.execution.args
 
-    def builtin_expert(self, index: int, ansatz: Ansatz | None = None) -> ExpertPQC:
+    def builtin_expert(self, index: int, ansatz: Ansatz | QCNN | None = None) -> ExpertPQC:
         """The built-in expert number `index`: `ansatz` (by default the layer's), reading `observables`."""
         return ExpertPQC((ansatz or self.ansatz).circuit(self.qubits, prefix=EXPERT_PREFIX), self.observables,
                          name=f"expert_{index}", **self.executor_args)
@@ -111,6 +112,6 @@ class MixtureLayer(keras.layers.Layer):
         if config.get("encoder") is not None:
             config["encoder"] = deserialize_part(config["encoder"], execution)
         if version >= 4:
-            config["ansatz"] = Ansatz.from_config(config["ansatz"])
+            config["ansatz"] = builtin_from_config(config["ansatz"])
             config["execution"] = Execution(**{key: config.pop(key) for key in EXECUTION_FIELDS})
         return config, execution, version

@@ -19,6 +19,7 @@ from qmoe_tfq.execution.backends import Noise
 from qmoe_tfq.execution.program import Executor, Program, decode_strings
 from qmoe_tfq.experts import ExpertPQC, deserialize_part, quantum_part
 from qmoe_tfq.inputs import Batch
+from qmoe_tfq.qcnn import BUILTINS, QCNN, builtin_from_config
 from qmoe_tfq.serialization import from_cirq_json, to_cirq_json
 
 ROUTER_READOUTS = ("local", "pauli")
@@ -80,7 +81,7 @@ class QuantumRouter:
     TensorShape([24])
 
     Args:
-        circuit: None (the layer's ansatz), an `Ansatz`, a `cirq.Circuit` (its symbols are its weights)
+        circuit: None (the layer's ansatz), an `Ansatz` or `QCNN`, a `cirq.Circuit` (its symbols are its weights)
             or a `tfq.layers.PQC` / `ExpertPQC` (with its own operators; then no `observables`).
         observables: what the circuit is read with; `router_readouts(qubits, n_experts)` by default:
             neighbouring Z Z correlators first, which entangled (quantum-data) inputs carry.
@@ -88,10 +89,10 @@ class QuantumRouter:
             the hybrid QMoE router); then any number of readouts works.
     """
 
-    def __init__(self, circuit: Ansatz | cirq.Circuit | tfq.layers.PQC | None = None,
+    def __init__(self, circuit: Ansatz | QCNN | cirq.Circuit | tfq.layers.PQC | None = None,
                  observables: Sequence[Observable] | None = None, head: keras.layers.Layer | None = None) -> None:
-        if circuit is not None and not isinstance(circuit, (Ansatz, cirq.Circuit, tfq.layers.PQC)):
-            raise TypeError(f"QuantumRouter's circuit must be None, a qmoe_tfq.Ansatz, a cirq.Circuit or a "
+        if circuit is not None and not isinstance(circuit, (*BUILTINS, cirq.Circuit, tfq.layers.PQC)):
+            raise TypeError(f"QuantumRouter's circuit must be None, a qmoe_tfq.Ansatz or QCNN, a cirq.Circuit or a "
                             f"tfq.layers.PQC / qmoe_tfq.ExpertPQC, got {circuit!r}.")
         if isinstance(circuit, tfq.layers.PQC) and observables is not None:
             raise ValueError("QuantumRouter: a PQC circuit brings its own operators; give no observables.")
@@ -99,11 +100,11 @@ class QuantumRouter:
             raise TypeError(f"QuantumRouter's head must be None or a tf_keras layer, got {head!r}.")
         self.circuit, self.observables, self.head = circuit, observables, head
 
-    def make(self, qubits: Sequence[cirq.Qid], n_experts: int, ansatz: Ansatz, **executor_args) -> ExpertPQC:
+    def make(self, qubits: Sequence[cirq.Qid], n_experts: int, ansatz: Ansatz | QCNN, **executor_args) -> ExpertPQC:
         """The router's `ExpertPQC` on `qubits` (`ansatz` when `circuit` is None). Without a head it must
         read one value per expert."""
         circuit = self.circuit or ansatz
-        if isinstance(circuit, Ansatz):
+        if isinstance(circuit, BUILTINS):
             circuit = circuit.circuit(qubits, prefix=ROUTER_PREFIX)
         observables = None
         if not isinstance(circuit, tfq.layers.PQC):
@@ -118,7 +119,7 @@ class QuantumRouter:
 
     def get_config(self) -> dict:
         circuit = self.circuit
-        if isinstance(circuit, Ansatz):
+        if isinstance(circuit, BUILTINS):
             circuit = {"ansatz": circuit.get_config()}
         elif isinstance(circuit, tfq.layers.PQC):
             circuit = keras.layers.serialize(circuit)
@@ -132,7 +133,7 @@ class QuantumRouter:
         """`execution`: the layer config's stored execution fields, for a PQC circuit (see `deserialize_part`)."""
         circuit = config.get("circuit")
         if isinstance(circuit, dict) and "ansatz" in circuit:
-            circuit = Ansatz.from_config(circuit["ansatz"])
+            circuit = builtin_from_config(circuit["ansatz"])
         elif isinstance(circuit, dict):
             circuit = deserialize_part(circuit, execution)
         elif circuit is not None:

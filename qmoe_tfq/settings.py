@@ -29,11 +29,12 @@ from qmoe_tfq.execution.backends import Backend, Execution
 from qmoe_tfq.execution.program import Executor
 from qmoe_tfq.gating import DenseGate, ExpertChoice, Gate, TopK
 from qmoe_tfq.experts import deserialize_part
+from qmoe_tfq.qcnn import BUILTINS, QCNN
 from qmoe_tfq.routers import QuantumRouter, router_readouts
 from qmoe_tfq.routing import EXPERT_CHOICE_CAPACITY, RoutingPolicy
 from qmoe_tfq.serialization import upgrade_qmoe_config
 
-QUANTUM_ROUTERS = (Ansatz, cirq.Circuit, tfq.layers.PQC)  # what a QuantumRouter's circuit may be
+QUANTUM_ROUTERS = (*BUILTINS, cirq.Circuit, tfq.layers.PQC)  # what a QuantumRouter's circuit may be
 # part argument -> the settings that make it
 SETTINGS = {
     "gate": ("temperature", "router_noise", "capacity_factor", "load_balance_weight", "z_loss_weight", "routing",
@@ -49,7 +50,7 @@ class Parts:
     """The parts the settings made (or were given), and the per-expert depths of ``expert_layers=[...]``."""
 
     gate: Gate
-    ansatz: Ansatz
+    ansatz: Ansatz | QCNN
     router: object
     execution: Execution
     depths: list[int] | None
@@ -61,7 +62,7 @@ def pop_settings(kwargs: dict) -> dict:
     return {name: kwargs.pop(name) for name in names if name in kwargs}
 
 
-def parts(settings: dict, top_k: int | None, gate: Gate | None, ansatz: Ansatz | None, router: object,
+def parts(settings: dict, top_k: int | None, gate: Gate | None, ansatz: Ansatz | QCNN | None, router: object,
           execution: object) -> Parts:
     """The parts: each given one as it is, else made from its settings (giving both is refused)."""
     settings = dict(settings)
@@ -93,10 +94,10 @@ def make_execution(settings: dict, execution: Execution | Backend | Executor | N
     return Execution(**{key: settings.pop(key) for key in SETTINGS["execution"] if key in settings})
 
 
-def _router(router: object, ansatz: Ansatz, layers: int | None, observables: object, head: object) -> object:
+def _router(router: object, ansatz: Ansatz | QCNN, layers: int | None, observables: object, head: object) -> object:
     """The router part: `router` if it is one, else a `QuantumRouter` made from it and the router settings."""
     if router is not None and not isinstance(router, (QuantumRouter, keras.layers.Layer, *QUANTUM_ROUTERS)):
-        raise TypeError(f"router must be None, a qmoe_tfq.QuantumRouter, an Ansatz, a cirq.Circuit, a "
+        raise TypeError(f"router must be None, a qmoe_tfq.QuantumRouter, an Ansatz or QCNN, a cirq.Circuit, a "
                         f"tfq.layers.PQC / qmoe_tfq.ExpertPQC or a tf_keras layer, got {router!r}.")
     if isinstance(router, QuantumRouter) or (router is not None and not isinstance(router, QUANTUM_ROUTERS)):
         if observables is not None or head is not None:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -82,3 +84,20 @@ def test_stacking_quick():
     results = re.findall(r"^(\w+): test accuracy ([\d.]+); reloaded predictions differ by ([\d.e+-]+)$", out, re.M)
     assert [name for name, _, _ in results] == ["two_qmoe_layers", "classical_then_qmoe"]
     assert all(float(accuracy) > 0.6 and float(difference) < 1e-5 for _, accuracy, difference in results)
+
+
+def test_qcnn_study_quick(tmp_path):
+    run_example("qcnn_study.py", "--out", str(tmp_path))
+    table = (tmp_path / "qcnn_study.md").read_text()
+    rows = {(section, cells[0]): cells[1:] for section, body in re.findall(r"## (\w+)\n\n(.*?)(?:\n\n|$)", table, re.S)
+            for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in body.splitlines()[2:])}
+    assert {name for _, name in rows} >= {"QMoE top-1", "QMoE dense", "QCNN", "QNN, per-sample cost",
+                                          "QNN, total parameters"}
+    assert float(rows["cluster", "QMoE top-1"][0].split(" +- ")[0]) > 0.6  # chance: 0.5
+    # 4 qubits: a QCNN has 2 levels of 15 + 6 symbols and 5 * 3 + 3 two-qubit gates; the QMoE runs 2 per sample.
+    assert rows["cluster", "QCNN"][2:5] == ["42", "1", "18"]
+    assert rows["cluster", "QMoE top-1"][2:5] == [str(4 * 42), "2", "36"]
+    assert rows["cluster", "QNN, per-sample cost"][4] == "36"  # the baseline matched to the top-1 QMoE
+    separation = re.findall(r"^\| QMoE (?:top-1|dense) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)
+    assert len(separation) == 2 and all(0 <= float(tv) <= 1 and 0 <= float(mi) <= np.log2(3) + 1e-6
+                                        for tv, mi in separation)

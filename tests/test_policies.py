@@ -140,23 +140,6 @@ def test_dense_routing_does_not_warn_of_unused_experts():
     assert caught == []
 
 
-@pytest.mark.parametrize("kwargs", [{"routing": "expert_choice", "capacity_factor": 1.5},
-                                    {"shared_experts": 2, "top_k": 1}, {"balance": "bias", "top_k": 2}])
-def test_new_options_round_trip(tmp_path, kwargs):
-    x = np.random.default_rng(1).uniform(0, 1, size=(8, 3)).astype(np.float32)
-    y = (x[:, 0] > 0.5).astype(np.int32)
-    model = qmoe.build_qmoe_classifier(QUBITS, 2, n_features=3, n_experts=3, **SMALL, **kwargs)
-    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
-    qmoe.save_model(model, tmp_path / "m.keras")
-    reloaded = qmoe.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
-    layer, again = model.get_layer("qmoe"), reloaded.get_layer("qmoe")
-    assert again.get_config() == layer.get_config()
-    if "balance" in kwargs:
-        assert np.abs(layer.gate.expert_bias.numpy()).sum() > 0
-        np.testing.assert_allclose(again.gate.expert_bias.numpy(), layer.gate.expert_bias.numpy())
-
-
 def test_version_2_policies_load_as_they_were_or_are_refused():
     config = settings_config(2, routing="expert_choice", capacity_factor=None, **SMALL)
     assert qmoe.QMoELayer.from_config(config).gate.policy.capacity_factor == 1.0  # version 2's default

@@ -86,31 +86,35 @@ SUBPROCESS_LOAD = textwrap.dedent("""
                     tfq_utility_ops.UTILITY_OP_MODULE):
         dir(library)  # TFQ loads its ops lazily; SavedModel loading needs them registered
     assert "qmoe_tfq" not in sys.modules
-    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-    name, spec = list(serve.structured_input_signature[1].items())[0]
-    inputs = tf.io.parse_tensor(tf.io.read_file(sys.argv[2]), out_type=spec.dtype)
-    out = serve(**{name: inputs})["output"].numpy()
-    np.save(sys.argv[3], out)
-    print(name)
+    for folder in sys.argv[1:]:  # each: sm/ (the SavedModel), inputs.pb; writes out.npy
+        serve = tf.saved_model.load(folder + "/sm").signatures["serving_default"]
+        name, spec = list(serve.structured_input_signature[1].items())[0]
+        inputs = tf.io.parse_tensor(tf.io.read_file(folder + "/inputs.pb"), out_type=spec.dtype)
+        np.save(folder + "/out.npy", serve(**{name: inputs})["output"].numpy())
+        print(name)
 """)
+SERVED = ["dense_circuits_custom_observables", "top2_encoder_capacity", "qnn_encoder", "coherent_encoder",
+          "hybrid_encoder"]
 
 
-@pytest.mark.parametrize("name", ["dense_circuits_custom_observables", "top2_encoder_capacity", "qnn_encoder",
-                                  "coherent_encoder", "hybrid_encoder"])
-def test_saved_model_serves_in_a_fresh_process(tmp_path, name):
-    model, inputs = built_model(name)
-    expected = model.predict(inputs, verbose=0)
-    spec = qmoe.export_saved_model(model, tmp_path / "sm")
-    # Serialized circuits are bytes with NULs, so the inputs travel as a serialized tensor.
-    tf.io.write_file(str(tmp_path / "inputs.pb"), tf.io.serialize_tensor(tf.constant(inputs)))
+def test_saved_models_serve_in_a_fresh_process_with_tensorflow_alone(tmp_path):
+    """One process (startup is most of the time) loads each export without qmoe_tfq and serves it."""
+    expected, names = [], []
+    for name in SERVED:
+        model, inputs = built_model(name)
+        expected.append(model.predict(inputs, verbose=0))
+        (tmp_path / name).mkdir()
+        names.append(qmoe.export_saved_model(model, tmp_path / name / "sm").name)
+        # Serialized circuits are bytes with NULs, so the inputs travel as a serialized tensor.
+        tf.io.write_file(str(tmp_path / name / "inputs.pb"), tf.io.serialize_tensor(tf.constant(inputs)))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_USE_LEGACY_KERAS", None)
-    result = subprocess.run(
-        [sys.executable, "-c", SUBPROCESS_LOAD, str(tmp_path / "sm"), str(tmp_path / "inputs.pb"),
-         str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run([sys.executable, "-c", SUBPROCESS_LOAD, *(str(tmp_path / name) for name in SERVED)],
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-1] == spec.name == ("features" if "encoder" in name else "circuits")
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+    assert result.stdout.split() == names == ["features" if "encoder" in n else "circuits" for n in SERVED]
+    for name, values in zip(SERVED, expected):
+        np.testing.assert_allclose(np.load(tmp_path / name / "out.npy"), values, atol=1e-6, err_msg=name)
 
 
 def test_saved_model_input_errors_are_clear(tmp_path):

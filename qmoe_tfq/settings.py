@@ -24,11 +24,11 @@ import cirq
 import tensorflow_quantum as tfq
 import tf_keras as keras
 
-from qmoe_tfq.circuits import Ansatz, validate_positive_int
+from qmoe_tfq.circuits import Ansatz, Observable, validate_positive_int
 from qmoe_tfq.execution.backends import Backend, Execution
 from qmoe_tfq.execution.program import Executor
 from qmoe_tfq.gating import DenseGate, ExpertChoice, Gate, TopK
-from qmoe_tfq.experts import deserialize_part
+from qmoe_tfq.experts import Part, deserialize_part
 from qmoe_tfq.qcnn import BUILTINS, QCNN
 from qmoe_tfq.routers import QuantumRouter, router_readouts
 from qmoe_tfq.routing import EXPERT_CHOICE_CAPACITY, RoutingPolicy
@@ -51,7 +51,7 @@ class Parts:
 
     gate: Gate
     ansatz: Ansatz | QCNN
-    router: object
+    router: QuantumRouter | keras.layers.Layer
     execution: Execution
     depths: list[int] | None
 
@@ -62,8 +62,8 @@ def pop_settings(kwargs: dict) -> dict:
     return {name: kwargs.pop(name) for name in names if name in kwargs}
 
 
-def parts(settings: dict, top_k: int | None, gate: Gate | None, ansatz: Ansatz | QCNN | None, router: object,
-          execution: object) -> Parts:
+def parts(settings: dict, top_k: int | None, gate: Gate | None, ansatz: Ansatz | QCNN | None,
+          router: QuantumRouter | Part | None, execution: Execution | Backend | Executor | None) -> Parts:
     """The parts: each given one as it is, else made from its settings (giving both is refused)."""
     settings = dict(settings)
     for part, given in (("gate", gate), ("ansatz", ansatz), ("execution", execution)):
@@ -94,7 +94,9 @@ def make_execution(settings: dict, execution: Execution | Backend | Executor | N
     return Execution(**{key: settings.pop(key) for key in SETTINGS["execution"] if key in settings})
 
 
-def _router(router: object, ansatz: Ansatz | QCNN, layers: int | None, observables: object, head: object) -> object:
+def _router(router: QuantumRouter | Part | None, ansatz: Ansatz | QCNN, layers: int | None,
+            observables: Sequence[Observable] | None, head: keras.layers.Layer | None,
+            ) -> QuantumRouter | keras.layers.Layer:
     """The router part: `router` if it is one, else a `QuantumRouter` made from it and the router settings."""
     if router is not None and not isinstance(router, (QuantumRouter, keras.layers.Layer, *QUANTUM_ROUTERS)):
         raise TypeError(f"router must be None, a qmoe_tfq.QuantumRouter, an Ansatz or QCNN, a cirq.Circuit, a "

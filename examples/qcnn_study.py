@@ -14,7 +14,7 @@ families (total-variation distance between the families' mean gates, mutual info
 top expert).
 
     python examples/qcnn_study.py            # 8 qubits, 5 seeds
-    python examples/qcnn_study.py --quick    # 4 qubits, 1 seed, a minute
+    python examples/qcnn_study.py --quick    # 4 qubits, 1 seed, on qsim: half a minute
 Writes qcnn_study.md to --out (examples/results by default).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def two_qubit_gates(circuit: cirq.Circuit) -> int:
     return sum(len(op.qubits) == 2 for op in circuit.all_operations())
 
 
-def build(kind: str, qubits: list[cirq.Qid], lr: float) -> tuple[keras.Model, int, int]:
+def build(kind: str, qubits: list[cirq.Qid], lr: float, backend: str) -> tuple[keras.Model, int, int]:
     """(compiled model, circuits per sample, two-qubit gates per sample)."""
     qcnn = qmoe.QCNN()
     readout = [cirq.Z(q) for q in qcnn.output_qubits(qubits)]
@@ -53,7 +53,7 @@ def build(kind: str, qubits: list[cirq.Qid], lr: float) -> tuple[keras.Model, in
     inputs = keras.Input(shape=(), dtype=tf.string)
     if kind in QMOE:
         layer = qmoe.QMoELayer(qubits, N_EXPERTS, ansatz=qcnn, observables=readout, name="qmoe",
-                               top_k=1 if kind == "QMoE top-1" else None)
+                               top_k=1 if kind == "QMoE top-1" else None, execution=backend)
         readouts, circuits = layer(inputs), 2 if kind == "QMoE top-1" else 1 + N_EXPERTS
     else:
         if kind == "QCNN":
@@ -63,7 +63,7 @@ def build(kind: str, qubits: list[cirq.Qid], lr: float) -> tuple[keras.Model, in
             layers = (round(2 * expert_gates / ring) if kind == "QNN, per-sample cost"
                       else round((N_EXPERTS + 1) * len(cirq.parameter_symbols(qcnn.circuit(qubits))) / (2 * ring)))
             circuit, observables, circuits = Ansatz(layers=layers).circuit(qubits), [cirq.Z(q) for q in qubits], 1
-        readouts = qmoe.ExpertPQC(circuit, observables, name="qnn")(inputs)
+        readouts = qmoe.ExpertPQC(circuit, observables, name="qnn", backend=backend)(inputs)
         expert_gates = two_qubit_gates(circuit)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(readouts))
     model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -88,7 +88,7 @@ def run(data: str, kind: str, seed: int, args) -> dict:
     split = quantum_data.generate(qubits, args.samples, DATA[data], seed=seed)
     x_train, x_test, y_train, y_test = split.tensors()
     keras.utils.set_random_seed(seed)
-    model, circuits, gates = build(kind, qubits, args.lr)
+    model, circuits, gates = build(kind, qubits, args.lr, args.backend)
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=16, verbose=0)
     result = {"accuracy": model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"],
@@ -114,16 +114,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--backend", default="auto", choices=["auto", "statevector", "noiseless"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.qubits, args.seeds, args.samples, args.epochs = 4, 1, 48, 2
+        # qsim: at 4 qubits compiling the statevector kernel would take most of the minute
+        args.qubits, args.seeds, args.samples, args.epochs, args.backend = 4, 1, 48, 2, "noiseless"
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [f"# QCNN experts at {args.qubits} qubits", "",
              f"`python examples/qcnn_study.py{' --quick' if args.quick else ''}`: {args.seeds} seeds, "
              f"{args.samples} samples (70% train), {args.epochs} epochs, batch 16, Adam {args.lr}; "
-             f"QMoE of {N_EXPERTS} QCNN experts.", ""]
+             f"QMoE of {N_EXPERTS} QCNN experts; backend {args.backend!r}.", ""]
     for data in DATA:
         results = {kind: [run(data, kind, seed, args) for seed in range(args.seeds)] for kind in MODELS}
         lines += [f"## {data}", "", "| model | test accuracy | QMoE top-1 minus it | circuit parameters | "

@@ -13,7 +13,7 @@
 
     python examples/paper_experiments.py                 # full: 5 data sets x E in {2,4,8} x 5 seeds
     python examples/paper_experiments.py --datasets cluster mixture   # the quantum data only
-    python examples/paper_experiments.py --quick         # a minute: moons and the mixture, E=2, 1 seed
+    python examples/paper_experiments.py --quick         # half a minute on qsim: moons and the mixture, E=2, 1 seed
 Writes results.md and PNG figures to --out (examples/results by default).
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def run(name: str, model_kind: str, n_experts: int, seed: int, args) -> dict:
                    {"reuploading": model_kind == REUPLOAD, "top_k": 1 if model_kind == "QMoE top-1" else None})
         model = qmoe.build_qmoe_classifier(qubits, n_classes, n_features=n_features, n_experts=n_experts,
                                            expert_layers=args.layers + (model_kind == REUPLOAD), router_layers=args.layers,
-                                           learning_rate=args.lr, **options)
+                                           learning_rate=args.lr, backend=args.backend, **options)
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
     seconds = (time.perf_counter() - start) / args.epochs
@@ -131,11 +131,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--layers", type=int, default=2, help="depth of every expert and of the router")
+    parser.add_argument("--backend", default="auto", choices=["auto", "statevector", "noiseless"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    if args.quick:
+    if args.quick:  # on qsim: for so few steps compiling the statevector kernel would take most of the time
         args.datasets, args.experts, args.seeds, args.samples, args.epochs, args.layers = ["moons", "mixture"], [2], 1, 90, 3, 1
+        args.backend = "noiseless"
     args.out.mkdir(parents=True, exist_ok=True)
 
     kinds = ["QNN", "QMoE dense", "QMoE top-1", REUPLOAD, COHERENT]

@@ -12,7 +12,7 @@ bias follows (the README gives both).
 
     python examples/routing_policies.py            # 5 seeds, 30 epochs
     python examples/routing_policies.py --learning-rate 0.05
-    python examples/routing_policies.py --quick    # 1 seed, one-layer parts, fewer samples and epochs
+    python examples/routing_policies.py --quick    # 1 seed, one-layer parts, fewer samples and epochs, on qsim
 """
 from __future__ import annotations
 
@@ -75,10 +75,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="depth of the experts and of the router")
     parser.add_argument("--learning-rate", type=float, default=0.02)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--backend", default="auto", choices=["auto", "statevector", "noiseless"])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    if args.quick:
-        args.seeds, args.samples, args.epochs, args.layers = 1, 160, 4, 1
+    if args.quick:  # on qsim: for so few steps compiling the statevector kernel would take most of the time
+        args.seeds, args.samples, args.epochs, args.layers, args.backend = 1, 160, 4, 1, "noiseless"
 
     qubits = cirq.GridQubit.rect(1, 2)
     results = {}
@@ -89,7 +90,7 @@ def main() -> None:
             keras.utils.set_random_seed(seed)
             model = qmoe.build_qmoe_classifier(qubits, 2, n_features=2, n_experts=args.experts, gate=gate(),
                                                expert_layers=args.layers, router_layers=args.layers,
-                                               learning_rate=args.learning_rate)
+                                               learning_rate=args.learning_rate, backend=args.backend)
             logger = ShareLogger(x_train)
             model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0, callbacks=[logger])
             accuracies.append(model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import cirq
 import tensorflow as tf
+import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import routing
@@ -15,7 +16,7 @@ from qmoe_tfq.circuits import (EXPERT_PREFIX, Ansatz, Observable, default_readou
                                validate_qubits)
 from qmoe_tfq.encoding import FeatureEncoder, check_encoder
 from qmoe_tfq.execution import Executor, make_executor
-from qmoe_tfq.execution.backends import Execution, read_differentiator
+from qmoe_tfq.execution.backends import Backend, Execution, Noise, read_differentiator
 from qmoe_tfq.experts import ExpertPQC, deserialize_part
 from qmoe_tfq.qcnn import BUILTINS, QCNN, builtin_from_config
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
@@ -50,10 +51,24 @@ class MixtureLayer(keras.layers.Layer):
         if not isinstance(ansatz, BUILTINS):
             raise TypeError(f"ansatz must be a qmoe_tfq.Ansatz or qmoe_tfq.QCNN, got {ansatz!r}.")
         self.ansatz, self.execution = ansatz, execution
-        self.backend, self.repetitions = execution.backend, execution.repetitions
-        self.noise, self.differentiator = execution.noise, execution.differentiator
-        self._executor = make_executor(self.backend, self.repetitions, self.differentiator)
+        self._executor = make_executor(execution.backend, execution.repetitions, execution.differentiator)
         self.encoder = check_encoder(encoder, self.qubits)
+
+    @property
+    def backend(self) -> Backend | Executor:
+        return self.execution.backend
+
+    @property
+    def repetitions(self) -> int | None:
+        return self.execution.repetitions
+
+    @property
+    def noise(self) -> Noise | None:
+        return self.execution.noise
+
+    @property
+    def differentiator(self) -> tfq.differentiators.Differentiator | None:
+        return self.execution.differentiator
 
     @property
     def executor_args(self) -> dict:

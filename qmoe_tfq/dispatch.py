@@ -18,8 +18,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from qmoe_tfq.execution.backends import Noise, apply_noise
-from qmoe_tfq.execution.program import Inputs, Program, Run, make_program
+from qmoe_tfq.execution.program import Inputs, Program, Run, decode_strings, make_program
 from qmoe_tfq.circuits import expert_symbol_prefix, on_qubits, rename_symbols, sorted_symbol_names
+from qmoe_tfq.experts import ExpertPQC
 from qmoe_tfq.inputs import Batch
 from qmoe_tfq.routing import Routing
 
@@ -56,19 +57,27 @@ def refuse_data_symbols(part: str, weight_names: Sequence[str], data_names: Sequ
                          "expert layer, use reuploading=True).")
 
 
-def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Sequence[cirq.PauliSum] | None],
-                 data_symbols: Sequence[str], qubits: Sequence[cirq.Qid], noise: Noise | None,
-                 data_trainable: bool = False, rows_per_sample: float = 1.0) -> ExpertTable:
-    """Groups experts with the same program and gives each group its own weight symbols.
+def expert_table(experts: Sequence[keras.layers.Layer], data_circuit: cirq.Circuit, data_symbols: Sequence[str],
+                 qubits: Sequence[cirq.Qid], noise: Noise | None, rows_per_sample: float = 1.0,
+                 reuploaded: cirq.Circuit | None = None) -> ExpertTable:
+    """Groups the quantum experts (`ExpertPQC`s) with the same program and gives each group its own weight symbols.
 
     Args:
-        bodies: per expert, its circuit (data encoding included, with `data_symbols`) or None for
-            a classical expert. Every non-data symbol is a weight, in sorted order as in its PQC.
-        observables: per expert, its readouts (None for a classical expert).
+        experts: routed, then shared; each `ExpertPQC` runs its circuit behind `data_circuit` and reads its
+            readouts, every other expert is classical (no program). Every non-data symbol is a weight, in
+            sorted order as in its PQC.
         data_symbols: the data symbols shared by every program, in the order of the data values.
-        data_trainable: the data values carry gradients (re-uploading scales them with weights).
         rows_per_sample: rows a step evaluates per sample (see `Program`).
+        reuploaded: re-uploading's circuit (the encoding before every layer, with `data_symbols`), which every
+            expert runs instead; its data values carry gradients (scaled by trainable weights).
     """
+    bodies, observables = [], []
+    for index, expert in enumerate(experts):
+        quantum = isinstance(expert, ExpertPQC)
+        if quantum:
+            refuse_data_symbols(f"experts[{index}] ({expert.name})", decode_strings(expert.symbol_names), data_symbols)
+        bodies.append(None if not quantum else reuploaded or data_circuit + expert.model_circuit)
+        observables.append(expert.readouts if quantum else None)
     keys, programs, operators, names, columns = [], [], [], [], []
     program_index = []
     for index, (body, readouts) in enumerate(zip(bodies, observables)):
@@ -89,7 +98,7 @@ def expert_table(bodies: Sequence[cirq.Circuit | None], observables: Sequence[Se
         columns.append(np.arange(offset, offset + len(names[group]), dtype=np.int32))
     weight_names = [name for group in names for name in group]
     program = make_program(programs, operators, list(data_symbols) + weight_names, qubits,
-                           0 if data_trainable else len(data_symbols), rows_per_sample)
+                           0 if reuploaded is not None else len(data_symbols), rows_per_sample)
     return ExpertTable(program, tf.constant(program_index, tf.int32), tuple(columns), len(weight_names))
 
 

@@ -239,6 +239,12 @@ def make_experts(experts: Sequence[Part], builtin: Callable[[int, Ansatz | QCNN 
     return layers
 
 
+def serialize_entries(entries: Sequence[Part | None], layers: Sequence[keras.layers.Layer]) -> list[str | dict]:
+    """Expert entries as a config holds them: a built-in's name or shape (``entries``), else its layer's config."""
+    return [entry if isinstance(entry, str) else {"ansatz": entry.get_config()} if isinstance(entry, BUILTINS)
+            else keras.layers.serialize(layer) for entry, layer in zip(entries, layers)]
+
+
 def deserialize_part(entry: str | dict, execution: dict) -> str | Ansatz | QCNN | keras.layers.Layer:
     """A part (expert, router, gate, encoder, head) from its config entry; `ExpertPQC`s run on `execution`'s backend.
 

@@ -11,12 +11,10 @@ Everything that call needs (programs, symbol layout, the router's program) is bu
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import cirq
 import tensorflow as tf
-import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq import dispatch, routing
@@ -27,31 +25,25 @@ from qmoe_tfq.execution import Executor
 from qmoe_tfq.execution.backends import Backend, Execution
 from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_list,
-                              make_experts, shared_list)
+                              make_experts, serialize_entries, shared_list)
 from qmoe_tfq.gating import Gate
 from qmoe_tfq.inputs import InputReader, feeds_features
 from qmoe_tfq.mixture import MixtureLayer
 from qmoe_tfq.qcnn import BUILTINS, QCNN
-from qmoe_tfq.routers import QuantumRouter, RouterLogits
+from qmoe_tfq.routers import QuantumRouter, RouterLogits, deserialize_router
 from qmoe_tfq.serialization import FORMAT_VERSION
 from qmoe_tfq.settings import parts, pop_settings, upgrade_settings
 
 
-PQC_ROUTER = "pqc"  # a quantum router made from a PQC: its config is the PQC's
-
-
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
 class QMoELayer(MixtureLayer):
-    """Quantum mixture of experts: a router weights experts (PQCs or Keras layers), per input.
+    """Quantum mixture of experts: a router weights experts (PQCs or Keras layers), per input::
 
-    The router's readouts, times a learned scale (or through its head), are the logits::
+        gates   = softmax(logits / temperature)            # [B, E]; logits: router readouts x scale, or its head
+        outputs = sum_e gates[:, e] * <expert_e readouts>  # [B, n_readouts]
 
-        gates   = softmax(logits / temperature)                          # [B, E]
-        outputs = sum_e gates[:, e] * <expert_e readouts>                # [B, n_readouts]
-
-    With a `TopK` gate only the k largest gates are kept (renormalised) and only those experts run.
-    Every quantum expert's rows go through one executor call per step, however different their
-    circuits.
+    A `TopK` gate keeps the k largest gates (renormalised) and runs only those experts. Every quantum
+    expert's rows go through one executor call per step, however different their circuits.
 
     >>> import qmoe_tfq as qmoe
     >>> qubits = cirq.GridQubit.rect(1, 4)
@@ -63,13 +55,10 @@ class QMoELayer(MixtureLayer):
     >>> moe.gate_weights(qmoe.encode(np.random.rand(3, 4), qubits)).shape  # [batch, n_experts]
     TensorShape([3, 4])
 
-    Input shape: serialized circuits ``<string>[batch]`` (quantum data, or `qmoe_tfq.encode`), or
-    float features ``[batch, n_features]``: with an `encoder`, or `AngleEncoder(qubits)` by default.
-    Output shape: ``[batch, len(observables)]``. The gate adds its losses (load balancing, z-loss)
-    through `add_loss` and router health (entropy, confidence, dropped pairs, unused experts) through
-    metrics named after this layer.
-
-    The layer is made of parts, each of which can be made, inspected and passed on its own::
+    Input: serialized circuits ``<string>[batch]`` (quantum data, or `qmoe_tfq.encode`), or float features
+    ``[batch, n_features]`` (read by `encoder`, `AngleEncoder(qubits)` by default). Output: ``[batch,
+    len(observables)]``. The gate adds its losses through `add_loss` and router metrics named after the layer.
+    Each part can be made, inspected and passed on its own::
 
         QMoELayer(qubits, experts=["quantum", my_circuit, keras.layers.Dense(4)],
                   router=QuantumRouter(Ansatz(layers=3), head=keras.layers.Dense(3)),
@@ -78,32 +67,29 @@ class QMoELayer(MixtureLayer):
     Args:
         qubits: the qubits every part acts on (parts may use a subset).
         n_experts: the number of built-in experts (default 4), or ``len(experts)``.
-        experts: one entry per expert: ``"quantum"`` (the built-in `ansatz`), an `Ansatz` or `QCNN`
-            (built-in with that shape and depth), a `cirq.Circuit` (its symbols are its weights; it reads
-            `observables`), a `tfq.layers.PQC`/`ExpertPQC` (its own operators, as many as
-            `observables`) or a `tf_keras` layer on the float features.
-        router: a `QuantumRouter` (default: the built-in ansatz read with `router_readouts`); an `Ansatz`,
-            circuit or PQC (a `QuantumRouter` of it); or any `tf_keras` layer mapping features to E logits.
-        gate: the routing policy: `TopK` (default ``TopK(top_k)``), `ExpertChoice` or `DenseGate`
-            (default when `top_k` is None): it owns the load balancing, z-loss and router metrics.
+        experts: one entry per expert: ``"quantum"`` (the built-in `ansatz`), an `Ansatz` or `QCNN`, a
+            `cirq.Circuit` (its symbols are its weights; it reads `observables`), a `tfq.layers.PQC` (its own
+            operators, as many as `observables`) or a `tf_keras` layer on the float features.
+        router: a `QuantumRouter` (default: the built-in ansatz read with `router_readouts`), an `Ansatz`, circuit
+            or PQC (a `QuantumRouter` of it), or any `tf_keras` layer mapping features to E logits.
+        gate: `TopK` (default ``TopK(top_k)``), `ExpertChoice` or `DenseGate` (when `top_k` is None): the routing
+            policy, with its load balancing, z-loss and metrics.
         top_k: short for ``gate=TopK(top_k)``; None (and no gate) is dense routing.
         observables: what each expert reads; Z on each qubit by default.
-        ansatz: the built-in experts' and router's circuit: an `Ansatz` (by default a CNOT ring, then ry and
-            rz; 2 layers) or a `QCNN`.
-        encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the
-            simulator with the weights; no circuit is built per sample).
-        shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE), besides the
-            routed ones: a count of built-in experts, or a list of entries as for `experts`.
-        reuploading: QMoE+ re-uploading: the encoder again before every layer of the built-in
-            experts, scaled per expert, layer and feature (weight ``input_scaling`` [E, L, F], init 1).
-        execution: where and how circuits run: an `Execution`, or a backend (``"auto"`` by default,
-            ``"statevector"``, ``"noiseless"``, a Cirq sampler or simulator, an executor object).
-        **kwargs: Keras layer arguments (``name``...) and settings (``temperature=0.5``,
-            ``expert_layers=3``, ``backend="noiseless"``...), each making the part it belongs to when
-            that part is not given: see `qmoe_tfq.settings`.
+        ansatz: the built-in experts' and router's circuit: an `Ansatz` (default: CNOT ring, ry, rz; 2 layers)
+            or a `QCNN`.
+        encoder: an `AngleEncoder` or `CircuitEncoder` for float features (angles go to the simulator
+            with the weights; no circuit is built per sample).
+        shared_experts: experts every sample always uses with weight 1 (DeepSeekMoE): a count of built-in
+            experts, or entries as for `experts`.
+        reuploading: QMoE+ re-uploading: the encoder again before every layer of the built-in experts,
+            scaled per expert, layer and feature (weight ``input_scaling`` [E, L, F], init 1).
+        execution: an `Execution`, or its backend (``"auto"`` by default, ``"statevector"``, ``"noiseless"``,
+            a Cirq sampler or simulator, an executor object).
+        **kwargs: Keras layer arguments (``name``...) and settings (``temperature=0.5``, ``backend=...``),
+            each making its part when that part is not given: see `qmoe_tfq.settings`.
 
-    QMoE+ coherent aggregation (one circuit holds router and experts) is the sibling layer
-    `CoherentQMoELayer`.
+    QMoE+ coherent aggregation (one circuit holds router and experts) is `CoherentQMoELayer`.
     """
 
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None, *,
@@ -116,12 +102,7 @@ class QMoELayer(MixtureLayer):
         super().__init__(qubits, observables, made.ansatz, encoder, made.execution, **kwargs)
         entries = expert_list(experts, n_experts)
         self.n_experts = len(entries)
-        entries += shared_list(shared_experts)
-        if made.depths is not None:  # expert_layers=[...]: each built-in expert its own depth
-            if len(made.depths) != len(entries):
-                raise ValueError(f"expert_layers has {len(made.depths)} depths but there are {len(entries)} experts.")
-            entries = [dataclasses.replace(self.ansatz, layers=d) if e == QUANTUM else e
-                       for e, d in zip(entries, made.depths)]
+        entries = made.with_depths(entries + shared_list(shared_experts))
         self._builtin = [e if isinstance(e, (str, *BUILTINS)) else None for e in entries]  # layers are tracked as experts
         self.gate = made.gate
         self.gate.bind(self.n_experts, self.name)
@@ -132,10 +113,7 @@ class QMoELayer(MixtureLayer):
                              "(of the layer's Ansatz, one depth).")
         self.reuploading = bool(reuploading)
         quantum_router = isinstance(made.router, QuantumRouter)
-        # For the config: what the quantum router was made from (no layer here: attributes holding layers are tracked)
-        self._router_circuit = made.router.circuit if quantum_router else None
-        if isinstance(self._router_circuit, tfq.layers.PQC):
-            self._router_circuit = PQC_ROUTER
+        self._router_part = made.router if quantum_router else None  # for the config; not a layer, so not tracked
         self.router_head = made.router.head if quantum_router else None  # before the experts: the weights' order
         with tf.name_scope(self.name):
             every_expert = make_experts(entries, self.builtin_expert, self.qubits, self.observables,
@@ -160,10 +138,6 @@ class QMoELayer(MixtureLayer):
         parts = [f"experts[{i}] ({e.name})" for i, e in enumerate(self._every_expert) if not self._quantum[i]]
         return parts + ([] if self.quantum_router else [f"router ({self.router.name})"])
 
-    def _why_features(self) -> str:
-        parts = self._classical_parts()
-        return f"{', '.join(parts)} are classical" if parts else f"it encodes them with {self.encoder.name}"
-
     def __call__(self, inputs, *args, **kwargs):
         self._adopt_inputs(inputs)
         return super().__call__(inputs, *args, **kwargs)
@@ -175,18 +149,27 @@ class QMoELayer(MixtureLayer):
 
     def build(self, input_shape: tf.TensorShape) -> None:
         input_shape = tf.TensorShape(input_shape)
-        # Decided once: features when there is an encoder or a classical part, else circuits.
-        features = self.encoder is not None or self._classical_parts()
-        self._inputs = InputReader.for_shape(self.name, self.qubits, self._executor, self.encoder, input_shape,
-                                             self._why_features() if features else None)
-        if features:
+        classical = self._classical_parts()  # decided once: features when these or an encoder need them, else circuits
+        why = (f"{', '.join(classical)} are classical" if classical
+               else None if self.encoder is None else f"it encodes them with {self.encoder.name}")
+        self._inputs = InputReader.for_shape(self.name, self.qubits, self._executor, self.encoder, input_shape, why)
+        if why is not None:
             check_output_widths(self._every_expert, self.router, self._inputs.n_features, self.n_readouts,
                                 self.n_experts)
         if self.encoder is not None and not self.encoder.built:
             self.encoder.build(input_shape)
         data_circuit = cirq.Circuit() if self.encoder is None else self.encoder.circuit
         data_names = [] if self.encoder is None else decode_strings(self.encoder.symbol_names)
-        table = self._expert_table(data_circuit, data_names)
+        reuploaded, expert_data = None, data_names
+        if self.reuploading:  # every expert re-encodes the features before each layer, scaled per expert and layer
+            reuploaded, uploads = self.ansatz.reuploading(self.qubits, self.ansatz.layers, self.encoder.circuit,
+                                                          EXPERT_PREFIX)
+            expert_data = [str(s) for s in uploads]
+            self.input_scaling = self.add_weight(
+                "input_scaling", shape=(len(self._every_expert), self.ansatz.layers, self.encoder.n_features),
+                initializer="ones", trainable=True)  # <float32>[E, L, F]
+        table = dispatch.expert_table(self._every_expert, data_circuit, expert_data, self.qubits, self.noise,
+                                      self.gate.rows_per_sample + len(self.shared_experts), reuploaded)
         run = self._executor.compile(table.program) if any(self._quantum) else None
         self._bank = dispatch.ExpertBank(self._every_expert, table, run, self.n_readouts, len(self.shared_experts),
                                          self.input_scaling if self.reuploading else None)
@@ -198,24 +181,6 @@ class QMoELayer(MixtureLayer):
                                     self.qubits, self.noise)
         self.gate.build(tf.TensorShape([None, self.n_experts]))
         super().build(input_shape)
-
-    def _expert_table(self, data_circuit: cirq.Circuit, data_names: list[str]) -> dispatch.ExpertTable:
-        """Every quantum expert's program behind the data encoding (or re-uploading it per layer)."""
-        for index, expert in enumerate(self._every_expert):
-            if self._quantum[index]:
-                dispatch.refuse_data_symbols(f"experts[{index}] ({expert.name})", decode_strings(expert.symbol_names),
-                                             data_names)
-        bodies = [data_circuit + e.model_circuit if q else None for q, e in zip(self._quantum, self._every_expert)]
-        if self.reuploading:
-            body, uploads = self.ansatz.reuploading(self.qubits, self.ansatz.layers, self.encoder.circuit,
-                                                    EXPERT_PREFIX)
-            bodies, data_names = [body] * len(bodies), [str(s) for s in uploads]
-            self.input_scaling = self.add_weight(
-                "input_scaling", shape=(len(bodies), self.ansatz.layers, self.encoder.n_features),
-                initializer="ones", trainable=True)
-        readouts = [e.readouts if q else None for q, e in zip(self._quantum, self._every_expert)]
-        return dispatch.expert_table(bodies, readouts, data_names, self.qubits, self.noise, self.reuploading,
-                                     self.gate.rows_per_sample + len(self.shared_experts))
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         batch = self._inputs.read(inputs)  # checked once; circuits prepared once for the executor
@@ -231,15 +196,9 @@ class QMoELayer(MixtureLayer):
         return self.gate.select(self._router.logits(self._inputs.read(inputs)), training)
 
     def get_config(self) -> dict:
-        entries = [e if isinstance(e, str) else {"ansatz": e.get_config()} if isinstance(e, BUILTINS)
-                   else keras.layers.serialize(layer) for e, layer in zip(self._builtin, self._every_expert)]
+        entries = serialize_entries(self._builtin, self._every_expert)
         routed, shared = entries[:self.n_experts], entries[self.n_experts:]
-        router = keras.layers.serialize(self.router)
-        if self.quantum_router:
-            from_pqc = self._router_circuit == PQC_ROUTER
-            router = {"class_name": "QuantumRouter", "config": QuantumRouter(
-                self.router if from_pqc else self._router_circuit, None if from_pqc else self.router.readouts,
-                self.router_head).get_config()}
+        router = self._router_part.serialize(self.router) if self.quantum_router else keras.layers.serialize(self.router)
         return {
             **super().get_config(), "n_experts": self.n_experts,
             "experts": None if all(e == QUANTUM for e in routed) else routed,
@@ -256,9 +215,7 @@ class QMoELayer(MixtureLayer):
             if config.pop("aggregation", "classical") == "coherent":  # then a mode of this layer
                 return CoherentQMoELayer(**coherent_arguments(config))
         else:
-            router = config["router"]
-            config["router"] = (QuantumRouter.from_config(router["config"], execution)
-                                if router.get("class_name") == "QuantumRouter" else deserialize_part(router, execution))
+            config["router"] = deserialize_router(config["router"], execution)
             config["gate"] = deserialize_part(config["gate"], execution)
         for key in ("experts", "shared_experts"):
             if isinstance(config.get(key), list):

@@ -128,6 +128,13 @@ class QuantumRouter:
         return {"circuit": circuit, "observables": None if self.observables is None else to_cirq_json(
             list(self.observables)), "head": None if self.head is None else keras.layers.serialize(self.head)}
 
+    def serialize(self, made: ExpertPQC) -> dict:
+        """This router as a layer's config holds it, given `made`, the `ExpertPQC` it made: a PQC circuit as that
+        PQC, any other circuit with the observables it reads (a saved model must not change with the defaults)."""
+        pqc = isinstance(self.circuit, tfq.layers.PQC)
+        router = QuantumRouter(made if pqc else self.circuit, None if pqc else made.readouts, self.head)
+        return {"class_name": "QuantumRouter", "config": router.get_config()}
+
     @classmethod
     def from_config(cls, config: dict, execution: dict) -> QuantumRouter:
         """`execution`: the layer config's stored execution fields, for a PQC circuit (see `deserialize_part`)."""
@@ -141,6 +148,13 @@ class QuantumRouter:
         head = config.get("head")
         return cls(circuit, from_cirq_json(config.get("observables"), "router.observables"),
                    None if head is None else deserialize_part(head, execution))
+
+
+def deserialize_router(entry: dict, execution: dict) -> QuantumRouter | keras.layers.Layer:
+    """A layer config's ``router`` entry: a `QuantumRouter`, or a classical router's Keras layer."""
+    if entry.get("class_name") == "QuantumRouter":
+        return QuantumRouter.from_config(entry["config"], execution)
+    return deserialize_part(entry, execution)
 
 
 def router_program(data_circuit: cirq.Circuit, data_names: Sequence[str], router_circuit: cirq.Circuit,

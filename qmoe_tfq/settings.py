@@ -28,7 +28,7 @@ from qmoe_tfq.circuits import Ansatz, Observable, validate_positive_int
 from qmoe_tfq.execution.backends import Backend, Execution
 from qmoe_tfq.execution.program import Executor
 from qmoe_tfq.gating import DenseGate, ExpertChoice, Gate, TopK
-from qmoe_tfq.experts import Part, deserialize_part
+from qmoe_tfq.experts import QUANTUM, Part, deserialize_part
 from qmoe_tfq.qcnn import BUILTINS, QCNN
 from qmoe_tfq.routers import QuantumRouter, router_readouts
 from qmoe_tfq.routing import EXPERT_CHOICE_CAPACITY, RoutingPolicy
@@ -54,6 +54,14 @@ class Parts:
     router: QuantumRouter | keras.layers.Layer
     execution: Execution
     depths: list[int] | None
+
+    def with_depths(self, entries: list[Part]) -> list[Part]:
+        """`entries` (routed, then shared) with ``expert_layers=[...]``'s depth on each built-in expert."""
+        if self.depths is None:
+            return entries
+        if len(self.depths) != len(entries):
+            raise ValueError(f"expert_layers has {len(self.depths)} depths but there are {len(entries)} experts.")
+        return [dataclasses.replace(self.ansatz, layers=d) if e == QUANTUM else e for e, d in zip(entries, self.depths)]
 
 
 def pop_settings(kwargs: dict) -> dict:

@@ -21,36 +21,50 @@ from qmoe_tfq.routing import EXPERT_CHOICE_CAPACITY, Routing, RoutingPolicy
 class ExpertUsage(keras.metrics.Metric):
     """Experts that received no (sample, expert) pair since the last reset (each epoch, in ``fit``).
 
-    Its result is the number of unused experts. When Keras resets it (the next epoch, or
-    ``evaluate``) after a stretch in which some expert got nothing, it warns once per layer, if
-    `warn` (sparse routing: under dense routing every expert runs on every sample, and "unused"
-    only means never the top choice).
+    Its result is the number of unused experts. When Keras resets it (the next epoch, validation,
+    or ``evaluate``) after a training epoch in which some expert got nothing, it warns once per
+    layer, if `warn` (sparse routing: under dense routing every expert runs on every sample, and
+    "unused" only means never the top choice). Stretches of inference (validation, ``evaluate``)
+    count for the metric but do not warn.
     """
 
     def __init__(self, n_experts: int, layer: str, warn: bool = True, **kwargs) -> None:
         super().__init__(name=f"{layer}_unused_experts", **kwargs)
         self.layer, self.warn = layer, warn
         self.counts = self.add_weight("counts", shape=(n_experts,), initializer="zeros")
+        self._add_training_flag()
         self.warned = False
 
-    def update_state(self, usage: tf.Tensor) -> None:
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _add_training_flag(self) -> None:
+        # > 0 once a training step counted. Not a Keras weight (files written before it existed hold `counts`
+        # alone), but tracked, so that a SavedModel reaches it.
+        self.trained = tf.Variable(0.0, trainable=False, name="trained", aggregation=tf.VariableAggregation.SUM,
+                                   synchronization=tf.VariableSynchronization.ON_READ)
+        self._track_trackable(self.trained, name="trained")
+
+    def update_state(self, usage: tf.Tensor, training: bool = False) -> None:
         # Building a functional model inside a distribution strategy's scope calls the layer in
         # cross-replica context, where there is no batch to count and SUM variables cannot be updated.
         if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
             return
         self.counts.assign_add(usage)
+        if training:
+            self.trained.assign(1.0)
 
     def result(self) -> tf.Tensor:
         return tf.reduce_sum(tf.cast(tf.equal(self.counts, 0.0), tf.float32))
 
     def reset_state(self) -> None:
         counts = self.counts.numpy() if tf.executing_eagerly() else None
-        if self.warn and counts is not None and counts.sum() > 0 and (counts == 0).any() and not self.warned:
+        if (self.warn and counts is not None and self.trained.numpy() > 0 and counts.sum() > 0
+                and (counts == 0).any() and not self.warned):
             self.warned = True
             warnings.warn(f"{self.layer}: experts {[int(i) for i in (counts == 0).nonzero()[0]]} received no "
-                          "sample in a whole epoch; consider balance='bias', routing='expert_choice' or a "
-                          "larger load_balance_weight.", RuntimeWarning, stacklevel=2)
+                          "sample in the last training epoch; consider balance='bias', routing='expert_choice' "
+                          "or a larger load_balance_weight.", RuntimeWarning, stacklevel=2)
         self.counts.assign(tf.zeros_like(self.counts))
+        self.trained.assign(0.0)
 
 
 class Gate(keras.layers.Layer):
@@ -113,7 +127,7 @@ class Gate(keras.layers.Layer):
         bias = self.expert_bias if self.policy.balance == "bias" else None
         return routing.gate(logits, self.policy, training, bias)
 
-    def _report(self, terms: routing.RoutingTerms) -> None:
+    def _report(self, terms: routing.RoutingTerms, training: bool) -> None:
         """Router health as metrics ``<prefix>_...``: the aux losses in use, entropy, confidence, drops, usage."""
         policy, prefix = self.policy, self.prefix
         if policy.balance_loss:
@@ -123,7 +137,7 @@ class Gate(keras.layers.Layer):
         self.add_metric(terms.entropy, name=f"{prefix}_routing_entropy")
         self.add_metric(terms.confidence, name=f"{prefix}_router_confidence")
         self.add_metric(terms.dropped, name=f"{prefix}_dropped_fraction")
-        self.usage.update_state(terms.usage)
+        self.usage.update_state(terms.usage, training)
         if policy.metrics == "per_expert":
             for index in range(policy.n_experts):
                 self.add_metric(terms.fractions[index], name=f"{prefix}_expert_{index}_fraction")
@@ -146,7 +160,7 @@ class Gate(keras.layers.Layer):
         if policy.z_loss_weight > 0:
             self.add_loss(policy.z_loss_weight * terms.z_loss)
         if policy.metrics != "none":
-            self._report(terms)
+            self._report(terms, bool(training))
         if training and policy.balance == "bias":
             self.expert_bias.assign_add(routing.bias_update(terms.fractions, policy.bias_rate))
         return route

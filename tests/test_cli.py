@@ -63,7 +63,7 @@ def test_module_entry_point_shows_help():
     assert result.returncode == 2 and "invalid choice: 'frobnicate'" in result.stderr
 
 
-@pytest.mark.filterwarnings("ignore:.*received no sample in a whole epoch:RuntimeWarning")  # a tiny model
+@pytest.mark.filterwarnings("ignore:.*received no sample in the last training epoch:RuntimeWarning")  # a tiny model
 def test_train_then_evaluate_and_predict(tmp_path, capsys):
     from conftest import separable_data
 

@@ -117,23 +117,46 @@ def test_router_metrics_can_be_turned_off_and_the_aux_losses_still_train():
     assert len(model.get_layer("qmoe").losses) == 2  # load balance and z-loss
 
 
-def test_an_expert_unused_for_an_epoch_warns_once():
+def test_an_expert_unused_for_a_training_epoch_warns_once():
     usage = ExpertUsage(3, "moe")
-    usage.update_state(tf.constant([2.0, 0.0, 1.0]))
+    usage.update_state(tf.constant([2.0, 0.0, 1.0]))  # inference (validation, evaluate): counted, no warning
     assert float(usage.result()) == 1.0
-    with pytest.warns(RuntimeWarning, match=r"moe: experts \[1\] received no sample in a whole epoch"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         usage.reset_state()
-    usage.update_state(tf.constant([0.0, 0.0, 1.0]))
+    assert caught == []
+    usage.update_state(tf.constant([2.0, 0.0, 1.0]), training=True)
+    with pytest.warns(RuntimeWarning, match=r"moe: experts \[1\] received no sample in the last training epoch"):
+        usage.reset_state()
+    usage.update_state(tf.constant([0.0, 0.0, 1.0]), training=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         usage.reset_state()  # once per layer
     assert caught == [] and float(usage.result()) == 3.0
 
 
+def test_evaluate_does_not_warn_of_unused_experts_and_fit_does_once():
+    always_first = keras.layers.Dense(3, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(
+        [5.0, 0.0, -5.0]))  # a classical router that sends every sample to expert 0
+    inputs = keras.Input(shape=(2,))
+    moe = qmoe.QMoELayer(QUBITS, experts=[keras.layers.Dense(3) for _ in range(3)], router=always_first, top_k=1,
+                         name="moe")
+    model = keras.Model(inputs, moe(inputs))
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x, y = np.zeros((8, 2), np.float32), np.zeros((8, 3), np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.evaluate(x, y, verbose=0)
+        model.evaluate(x, y, verbose=0)  # resets after an inference stretch
+    assert [str(w.message) for w in caught] == []
+    with pytest.warns(RuntimeWarning, match=r"moe: experts \[1, 2\] received no sample in the last training "):
+        model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+
+
 def test_dense_routing_does_not_warn_of_unused_experts():
     # every expert runs on every sample; "unused" only means never the top choice
     usage = ExpertUsage(3, "moe", warn=False)
-    usage.update_state(tf.constant([2.0, 0.0, 1.0]))
+    usage.update_state(tf.constant([2.0, 0.0, 1.0]), training=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         usage.reset_state()

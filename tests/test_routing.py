@@ -46,7 +46,7 @@ def test_aux_losses_on_hand_made_routing():
     assert float(routing.router_z_loss(logits)) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.filterwarnings("ignore:.*received no sample in a whole epoch:RuntimeWarning")  # a tiny model
+@pytest.mark.filterwarnings("ignore:.*received no sample in the last training epoch:RuntimeWarning")  # a tiny model
 def test_layer_adds_weighted_aux_losses_and_metrics(qubits, features):
     moe = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1, top_k=1,
                          load_balance_weight=0.5, z_loss_weight=0.25, name="moe")

@@ -89,22 +89,28 @@ class ExpertPQC(tfq.layers.PQC):
         # Alone, like tfq.layers.PQC, it takes circuits on any superset of its qubits, which only TFQ can size at
         # run time; "auto" is TFQ here. Inside a QMoELayer the layer's executor runs it and "auto" may mean statevector.
         self.executor = make_executor("noiseless" if backend == "auto" else backend, repetitions, differentiator)
+        self._run = None
+        # tfq.layers.PQC's runner layers: `call` runs the circuit here, so they would be exported unbuilt.
+        self._executor = self._append_layer = None
+
+    def _trackable_children(self, save_type: str = "checkpoint", **kwargs) -> dict:
+        children = super()._trackable_children(save_type, **kwargs)
+        return {name: child for name, child in children.items() if name not in ("_executor", "_append_layer")}
 
     @property
     def symbol_names(self) -> tf.Tensor:
         """<string>[n_symbols] symbol names, in the order of ``parameters``."""
         return self._symbols
 
-    def build(self, input_shape: tf.TensorShape) -> None:
-        self._qubits = sorted(self.model_circuit.all_qubits())
-        self._run = self.executor.compile(make_program(
-            [apply_noise(self.model_circuit, self.noise)], [self.readouts],
-            decode_strings(self._symbols), self._qubits))
-        # The statevector kernel's states hold exactly these qubits; TFQ sizes any superset.
-        self._qubit_ids = qubit_ids(self._qubits) if isinstance(self.executor, StatevectorExecutor) else None
-        super().build(input_shape)
-
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        if self._run is None:  # compiled when first called alone (in a mixture layer, its circuit runs with the others')
+            with tf.init_scope():  # outside the graph being traced, as Keras builds
+                self._qubits = sorted(self.model_circuit.all_qubits())
+                self._run = self.executor.compile(make_program(
+                    [apply_noise(self.model_circuit, self.noise)], [self.readouts],
+                    decode_strings(self._symbols), self._qubits))
+                # The statevector kernel's states hold exactly these qubits; TFQ sizes any superset.
+                self._qubit_ids = qubit_ids(self._qubits) if isinstance(self.executor, StatevectorExecutor) else None
         circuits = circuit_batch(inputs, self.name)  # <string>[B]
         if self._qubit_ids is not None:
             circuits = check_input_circuits(circuits, self._qubit_ids, self.name)

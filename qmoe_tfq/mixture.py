@@ -95,6 +95,13 @@ class MixtureLayer(keras.layers.Layer):
     def n_readouts(self) -> int:
         return len(self.observables)
 
+    def build(self, input_shape: tf.TensorShape) -> None:
+        # Parts run inside this layer's executor calls, never on their own; built, they export whole to a SavedModel.
+        for part in self._flatten_layers(include_self=False, recursive=False):
+            if isinstance(part, ExpertPQC) and not part.built:
+                part.build(tf.TensorShape([None]))
+        super().build(input_shape)
+
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         raise NotImplementedError
 

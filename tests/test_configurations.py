@@ -1,10 +1,12 @@
 """Every configuration the README documents survives every save format, and files of earlier format versions load."""
 import functools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import qmoe_tfq as qmoe
 from configurations import CONFIGURATIONS, QUBITS, features, model_and_inputs, moe_layer
@@ -24,10 +26,27 @@ def built(name: str) -> tuple:
 @pytest.mark.parametrize("name, suffix", [(name, suffix) for name in CONFIGURATIONS for suffix in (".keras", ".h5", "_tf")])
 def test_every_configuration_round_trips(tmp_path, name, suffix):
     model, inputs, expected = built(name)
-    qmoe.save_model(model, tmp_path / f"model{suffix}")
+    with logged_by_tensorflow() as messages:
+        qmoe.save_model(model, tmp_path / f"model{suffix}")
+    assert [m for m in messages if "Skipping full serialization" in m] == []  # every part is exported whole
     reloaded = qmoe.load_model(str(tmp_path / f"model{suffix}"))
     np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), expected, atol=1e-5)
     assert as_text(moe_layer(reloaded).get_config()) == as_text(moe_layer(model).get_config())
+
+
+class logged_by_tensorflow(logging.Handler):
+    """The messages TensorFlow's logger writes inside the `with` block."""
+
+    def __enter__(self) -> list[str]:
+        self.messages = []
+        tf.get_logger().addHandler(self)
+        return self.messages
+
+    def __exit__(self, *exc) -> None:
+        tf.get_logger().removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def as_text(config: dict) -> str:

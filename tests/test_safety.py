@@ -338,3 +338,16 @@ def test_input_circuits_with_symbols_are_refused_in_graph(symbol):
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"(?s)must have every parameter resolved, but they use "
                                                              f"the symbols.*{symbol}"):
         moe(symbolic)
+
+
+@pytest.mark.parametrize("backend", ["statevector", "noiseless"])
+def test_strings_that_are_not_circuits_are_refused_in_graph(backend):
+    moe = qmoe.QMoELayer(QUBITS, **SMALL, backend=backend)
+    good = qmoe.encode(np.array([[0.2, 0.4]]), QUBITS)
+    operators = tfq.convert_to_tensor([[cirq.Z(QUBITS[0])]])[0]  # serialized, but a PauliSum
+    for strings in (tf.constant(["hello"]), tf.constant([""]), tf.concat([good, operators], 0)):
+        for call in (moe, tf.function(moe)):  # was a bare DataLossError from the proto parser
+            with pytest.raises(tf.errors.InvalidArgumentError, match="(?s)inputs must be circuits serialized by "
+                                                                     "tfq.convert_to_tensor.*these strings are not"):
+                call(strings)
+    assert np.isfinite(moe(good).numpy()).all()

@@ -23,6 +23,8 @@ def _program_descriptors() -> bytes:
 
 
 _PROGRAM_DESCRIPTORS = _program_descriptors()
+# How every program `tfq.convert_to_tensor` writes begins: its language field, gate set "tfq_gate_set".
+PROGRAM_HEADER = b"\n\x0e\n\x0ctfq_gate_set"
 
 
 def _submessages(messages: tf.Tensor, message_type: str, field: str) -> tf.Tensor:
@@ -80,9 +82,19 @@ def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) ->
     A circuit on other qubits (LineQubits for a GridQubit layer, an extra qubit) would not raise in
     TFQ: its state would not reach the layer's readouts, and every sample would give the same
     output. A symbol would be resolved with the layer's value of the same name, or fail deep in TFQ.
-    A NaN angle (``rx(nan)``) would make every output NaN. Raises `tf.errors.InvalidArgumentError`
-    naming the foreign qubit ids, the symbols or the non-finite numbers instead.
+    A NaN angle (``rx(nan)``) would make every output NaN. A string that is not a TFQ program would
+    stop the parsing with a bare ``DataLossError``. Raises `tf.errors.InvalidArgumentError` naming
+    the strings that are not programs, the foreign qubit ids, the symbols or the non-finite numbers.
     """
+    not_programs = tf.not_equal(tf.strings.substr(programs, 0, len(PROGRAM_HEADER)), PROGRAM_HEADER)  # <bool>[B]
+    shown = tf.strings.unicode_transcode(tf.boolean_mask(programs, not_programs)[:3], "UTF-8", "UTF-8",
+                                         errors="replace")  # an error message must be text
+    programs_only = tf.debugging.Assert(tf.logical_not(tf.reduce_any(not_programs)), [
+        f"{layer}: inputs must be circuits serialized by tfq.convert_to_tensor (or qmoe_tfq.encode); these strings "
+        "are not: rows", tf.where(not_programs)[:, 0], "beginning", tf.strings.substr(shown, 0, 24, "UTF8_CHAR")],
+        summarize=3)
+    with tf.control_dependencies([programs_only]):  # before any parsing
+        programs = tf.identity(programs)
     ids = serialized_qubit_ids(programs)  # <string>[n]
     foreign = tf.boolean_mask(ids, tf.logical_not(tf.reduce_any(tf.equal(ids[:, None], allowed[None, :]), axis=1)))
     symbols = serialized_symbols(programs)  # <string>[m]

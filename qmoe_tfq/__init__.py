@@ -4,7 +4,10 @@ Importing this package selects the legacy Keras 2 implementation (``tf_keras``) 
 TensorFlow Quantum is built on. It must therefore be imported before ``tensorflow.keras`` is
 first touched; otherwise an ``ImportError`` explains what to change.
 """
+import importlib
 import os
+import sys
+from pathlib import Path
 
 if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
     raise ImportError(
@@ -12,67 +15,19 @@ if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
         f"but the environment sets TF_USE_LEGACY_KERAS={os.environ['TF_USE_LEGACY_KERAS']!r}.")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import tensorflow as tf  # noqa: E402  (the variable above must be set first)
-import tf_keras  # noqa: E402
-
-if tf.keras.layers.Layer is not tf_keras.layers.Layer:
-    raise ImportError(
-        "tensorflow.keras was already loaded as Keras 3 before qmoe_tfq was imported, and "
-        "TensorFlow Quantum layers cannot work with it. Import qmoe_tfq (or set the environment "
-        "variable TF_USE_LEGACY_KERAS=1) before the first use of tf.keras.")
-
-from qmoe_tfq.compat import patch_seed_generator  # noqa: E402
-
-patch_seed_generator()  # Python 3.12: keras.utils.set_random_seed, then any initializer, crashed in tf_keras 2.18
-
-from qmoe_tfq.circuits import (  # noqa: E402
-    Ansatz,
-    default_readouts,
-    hardware_efficient_ansatz,
-)
-from qmoe_tfq.encoding import AngleEncoder, CircuitEncoder, encode  # noqa: E402
-from qmoe_tfq.qcnn import QCNN  # noqa: E402
-from qmoe_tfq.experts import ExpertPQC  # noqa: E402
-from qmoe_tfq.coherent import CoherentQMoELayer  # noqa: E402
-from qmoe_tfq.layers import QMoELayer  # noqa: E402
-from qmoe_tfq.interpretability import RoutingLogger, plot_gate_heatmap, routing_statistics  # noqa: E402
-from qmoe_tfq.routers import QuantumRouter, router_readouts  # noqa: E402
-from qmoe_tfq.gating import DenseGate, ExpertChoice, TopK  # noqa: E402
-from qmoe_tfq.execution.backends import Execution  # noqa: E402
-from qmoe_tfq.models import build_qmoe_classifier, build_qnn_classifier, with_backend  # noqa: E402
-from qmoe_tfq.saving import export_saved_model, load_model, load_saved_model, save_model  # noqa: E402
-from qmoe_tfq.serialization import register_tfq_ops  # noqa: E402
-
-register_tfq_ops()  # so keras/tf loaders in this process find every TFQ op a saved model may use
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "Ansatz",
-    "AngleEncoder",
-    "CircuitEncoder",
-    "CoherentQMoELayer",
-    "DenseGate",
-    "Execution",
-    "ExpertChoice",
-    "ExpertPQC",
-    "QCNN",
-    "QMoELayer",
-    "QuantumRouter",
-    "RoutingLogger",
-    "build_qmoe_classifier",
-    "build_qnn_classifier",
-    "default_readouts",
-    "encode",
-    "export_saved_model",
-    "hardware_efficient_ansatz",
-    "load_model",
-    "load_saved_model",
-    "plot_gate_heatmap",
-    "register_tfq_ops",
-    "router_readouts",
-    "routing_statistics",
-    "save_model",
-    "TopK",
-    "with_backend",
-]
+
+def _command_line() -> bool:
+    """True in the ``qmoe-tfq`` console script, which parses its arguments before it loads the library
+    (TensorFlow takes seconds to import; ``--help`` and usage errors need none of it)."""
+    return Path(sys.argv[0]).stem == "qmoe-tfq"
+
+
+if _command_line():
+    def __getattr__(name: str) -> object:
+        # import_module, not `from qmoe_tfq import api`: that would ask this function for `api` while it loads
+        return getattr(importlib.import_module("qmoe_tfq.api"), name)
+else:
+    from qmoe_tfq.api import *  # noqa: E402,F401,F403
+    from qmoe_tfq.api import __all__  # noqa: E402,F401

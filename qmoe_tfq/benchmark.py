@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras before TensorFlow loads)
 import cirq
@@ -35,12 +34,11 @@ import tf_keras as keras
 
 from qmoe_tfq.circuits import Ansatz, default_readouts
 from qmoe_tfq.routers import router_readouts
-from qmoe_tfq.cli_files import positive_int
+from qmoe_tfq.cli import BENCH, bench_arguments
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-DEFAULT_OUT = Path("benchmarks")
 # Rotations then a CZ ring: the circuits of every recorded measurement and of the TensorCircuit-NG peer.
 RECORDED = Ansatz(entangler="ring", entangle_first=False)
 
@@ -111,19 +109,6 @@ def throughput(model: keras.Model, x, y, steps: int) -> tuple[float, float]:
         predict(x).numpy()
     infer = steps * batch / (time.perf_counter() - start)
     return train, infer
-
-
-def arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the benchmark's options to `parser` (shared by the script and ``qmoe-tfq bench``)."""
-    parser.add_argument("--qubits", type=positive_int, default=8)
-    parser.add_argument("--layers", type=positive_int, default=3)
-    parser.add_argument("--batch", type=positive_int, default=64)
-    parser.add_argument("--experts", type=positive_int, default=8)
-    parser.add_argument("--steps", type=positive_int, default=8)
-    parser.add_argument("--sweep", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 qubits, 1 layer, 2 experts, batch 16, 1 step, sweep 1 2")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where throughput.md and scaling.png go")
-    return parser
 
 
 def run(args: argparse.Namespace) -> None:
@@ -205,4 +190,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0])).parse_args(argv))
+    run(bench_arguments(argparse.ArgumentParser(description=BENCH)).parse_args(argv))

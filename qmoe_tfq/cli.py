@@ -194,6 +194,29 @@ def command_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps({"loss": logs["loss"], "accuracy": logs["accuracy"]}))
 
 
+BENCH = "Training and inference throughput of QMoE against a naive composition of tfq.layers.PQC experts."
+
+
+def bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Adds the benchmark's options to `parser` (shared by ``qmoe-tfq bench`` and `qmoe_tfq.benchmark.main`)."""
+    parser.add_argument("--qubits", type=positive_int, default=8)
+    parser.add_argument("--layers", type=positive_int, default=3)
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--experts", type=positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=8)
+    parser.add_argument("--sweep", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 3 qubits, 1 layer, 2 experts, batch 16, 1 step, sweep 1 2")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="where throughput.md and scaling.png go")
+    return parser
+
+
+def command_bench(args: argparse.Namespace) -> None:
+    from qmoe_tfq import benchmark
+
+    benchmark.run(args)
+
+
 def parser() -> argparse.ArgumentParser:
     root = Parser(prog="qmoe-tfq", description="Quantum mixture-of-experts models on TFQ.")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
@@ -242,16 +265,16 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True, help=".keras or .h5 model file")
     export.add_argument("--output", required=True, help="SavedModel directory to write")
     export.set_defaults(run=command_export)
-    from qmoe_tfq import benchmark
 
-    bench = commands.add_parser("bench", help="run the throughput benchmark",
-                                description=benchmark.__doc__.splitlines()[0])
-    benchmark.arguments(bench).set_defaults(run=benchmark.run)
+    bench = commands.add_parser("bench", help="run the throughput benchmark", description=BENCH)
+    bench_arguments(bench).set_defaults(run=command_bench)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    import qmoe_tfq.api  # noqa: F401  (TensorFlow, TFQ and the Keras classes: loaded once the arguments parse)
+
     try:
         args.run(args)
     except CliError as error:

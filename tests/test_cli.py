@@ -1,6 +1,8 @@
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import cirq
 import numpy as np
@@ -142,3 +144,17 @@ def test_predict_takes_a_tf_format_keras_directory(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "m_tf"), "--input", str(tmp_path / "x.npy"),
                  "--output", str(tmp_path / "p.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["--help"], "usage: qmoe-tfq [-h] COMMAND"),
+    (["trian"], "invalid choice: 'trian'"),
+    (["train", "--epochs", "0"], "--epochs: must be a positive integer"),
+])
+def test_the_command_answers_help_and_usage_errors_before_loading_tensorflow(argv, shown):
+    script = Path(sys.executable).parent / "qmoe-tfq"  # the console script `pip install` made
+    done = subprocess.run([str(script), *argv], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})  # each import to stderr
+    assert shown in done.stdout + done.stderr
+    imported = [line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "qmoe_tfq.cli_files" in imported and "tensorflow" not in imported

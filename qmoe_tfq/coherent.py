@@ -118,10 +118,7 @@ class CoherentQMoELayer(MixtureLayer):
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch: dense, gates = the register's Born probabilities."""
-        inputs = tf.convert_to_tensor(inputs)
-        if not self.built:
-            self.build(inputs.shape)
-        return routing.born_routing(self._mixture.gates(self._inputs.read(inputs).angles))
+        return routing.born_routing(self._mixture.gates(self._read(inputs).angles))
 
     def get_config(self) -> dict:
         policy = self.gate.policy

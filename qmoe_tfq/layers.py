@@ -138,10 +138,6 @@ class QMoELayer(MixtureLayer):
         parts = [f"experts[{i}] ({e.name})" for i, e in enumerate(self._every_expert) if not self._quantum[i]]
         return parts + ([] if self.quantum_router else [f"router ({self.router.name})"])
 
-    def __call__(self, inputs, *args, **kwargs):
-        self._adopt_inputs(inputs)
-        return super().__call__(inputs, *args, **kwargs)
-
     def _adopt_inputs(self, inputs: object) -> None:
         """Before the first build: float inputs without an encoder get `AngleEncoder(qubits)`."""
         if not self.built and self.encoder is None and feeds_features(inputs) and not self._classical_parts():
@@ -189,11 +185,8 @@ class QMoELayer(MixtureLayer):
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""
-        inputs = tf.convert_to_tensor(inputs)
-        self._adopt_inputs(inputs)
-        if not self.built:
-            self.build(inputs.shape)
-        return self.gate.select(self._router.logits(self._inputs.read(inputs)), training)
+        batch = self._read(inputs)  # builds the layer first if needed
+        return self.gate.select(self._router.logits(batch), training)
 
     def get_config(self) -> dict:
         entries = serialize_entries(self._builtin, self._every_expert)

@@ -18,6 +18,7 @@ from qmoe_tfq.encoding import FeatureEncoder, check_encoder
 from qmoe_tfq.execution import Executor, make_executor
 from qmoe_tfq.execution.backends import Backend, Execution, Noise, read_differentiator
 from qmoe_tfq.experts import ExpertPQC, deserialize_part
+from qmoe_tfq.inputs import Batch
 from qmoe_tfq.qcnn import BUILTINS, QCNN, builtin_from_config
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
@@ -101,6 +102,21 @@ class MixtureLayer(keras.layers.Layer):
             if isinstance(part, ExpertPQC) and not part.built:
                 part.build(tf.TensorShape([None]))
         super().build(input_shape)
+
+    def __call__(self, inputs, *args, **kwargs):
+        self._adopt_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _adopt_inputs(self, inputs: object) -> None:
+        """Before the first build, a subclass may fit itself to what `inputs` hold (features or circuits)."""
+
+    def _read(self, inputs: tf.Tensor) -> Batch:
+        """`inputs` read as `call` reads them, the layer built on them first if it is not (for `route`)."""
+        inputs = tf.convert_to_tensor(inputs)
+        self._adopt_inputs(inputs)
+        if not self.built:
+            self.build(inputs.shape)
+        return self._inputs.read(inputs)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         raise NotImplementedError

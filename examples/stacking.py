@@ -18,23 +18,23 @@ import tf_keras as keras
 from qmoe_tfq import datasets
 
 
-def two_qmoe_layers(qubits, n_features: int) -> keras.Model:
+def two_qmoe_layers(qubits, n_features: int, backend: str) -> keras.Model:
     """features -> QMoE (4 experts, top-2) -> QMoE (2 experts, top-1, on the first one's readouts) -> classes."""
     inputs = keras.Input(shape=(n_features,))
     shallow = qmoe.Ansatz(layers=1)  # one layer for the experts and the router
     first = qmoe.QMoELayer(qubits, 4, ansatz=shallow, gate=qmoe.TopK(2), encoder=qmoe.AngleEncoder(qubits),
-                           name="qmoe_1")(inputs)
+                           execution=backend, name="qmoe_1")(inputs)
     # Readouts are in [-1, 1]; an angle scale of pi/2 maps them onto [-pi/2, pi/2].
     second = qmoe.QMoELayer(qubits, 2, ansatz=shallow, gate=qmoe.TopK(1),
-                            encoder=qmoe.AngleEncoder(qubits, scale=np.pi / 2), name="qmoe_2")(first)
+                            encoder=qmoe.AngleEncoder(qubits, scale=np.pi / 2), execution=backend, name="qmoe_2")(first)
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(second), name="two_qmoe_layers")
 
 
-def classical_then_qmoe(qubits, n_features: int) -> keras.Model:
+def classical_then_qmoe(qubits, n_features: int, backend: str) -> keras.Model:
     """features -> Dense(n_qubits, sigmoid) feature extractor -> QMoE (4 experts, top-1) -> classes."""
     inputs = keras.Input(shape=(n_features,))
     extracted = keras.layers.Dense(len(qubits), activation="sigmoid", name="extractor")(inputs)
-    readouts = qmoe.QMoELayer(qubits, 4, ansatz=qmoe.Ansatz(layers=1), gate=qmoe.TopK(1),
+    readouts = qmoe.QMoELayer(qubits, 4, ansatz=qmoe.Ansatz(layers=1), gate=qmoe.TopK(1), execution=backend,
                               name="qmoe")(extracted)  # AngleEncoder(qubits) by default
     return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(readouts), name="classical_then_qmoe")
 
@@ -43,16 +43,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--backend", default=None, help="where circuits run (default: auto; --quick: noiseless)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    if args.quick:
-        args.samples, args.epochs = 120, 3
+    if args.quick:  # on qsim: a few dozen steps do not repay compiling the statevector kernel
+        args.samples, args.epochs, args.backend = 120, 3, args.backend or "noiseless"
 
     qubits = cirq.GridQubit.rect(1, 4)
     x_train, x_test, y_train, y_test = datasets.load("digits", 4, n_samples=args.samples, seed=0)
     keras.utils.set_random_seed(0)
     for build, features in ((two_qmoe_layers, x_train.shape[1]), (classical_then_qmoe, x_train.shape[1])):
-        model = build(qubits, features)
+        model = build(qubits, features, args.backend or "auto")
         model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=32, verbose=0)
         accuracy = model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]

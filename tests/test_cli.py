@@ -56,10 +56,7 @@ def test_cli_errors_exit_2_with_a_message(saved, capsys, args, message):
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_module_entry_point_shows_help():
-    result = subprocess.run([sys.executable, "-m", "qmoe_tfq", "predict", "--help"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0 and "--model" in result.stdout
+def test_module_entry_point_runs_the_command_line():
     result = subprocess.run([sys.executable, "-m", "qmoe_tfq", "frobnicate"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice: 'frobnicate'" in result.stderr

@@ -8,6 +8,7 @@ import time
 
 import cirq
 import numpy as np
+import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq import datasets
@@ -46,7 +47,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.random.seed(0)
-    import tensorflow as tf
-    tf.random.set_seed(0)
+    keras.utils.set_random_seed(0)  # Python's random too: tf_keras's unseeded initializers draw from it
     main()

@@ -72,7 +72,8 @@ def test_weights_checkpoints_round_trip(tmp_path):
 
     again = keras.models.clone_model(model)
     path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
-    tf.train.Checkpoint(model=again).read(path).assert_existing_objects_matched()
+    restored = tf.train.Checkpoint(model=again).read(path)
+    restored.assert_existing_objects_matched().expect_partial()  # the clone has no optimizer to take its values
     np.testing.assert_allclose(again.predict(inputs, verbose=0), expected, atol=1e-6)
 
 

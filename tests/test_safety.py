@@ -341,8 +341,12 @@ def test_input_circuits_with_symbols_are_refused_in_graph(symbol):
 
 
 @pytest.mark.parametrize("backend", ["statevector", "noiseless"])
-def test_strings_that_are_not_circuits_are_refused_in_graph(backend):
-    moe = qmoe.QMoELayer(QUBITS, **SMALL, backend=backend)
+@pytest.mark.parametrize("layer", ["mixture", "expert"])
+def test_strings_that_are_not_circuits_are_refused_in_graph(backend, layer):
+    if layer == "mixture":
+        moe = qmoe.QMoELayer(QUBITS, **SMALL, backend=backend)
+    else:  # alone, as tfq.layers.PQC
+        moe = qmoe.ExpertPQC(qmoe.Ansatz(layers=1).circuit(QUBITS), [cirq.Z(QUBITS[0])], backend=backend)
     good = qmoe.encode(np.array([[0.2, 0.4]]), QUBITS)
     operators = tfq.convert_to_tensor([[cirq.Z(QUBITS[0])]])[0]  # serialized, but a PauliSum
     for strings in (tf.constant(["hello"]), tf.constant([""]), tf.concat([good, operators], 0)):

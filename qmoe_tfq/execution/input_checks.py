@@ -76,15 +76,11 @@ def qubit_ids(qubits: Sequence[cirq.Qid]) -> tf.Tensor:
         tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*qubits))])).numpy())))
 
 
-def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) -> tf.Tensor:
-    """`programs` <string>[B], after in-graph checks: only the `allowed` qubit ids, no symbols, finite numbers.
+def check_programs(programs: tf.Tensor, layer: str) -> tf.Tensor:
+    """`programs` <string>[B], once each string is checked to begin as a TFQ program does (in-graph).
 
-    A circuit on other qubits (LineQubits for a GridQubit layer, an extra qubit) would not raise in
-    TFQ: its state would not reach the layer's readouts, and every sample would give the same
-    output. A symbol would be resolved with the layer's value of the same name, or fail deep in TFQ.
-    A NaN angle (``rx(nan)``) would make every output NaN. A string that is not a TFQ program would
-    stop the parsing with a bare ``DataLossError``. Raises `tf.errors.InvalidArgumentError` naming
-    the strings that are not programs, the foreign qubit ids, the symbols or the non-finite numbers.
+    Anything else (text, an empty string, a serialized PauliSum) would stop TFQ's or our parsing with
+    a bare ``DataLossError``; raises `tf.errors.InvalidArgumentError` naming the rows and their beginnings.
     """
     not_programs = tf.not_equal(tf.strings.substr(programs, 0, len(PROGRAM_HEADER)), PROGRAM_HEADER)  # <bool>[B]
     shown = tf.strings.unicode_transcode(tf.boolean_mask(programs, not_programs)[:3], "UTF-8", "UTF-8",
@@ -94,7 +90,20 @@ def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) ->
         "are not: rows", tf.where(not_programs)[:, 0], "beginning", tf.strings.substr(shown, 0, 24, "UTF8_CHAR")],
         summarize=3)
     with tf.control_dependencies([programs_only]):  # before any parsing
-        programs = tf.identity(programs)
+        return tf.identity(programs)
+
+
+def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) -> tf.Tensor:
+    """`programs` <string>[B], after in-graph checks: only the `allowed` qubit ids, no symbols, finite numbers.
+
+    A circuit on other qubits (LineQubits for a GridQubit layer, an extra qubit) would not raise in
+    TFQ: its state would not reach the layer's readouts, and every sample would give the same
+    output. A symbol would be resolved with the layer's value of the same name, or fail deep in TFQ.
+    A NaN angle (``rx(nan)``) would make every output NaN. Raises `tf.errors.InvalidArgumentError`
+    naming the strings that are not programs (`check_programs`), the foreign qubit ids, the symbols
+    or the non-finite numbers.
+    """
+    programs = check_programs(programs, layer)
     ids = serialized_qubit_ids(programs)  # <string>[n]
     foreign = tf.boolean_mask(ids, tf.logical_not(tf.reduce_any(tf.equal(ids[:, None], allowed[None, :]), axis=1)))
     symbols = serialized_symbols(programs)  # <string>[m]

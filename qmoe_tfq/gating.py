@@ -76,6 +76,10 @@ class Gate(keras.layers.Layer):
         temperature: the softmax temperature of the gates.
         router_noise: std of the Gaussian noise added to the logits in training.
         z_loss_weight: weight of ST-MoE's router z-loss (keeps logits small).
+        information_weight: weight of ``1 - I``, where I is the mutual information between a batch's
+            samples and their experts as a share of log E (`routing.routing_information`): it rewards
+            routing that is sure per sample and even over the batch, so that kinds of input that differ
+            go to experts of their own. 0 (off) by default.
         metrics: ``"summary"`` (routing entropy, router confidence, dropped pairs, unused experts, and
             the aux losses whose weight is > 0), ``"per_expert"`` (also each expert's share) or
             ``"none"`` (the aux losses still train).
@@ -118,7 +122,8 @@ class Gate(keras.layers.Layer):
     def get_config(self) -> dict:
         policy = self.policy
         return {**super().get_config(), "temperature": policy.temperature, "router_noise": policy.router_noise,
-                "z_loss_weight": policy.z_loss_weight, "metrics": policy.metrics}
+                "z_loss_weight": policy.z_loss_weight, "information_weight": policy.information_weight,
+                "metrics": policy.metrics}
 
     def select(self, logits: tf.Tensor, training: bool | None = None) -> Routing:
         """The routing decision alone (no losses, metrics or bias step), e.g. for inspection."""
@@ -134,6 +139,8 @@ class Gate(keras.layers.Layer):
             self.add_metric(terms.load_balance, name=f"{prefix}_load_balance")
         if policy.z_loss_weight > 0:
             self.add_metric(terms.z_loss, name=f"{prefix}_z_loss")
+        if policy.information_weight > 0:
+            self.add_metric(terms.information, name=f"{prefix}_routing_information")
         self.add_metric(terms.entropy, name=f"{prefix}_routing_entropy")
         self.add_metric(terms.confidence, name=f"{prefix}_router_confidence")
         self.add_metric(terms.dropped, name=f"{prefix}_dropped_fraction")
@@ -159,6 +166,8 @@ class Gate(keras.layers.Layer):
             self.add_loss(policy.load_balance_weight * terms.load_balance)
         if policy.z_loss_weight > 0:
             self.add_loss(policy.z_loss_weight * terms.z_loss)
+        if policy.information_weight > 0:
+            self.add_loss(policy.information_weight * (1.0 - terms.information))
         if policy.metrics != "none":
             self._report(terms, bool(training))
         if training and policy.balance == "bias":
@@ -181,16 +190,17 @@ class TopK(Gate):
         balance: ``"aux_loss"`` (the Switch loss, weighted by `load_balance_weight`) or ``"bias"``
             (DeepSeek-V3: a non-trainable per-expert bias added to the logits for selection only,
             moved by `bias_rate` towards under-used experts after every training step).
-        temperature, router_noise, z_loss_weight, metrics: see `Gate`.
+        temperature, router_noise, z_loss_weight, information_weight, metrics: see `Gate`.
     """
 
     def __init__(self, k: int = 1, *, capacity_factor: float | None = None, balance: str = "aux_loss",
                  load_balance_weight: float = 1e-2, bias_rate: float = 0.1, temperature: float = 1.0,
-                 router_noise: float = 0.0, z_loss_weight: float = 1e-3, metrics: str = "summary", **kwargs) -> None:
+                 router_noise: float = 0.0, z_loss_weight: float = 1e-3, information_weight: float = 0.0,
+                 metrics: str = "summary", **kwargs) -> None:
         if k is None:
             raise ValueError("k must be a positive integer, got None; for every expert use DenseGate().")
         super().__init__(RoutingPolicy(None, k, temperature, router_noise, capacity_factor, load_balance_weight,
-                                       z_loss_weight, "top_k", balance, bias_rate, metrics), **kwargs)
+                                       z_loss_weight, "top_k", balance, bias_rate, metrics, information_weight), **kwargs)
 
     def get_config(self) -> dict:
         policy = self.policy
@@ -209,13 +219,14 @@ class ExpertChoice(Gate):
     Args:
         k: the mean experts per sample before the capacity factor.
         capacity_factor: see above (2 by default, the paper's main setting).
-        temperature, router_noise, z_loss_weight, metrics: see `Gate`.
+        temperature, router_noise, z_loss_weight, information_weight, metrics: see `Gate`.
     """
 
     def __init__(self, k: int = 1, *, capacity_factor: float = EXPERT_CHOICE_CAPACITY, temperature: float = 1.0,
-                 router_noise: float = 0.0, z_loss_weight: float = 1e-3, metrics: str = "summary", **kwargs) -> None:
+                 router_noise: float = 0.0, z_loss_weight: float = 1e-3, information_weight: float = 0.0,
+                 metrics: str = "summary", **kwargs) -> None:
         super().__init__(RoutingPolicy(None, k, temperature, router_noise, capacity_factor, 0.0, z_loss_weight,
-                                       "expert_choice", "aux_loss", 0.0, metrics), **kwargs)
+                                       "expert_choice", "aux_loss", 0.0, metrics, information_weight), **kwargs)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "k": self.policy.top_k, "capacity_factor": self.policy.capacity_factor}
@@ -227,13 +238,14 @@ class DenseGate(Gate):
 
     Args:
         load_balance_weight: weight of the Switch balance loss, measured on each sample's top choice.
-        temperature, router_noise, z_loss_weight, metrics: see `Gate`.
+        temperature, router_noise, z_loss_weight, information_weight, metrics: see `Gate`.
     """
 
     def __init__(self, *, load_balance_weight: float = 1e-2, temperature: float = 1.0, router_noise: float = 0.0,
-                 z_loss_weight: float = 1e-3, metrics: str = "summary", **kwargs) -> None:
+                 z_loss_weight: float = 1e-3, information_weight: float = 0.0, metrics: str = "summary",
+                 **kwargs) -> None:
         super().__init__(RoutingPolicy(None, None, temperature, router_noise, None, load_balance_weight,
-                                       z_loss_weight, "top_k", "aux_loss", 0.0, metrics), **kwargs)
+                                       z_loss_weight, "top_k", "aux_loss", 0.0, metrics, information_weight), **kwargs)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "load_balance_weight": self.policy.load_balance_weight}

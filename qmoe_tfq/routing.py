@@ -67,10 +67,14 @@ class RoutingPolicy:
     balance: str = "aux_loss"
     bias_rate: float = 0.1
     metrics: str = "summary"
+    information_weight: float = 0.0
 
     def __post_init__(self) -> None:
         validate_routing(self.n_experts, self.top_k, self.temperature, self.router_noise,
                          self.capacity_factor, self.load_balance_weight, self.z_loss_weight)
+        if not _is_number(self.information_weight) or not 0 <= self.information_weight <= MAX_WEIGHT:
+            raise ValueError(f"information_weight must be a number in [0, {MAX_WEIGHT:g}], "
+                             f"got {self.information_weight!r}.")
         for name, value, allowed in (("routing", self.routing, ROUTINGS), ("balance", self.balance, BALANCES),
                                      ("metrics", self.metrics, METRICS)):
             if value not in allowed:
@@ -103,6 +107,7 @@ class RoutingTerms(NamedTuple):
     entropy: tf.Tensor  # <float32>[] mean over samples of the entropy of the gate probabilities
     confidence: tf.Tensor  # <float32>[] mean over samples of the largest gate probability
     dropped: tf.Tensor  # <float32>[] share of pairs dropped by capacity (expert choice: of unchosen samples)
+    information: tf.Tensor  # <float32>[] mutual information between sample and expert, as a share of log E
 
 
 def gate(logits: tf.Tensor, policy: RoutingPolicy, training: bool | None, bias: tf.Tensor | None = None) -> Routing:
@@ -173,14 +178,14 @@ def routing_terms(route: Routing, policy: RoutingPolicy) -> RoutingTerms:
     usage = expert_usage(assigned, policy.n_experts, kept)  # <float32>[E]
     fractions = usage / tf.maximum(tf.reduce_sum(usage), 1.0)
     probabilities = route.probabilities
-    entropy = -batch_mean(tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-9), axis=-1))
+    entropy = batch_mean(_entropy(probabilities))
     if policy.routing == "expert_choice":
         dropped = batch_mean(tf.cast(tf.logical_not(tf.reduce_any(route.kept, axis=1)), tf.float32))
     else:
         dropped = batch_mean(1.0 - tf.reduce_mean(tf.cast(route.kept, tf.float32), axis=1))
     return RoutingTerms(load_balancing_loss(probabilities, fractions), router_z_loss(route.logits), usage, fractions,
-                        entropy,
-                        batch_mean(tf.reduce_max(probabilities, axis=-1)), dropped)
+                        entropy, batch_mean(tf.reduce_max(probabilities, axis=-1)), dropped,
+                        routing_information(probabilities, entropy))
 
 
 def batch_mean(values: tf.Tensor) -> tf.Tensor:
@@ -256,6 +261,30 @@ def load_balancing_loss(probabilities: tf.Tensor, fractions: tf.Tensor) -> tf.Te
     """
     n_experts = probabilities.shape[-1]
     return float(n_experts) * tf.reduce_sum(fractions * batch_mean(probabilities))
+
+
+def _entropy(probabilities: tf.Tensor) -> tf.Tensor:
+    """<float32>[...] entropy in nats of the distributions along the last axis."""
+    return -tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-9), axis=-1)
+
+
+def routing_information(probabilities: tf.Tensor, entropy: tf.Tensor | None = None) -> tf.Tensor:
+    """The mutual information between a batch's samples and their experts, as a share of log E.
+
+    I = H(mean gate) - mean H(gate): the information-maximising clustering objective (Krause et al.
+    2010; Mod-Squad's expert-task loss without task labels). It is 1 when every sample is sure of its
+    expert and the experts share the batch evenly, 0 when every sample gets the same gates. `entropy`
+    is the mean of H(gate) when already computed.
+
+    >>> round(float(routing_information(tf.constant([[1.0, 0.0], [0.0, 1.0]]))), 3)
+    1.0
+    >>> round(float(routing_information(tf.constant([[0.9, 0.1], [0.9, 0.1]]))), 3)
+    0.0
+    """
+    if entropy is None:
+        entropy = batch_mean(_entropy(probabilities))
+    log_experts = math.log(max(probabilities.shape[-1], 2))
+    return (_entropy(batch_mean(probabilities)) - entropy) / log_experts
 
 
 def router_z_loss(logits: tf.Tensor) -> tf.Tensor:

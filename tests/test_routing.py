@@ -46,6 +46,39 @@ def test_aux_losses_on_hand_made_routing():
     assert float(routing.router_z_loss(logits)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_routing_information_on_hand_made_gates():
+    sure_and_even = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    same_gates = tf.constant([[0.7, 0.3], [0.7, 0.3]])
+    assert float(routing.routing_information(sure_and_even)) == pytest.approx(1.0, abs=1e-6)
+    assert float(routing.routing_information(same_gates)) == pytest.approx(0.0, abs=1e-6)
+    # H(mean) = H(0.5, 0.5) = log 2; mean H = H(0.9, 0.1); as a share of log 2
+    half_sure = tf.constant([[0.9, 0.1], [0.1, 0.9]])
+    expected = 1.0 + (0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(2.0)
+    assert float(routing.routing_information(half_sure)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda w: qmoe.TopK(1, information_weight=w, load_balance_weight=0, z_loss_weight=0),
+                                  lambda w: qmoe.DenseGate(information_weight=w, load_balance_weight=0, z_loss_weight=0),
+                                  lambda w: qmoe.ExpertChoice(1, information_weight=w, z_loss_weight=0)])
+def test_information_weight_adds_its_loss_and_metric(make):
+    gate = make(0.5)
+    route = gate(LOGITS, training=True)
+    information = float(routing.routing_information(route.probabilities))
+    assert 0.0 < information < 1.0
+    np.testing.assert_allclose([float(v) for v in gate.losses], [0.5 * (1.0 - information)], rtol=1e-5)
+    assert [m.name for m in gate.metrics if m.name.endswith("routing_information")] == [f"{gate.name}_routing_information"]
+    copy = gate.__class__.from_config(gate.get_config())
+    assert copy.policy.information_weight == 0.5
+    silent = make(0.0)
+    silent(LOGITS, training=True)
+    assert silent.losses == [] and not [m for m in silent.metrics if m.name.endswith("routing_information")]
+
+
+def test_information_weight_is_validated():
+    with pytest.raises(ValueError, match=r"information_weight must be a number in \[0, 1000\], got -0.5"):
+        qmoe.TopK(1, information_weight=-0.5)
+
+
 @pytest.mark.filterwarnings("ignore:.*received no sample in the last training epoch:RuntimeWarning")  # a tiny model
 def test_layer_adds_weighted_aux_losses_and_metrics(qubits, features):
     moe = qmoe.QMoELayer(qubits, n_experts=3, expert_layers=1, router_layers=1, top_k=1,

@@ -44,7 +44,7 @@ def main() -> None:
         x_train, x_test, y_train, y_test = datasets.load(
             "digits", args.qubits, classes=(3, 5), n_samples=args.samples, seed=0)
     else:
-        families = tuple(quantum_data.FAMILIES) if args.data == "mixture" else ("cluster",)
+        families = quantum_data.MIXTURE if args.data == "mixture" else ("cluster",)
         n_features, title = None, f"quantum data ({', '.join(families)} states)"
         x_train, x_test, y_train, y_test = quantum_data.generate(qubits, args.samples, families, seed=0).tensors()
     # One-layer parts: rotations before the CNOT ring did better at that depth than the default order

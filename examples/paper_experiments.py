@@ -43,7 +43,7 @@ COHERENT = "QMoE+ coherent"
 CLASSICAL_ONLY = (REUPLOAD, COHERENT)  # both upload classical features more than once
 CLASS_NAMES = {"digits": ["digit 0", "digit 1", "digit 2", "digit 3"], "breast_cancer": ["malignant", "benign"],
                "moons": ["moon 0", "moon 1"], "cluster": ["ground", "excited"], "mixture": ["label 0", "label 1"]}
-QUANTUM = {"cluster": ("cluster",), "mixture": tuple(quantum_data.FAMILIES)}  # data set -> state families
+QUANTUM = {"cluster": ("cluster",), "mixture": quantum_data.MIXTURE}  # data set -> state families
 
 
 def load(name: str, qubits: list[cirq.Qid], n_samples: int, seed: int):

@@ -17,6 +17,17 @@ differs by family, so a model that routes each family to its own expert has some
     A product state: ``ry(t)`` on every qubit with one ``t`` per sample, in [pi/8, 3 pi/8] (label 0)
     or [5 pi/8, 7 pi/8] (label 1), then ``rz`` of a random phase on each qubit. The label is the
     sign of every single-qubit ``Z``; X and Y carry only the random phases.
+``"ghz_parity"``
+    The GHZ state with ``rz(a)`` on one random qubit, ``a`` drawn as for the cluster family: label 1
+    turns GHZ+ (nearly) into GHZ-. The label is in the n-body parity ``X X ... X`` (``cos a``) alone:
+    every correlator of fewer than n qubits is blind to it, so a circuit must entangle all the qubits
+    to read it.
+``"product_x"``
+    The product family turned a quarter: ``ry(t)`` on every qubit, ``t`` in [-3 pi/8, -pi/4] (label 1)
+    or [5 pi/8, 3 pi/4] (label 0). The label is the sign of every ``X`` (negative for 1), and every
+    ``Z`` says the opposite of the product family's rule (positive for 1), so one readout axis cannot
+    label both families: mixed with ``"product"``, the right reading depends on the family. Its
+    ``X X`` correlations (at least 0.5) tell it from the product family (whose phases average them out).
 
 Every state then gets a small ``ry`` (normal, std 0.1) on each qubit, so no two are alike.
 `generate` balances the data: each family gets ``n_samples // len(families)`` samples, half of
@@ -58,6 +69,16 @@ def _ghz(qubits: Sequence[cirq.Qid], label: int, rng: np.random.Generator) -> ci
     return cirq.Circuit(cirq.H(qubits[0]), (cirq.CNOT(a, b) for a, b in zip(qubits[:-1], qubits[1:])), flip)
 
 
+def _ghz_parity(qubits: Sequence[cirq.Qid], label: int, rng: np.random.Generator) -> cirq.Circuit:
+    phase = cirq.rz(rng.uniform(*(HIGH if label else LOW))).on(qubits[rng.integers(len(qubits))])
+    return cirq.Circuit(cirq.H(qubits[0]), (cirq.CNOT(a, b) for a, b in zip(qubits[:-1], qubits[1:])), phase)
+
+
+def _product_x(qubits: Sequence[cirq.Qid], label: int, rng: np.random.Generator) -> cirq.Circuit:
+    angle = rng.uniform(-3 * np.pi / 8, -np.pi / 4) if label else rng.uniform(5 * np.pi / 8, 3 * np.pi / 4)
+    return cirq.Circuit(cirq.ry(angle).on_each(qubits))
+
+
 def _product(qubits: Sequence[cirq.Qid], label: int, rng: np.random.Generator) -> cirq.Circuit:
     angle = rng.uniform(5 * np.pi / 8, 7 * np.pi / 8) if label else rng.uniform(np.pi / 8, 3 * np.pi / 8)
     phases = rng.uniform(0, 2 * np.pi, len(qubits))
@@ -65,7 +86,10 @@ def _product(qubits: Sequence[cirq.Qid], label: int, rng: np.random.Generator) -
 
 
 FAMILIES: dict[str, Callable[[Sequence[cirq.Qid], int, np.random.Generator], cirq.Circuit]] = {
-    "cluster": _cluster, "ghz": _ghz, "product": _product}
+    "cluster": _cluster, "ghz": _ghz, "product": _product, "ghz_parity": _ghz_parity, "product_x": _product_x}
+MIXTURE = ("cluster", "ghz", "product")  # the default mixture: labels in three-, two- and one-body Z/X terms
+# Labels in the n-body X parity, in Z, and in X with Z reversed: no one readout serves them all.
+HARD_MIXTURE = ("ghz_parity", "product", "product_x")
 
 
 class QuantumSplit(NamedTuple):
@@ -84,7 +108,7 @@ class QuantumSplit(NamedTuple):
         return tfq.convert_to_tensor(self.x_train), tfq.convert_to_tensor(self.x_test), self.y_train, self.y_test
 
 
-def generate(qubits: Sequence[cirq.Qid], n_samples: int, families: Sequence[str] = tuple(FAMILIES), *,
+def generate(qubits: Sequence[cirq.Qid], n_samples: int, families: Sequence[str] = MIXTURE, *,
              seed: int = 0, test_size: float = 0.3, jitter: float = 0.1) -> QuantumSplit:
     """A balanced, shuffled, split data set of `families` (see the module docstring), reproducible by `seed`.
 

@@ -1,5 +1,7 @@
 """Quantum data (`qmoe_tfq.quantum_data`) and the defaults that let QMoE read it: router readouts
 that see correlations, an ansatz that entangles first, observables in both builders."""
+import itertools
+
 import cirq
 import numpy as np
 import pytest
@@ -50,6 +52,26 @@ def test_each_family_carries_its_label_where_the_docstring_says():
             np.testing.assert_allclose(expectations(circuit, singles), 0, atol=1e-5)
         else:  # product: the sign of every Z
             assert np.all(np.sign(expectations(circuit, singles)) == 1 - 2 * label)
+
+
+def test_the_hard_families_hide_their_labels_where_the_docstring_says():
+    data = quantum_data.generate(QUBITS, 40, quantum_data.HARD_MIXTURE, seed=0, test_size=0.5, jitter=0.0)
+    parity = [cirq.PauliString({q: cirq.X for q in QUBITS})]
+    lower = [cirq.PauliString(dict(zip(group, paulis))) for size in (1, 2, 3)
+             for group in itertools.combinations(QUBITS, size)
+             for paulis in itertools.product((cirq.X, cirq.Y, cirq.Z), repeat=size)]
+    bare_ghz = cirq.Circuit(cirq.H(QUBITS[0]), (cirq.CNOT(a, b) for a, b in zip(QUBITS, QUBITS[1:])))
+    reference = expectations(bare_ghz, lower)
+    singles_x, singles_z = [cirq.X(q) for q in QUBITS], [cirq.Z(q) for q in QUBITS]
+    for circuit, label, family in zip(data.x_train, data.y_train, data.family_train):
+        name = data.families[family]
+        if name == "ghz_parity":  # the n-body parity alone: every lower correlator is the bare GHZ state's
+            assert (expectations(circuit, parity)[0] < 0) == bool(label)
+            np.testing.assert_allclose(expectations(circuit, lower), reference, atol=1e-5)
+        elif name == "product_x":  # X says the label; Z says the opposite of the product family's rule
+            assert np.all(np.sign(expectations(circuit, singles_x)) == 1 - 2 * label)
+            assert np.all(np.sign(expectations(circuit, singles_z)) == 2 * label - 1)
+    assert set(data.family_train) == {0, 1, 2}
 
 
 def test_excited_cluster_states_is_the_cluster_family():

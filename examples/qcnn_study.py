@@ -1,20 +1,26 @@
 """The QMoE paper's accuracy claim at 8 qubits: QCNN experts on quantum data, against fair baselines.
 
 Models (circuit input, readouts -> softmax Dense(2)):
-- QMoE top-1 and QMoE dense: 3 QCNN experts (`qmoe.QCNN()`), the router a QCNN too.
+- QMoE top-1 and QMoE dense: 3 QCNN experts (`qmoe.QCNN()`), the router a QCNN too (the layer's defaults).
+- QMoE top-1 / dense, Z/X router: the same experts; the router a one-layer ansatz read with Z and X on every
+  qubit and Z Z and X X on neighbouring pairs through a Dense head, its gate with an information loss
+  (`--information-weight`), so that it routes surely and evenly.
 - QCNN: one QCNN alone, the circuit each QMoE expert is (Cong et al.; TFQ's QCNN tutorial).
+- QCNN per family: one QCNN per family, each trained and tested on its own family: perfect routing.
 - QNN, per-sample cost: the hardware-efficient ansatz with as many two-qubit gates per sample as a
-  top-1 QMoE runs (its router and one expert).
-- QNN, total parameters: the hardware-efficient ansatz with about as many circuit parameters as the QMoE.
-Data (`qmoe_tfq.quantum_data`): the excited cluster states of TFQ's QCNN tutorial, and the mixture of
-cluster, GHZ and product families, each hiding its label elsewhere. Reported: test accuracy (mean +- std
-over seeds; paired t-test of QMoE top-1 against each baseline on the same splits), circuit parameters,
-circuits and two-qubit gates per sample, training time; on the mixture how the router separates the
-families (total-variation distance between the families' mean gates, mutual information between family and
-top expert).
+  top-1 QMoE with the default router runs (its router and one expert).
+- QNN, total parameters: the hardware-efficient ansatz with about as many circuit parameters as that QMoE.
+Data (`qmoe_tfq.quantum_data`): the excited cluster states of TFQ's QCNN tutorial, the mixture of cluster,
+GHZ and product families, and the hard mixture (GHZ parity, product, product in X), each family hiding its
+label elsewhere. Reported: test accuracy (mean +- std over seeds; paired t-test of the top-1 QMoE with the
+Z/X router against each other model on the same splits), circuit parameters, circuits and two-qubit gates
+per sample, training time; the trained models' accuracy under depolarising noise (`--noise`, TFQ's
+trajectories); on the mixtures how the routers separate the families (total-variation distance between
+the families' mean gates, mutual information between family and top expert, each family's share on its
+most frequent expert). Every run also prints its per-seed accuracies and separation.
 
     python examples/qcnn_study.py            # 8 qubits, 5 seeds
-    python examples/qcnn_study.py --quick    # 4 qubits, 1 seed, on qsim: half a minute
+    python examples/qcnn_study.py --quick    # 4 qubits, 1 seed, the hard mixture, on qsim: 40 s
 Writes qcnn_study.md to --out (examples/results by default).
 """
 from __future__ import annotations
@@ -35,44 +41,66 @@ from qmoe_tfq import quantum_data
 from qmoe_tfq.circuits import EXPERT_PREFIX, Ansatz
 
 HERE = Path(__file__).parent
-DATA = {"cluster": ("cluster",), "mixture": tuple(quantum_data.FAMILIES)}
+DATA = {"cluster": ("cluster",), "mixture": quantum_data.MIXTURE, "hard": quantum_data.HARD_MIXTURE}
 N_EXPERTS = 3
-QMOE = ("QMoE top-1", "QMoE dense")
-MODELS = (*QMOE, "QCNN", "QNN, per-sample cost", "QNN, total parameters")
+QMOE = ("QMoE top-1", "QMoE dense", "QMoE top-1, Z/X router", "QMoE dense, Z/X router")
+ORACLE = "QCNN per family"
+REFERENCE = "QMoE top-1, Z/X router"  # the paired tests compare every other model with it
+MODELS = (*QMOE, "QCNN", ORACLE, "QNN, per-sample cost", "QNN, total parameters")
 
 
 def two_qubit_gates(circuit: cirq.Circuit) -> int:
     return sum(len(op.qubits) == 2 for op in circuit.all_operations())
 
 
-def build(kind: str, qubits: list[cirq.Qid], lr: float, backend: str) -> tuple[keras.Model, int, int]:
+def z_x_readouts(qubits: list[cirq.Qid]) -> list[cirq.PauliString]:
+    """Z and X on every qubit, Z Z and X X on neighbouring pairs: what tells states apart in either basis."""
+    pairs = list(zip(qubits, qubits[1:] + qubits[:1]))
+    return [p(q) for p in (cirq.Z, cirq.X) for q in qubits] + [p(a) * p(b) for p in (cirq.Z, cirq.X) for a, b in pairs]
+
+
+def mixture_layer(kind: str, qubits: list[cirq.Qid], readout: list[cirq.PauliString], backend: str,
+                  information_weight: float) -> qmoe.QMoELayer:
+    if kind.endswith("Z/X router"):
+        # A one-layer router read in both bases through a Dense head, trained to route surely and evenly.
+        router = qmoe.QuantumRouter(Ansatz(layers=1), z_x_readouts(qubits), keras.layers.Dense(N_EXPERTS))
+        gate = (qmoe.TopK(1, information_weight=information_weight) if "top-1" in kind
+                else qmoe.DenseGate(information_weight=information_weight))
+    else:
+        router, gate = None, qmoe.TopK(1) if kind == "QMoE top-1" else qmoe.DenseGate()
+    return qmoe.QMoELayer(qubits, N_EXPERTS, ansatz=qmoe.QCNN(), observables=readout, name="qmoe", router=router,
+                          gate=gate, execution=backend)
+
+
+def build(kind: str, qubits: list[cirq.Qid], args: argparse.Namespace) -> tuple[keras.Model, int, int]:
     """(compiled model, circuits per sample, two-qubit gates per sample)."""
     qcnn = qmoe.QCNN()
     readout = [cirq.Z(q) for q in qcnn.output_qubits(qubits)]
-    expert_gates = two_qubit_gates(qcnn.circuit(qubits))
     inputs = keras.Input(shape=(), dtype=tf.string)
     if kind in QMOE:
-        layer = qmoe.QMoELayer(qubits, N_EXPERTS, ansatz=qcnn, observables=readout, name="qmoe",
-                               top_k=1 if kind == "QMoE top-1" else None, execution=backend)
-        readouts, circuits = layer(inputs), 2 if kind == "QMoE top-1" else 1 + N_EXPERTS
+        layer = mixture_layer(kind, qubits, readout, args.backend, args.information_weight)
+        readouts, experts = layer(inputs), 1 if "top-1" in kind else N_EXPERTS
+        circuits = 1 + experts
+        gates = two_qubit_gates(layer.router.model_circuit) + experts * two_qubit_gates(layer.experts[0].model_circuit)
     else:
-        if kind == "QCNN":
-            circuit, observables, circuits = qcnn.circuit(qubits, prefix=EXPERT_PREFIX), readout, 1
+        if kind in ("QCNN", ORACLE):
+            circuit, observables = qcnn.circuit(qubits, prefix=EXPERT_PREFIX), readout
         else:
             ring = len(qubits)  # CNOTs per layer of the default ansatz
-            layers = (round(2 * expert_gates / ring) if kind == "QNN, per-sample cost"
+            qcnn_gates = two_qubit_gates(qcnn.circuit(qubits))
+            layers = (round(2 * qcnn_gates / ring) if kind == "QNN, per-sample cost"
                       else round((N_EXPERTS + 1) * len(cirq.parameter_symbols(qcnn.circuit(qubits))) / (2 * ring)))
-            circuit, observables, circuits = Ansatz(layers=layers).circuit(qubits), [cirq.Z(q) for q in qubits], 1
-        readouts = qmoe.ExpertPQC(circuit, observables, name="qnn", backend=backend)(inputs)
-        expert_gates = two_qubit_gates(circuit)
+            circuit, observables = Ansatz(layers=layers).circuit(qubits), [cirq.Z(q) for q in qubits]
+        readouts = qmoe.ExpertPQC(circuit, observables, name="qnn", backend=args.backend)(inputs)
+        circuits, gates = 1, two_qubit_gates(circuit)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(readouts))
-    model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model, circuits, expert_gates * (2 if kind == "QMoE top-1" else circuits)
+    model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model, circuits, gates
 
 
-def separation(gates: np.ndarray, families: np.ndarray) -> tuple[float, float]:
+def separation(gates: np.ndarray, families: np.ndarray) -> tuple[float, ...]:
     """(mean total-variation distance between the families' mean gates, mutual information in bits between
-    family and top expert) on `gates` <[N, E]>."""
+    family and top expert, then each family's share of samples on its most frequent top expert) on `gates` <[N, E]>."""
     means = [gates[families == f].mean(axis=0) for f in np.unique(families)]  # [F] x <[E]>
     tv = np.mean([0.5 * np.abs(a - b).sum() for a, b in itertools.combinations(means, 2)])
     joint = np.zeros((len(means), gates.shape[1]))  # <[F, E]> counts of (family, top expert)
@@ -80,29 +108,56 @@ def separation(gates: np.ndarray, families: np.ndarray) -> tuple[float, float]:
     joint /= joint.sum()
     outer = joint.sum(axis=1, keepdims=True) @ joint.sum(axis=0, keepdims=True)
     mask = joint > 0
-    return float(tv), float((joint[mask] * np.log2(joint[mask] / outer[mask])).sum())
+    purity = joint.max(axis=1) / joint.sum(axis=1)  # <[F]>
+    return float(tv), float((joint[mask] * np.log2(joint[mask] / outer[mask])).sum()), *map(float, purity)
 
 
-def run(data: str, kind: str, seed: int, args) -> dict:
+def fit(kind: str, qubits: list[cirq.Qid], x_train: tf.Tensor, y_train: np.ndarray, x_test: tf.Tensor,
+        y_test: np.ndarray, seed: int, args: argparse.Namespace) -> dict:
+    """Trains one model; its test accuracy (noiseless and at each ``--noise`` level) and costs."""
+    keras.utils.set_random_seed(seed)
+    model, circuits, gates = build(kind, qubits, args)
+    start = time.perf_counter()
+    model.fit(x_train, y_train, epochs=args.epochs, batch_size=16, verbose=0)
+    seconds = time.perf_counter() - start
+    correct = {0.0: model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"] * len(y_test)}
+    for level in args.noise:  # trained exactly, evaluated under depolarising noise after every moment
+        noisy = qmoe.with_backend(model, "noisy", repetitions=args.trajectories, noise=cirq.depolarize(level))
+        correct[level] = noisy.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"] * len(y_test)
+    return {"correct": correct, "params": sum(int(np.prod(v.shape)) for v in model.trainable_variables
+                                              if "parameters" in v.name),
+            "circuits": circuits, "gates": gates, "seconds": seconds, "model": model}
+
+
+def run(data: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
     qubits = cirq.GridQubit.rect(1, args.qubits)
     split = quantum_data.generate(qubits, args.samples, DATA[data], seed=seed)
     x_train, x_test, y_train, y_test = split.tensors()
-    keras.utils.set_random_seed(seed)
-    model, circuits, gates = build(kind, qubits, args.lr, args.backend)
-    start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=args.epochs, batch_size=16, verbose=0)
-    result = {"accuracy": model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"],
-              "params": sum(int(np.prod(v.shape)) for v in model.trainable_variables if "parameters" in v.name),
-              "circuits": circuits, "gates": gates, "seconds": time.perf_counter() - start}
-    if kind in QMOE and data == "mixture":
-        result["separation"] = separation(model.get_layer("qmoe").gate_weights(x_test).numpy(), split.family_test)
+    if kind == ORACLE:  # one QCNN per family, each trained and tested on its own family: perfect routing
+        parts = [fit(kind, qubits, tf.boolean_mask(x_train, split.family_train == f), y_train[split.family_train == f],
+                     tf.boolean_mask(x_test, split.family_test == f), y_test[split.family_test == f], seed, args)
+                 for f in range(len(split.families))]
+        result = {**parts[0], "seconds": sum(p["seconds"] for p in parts), "params": sum(p["params"] for p in parts),
+                  "correct": {level: sum(p["correct"][level] for p in parts) for level in parts[0]["correct"]}}
+    else:
+        result = fit(kind, qubits, x_train, y_train, x_test, y_test, seed, args)
+    result["accuracy"] = {level: correct / len(y_test) for level, correct in result["correct"].items()}
+    if kind in QMOE and data != "cluster":
+        result["separation"] = separation(result["model"].get_layer("qmoe").gate_weights(x_test).numpy(),
+                                          split.family_test)
+    del result["model"]
     keras.backend.clear_session()
+    print(f"{data} {kind} seed {seed}: accuracy {result['accuracy']}, separation {result.get('separation')}", flush=True)
     return result
 
 
+def accuracies(runs: list[dict], level: float = 0.0) -> np.ndarray:
+    return np.array([r["accuracy"][level] for r in runs])
+
+
 def paired(runs: list[dict], baseline: list[dict]) -> str:
-    """QMoE top-1 minus the baseline on the same splits: mean +- std, and the paired t-test's p."""
-    a, b = np.array([r["accuracy"] for r in runs]), np.array([r["accuracy"] for r in baseline])
+    """`runs` minus the baseline on the same splits: mean +- std, and the paired t-test's p."""
+    a, b = accuracies(runs), accuracies(baseline)
     p = "n/a" if len(a) < 2 or np.allclose(a - b, (a - b)[0]) else f"{stats.ttest_rel(a, b).pvalue:.3f}"
     return f"{np.mean(a - b):+.3f} +- {np.std(a - b):.3f} (p {p})"
 
@@ -116,34 +171,53 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--backend", default="auto", choices=["auto", "statevector", "noiseless"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
+    parser.add_argument("--information-weight", type=float, default=1.0,
+                        help="the Z/X router's TopK(information_weight=...)")
+    parser.add_argument("--noise", type=float, nargs="*", default=[0.001, 0.01],
+                        help="depolarising rates per qubit and moment to evaluate the trained models at")
+    parser.add_argument("--trajectories", type=int, default=100)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
         # qsim: at 4 qubits compiling the statevector kernel would take most of the minute
         args.qubits, args.seeds, args.samples, args.epochs, args.backend = 4, 1, 48, 2, "noiseless"
+        args.data, args.noise, args.trajectories = ["hard"], [0.01], 10
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [f"# QCNN experts at {args.qubits} qubits", "",
              f"`python examples/qcnn_study.py{' --quick' if args.quick else ''}`: {args.seeds} seeds, "
              f"{args.samples} samples (70% train), {args.epochs} epochs, batch 16, Adam {args.lr}; "
-             f"QMoE of {N_EXPERTS} QCNN experts; backend {args.backend!r}.", ""]
-    for data in DATA:
+             f"QMoE of {N_EXPERTS} QCNN experts; backend {args.backend!r}; the Z/X router's information weight "
+             f"{args.information_weight:g}; noise evaluated with {args.trajectories} trajectories.", ""]
+    for data in args.data:
         results = {kind: [run(data, kind, seed, args) for seed in range(args.seeds)] for kind in MODELS}
-        lines += [f"## {data}", "", "| model | test accuracy | QMoE top-1 minus it | circuit parameters | "
+        lines += [f"## {data}", "", f"| model | test accuracy | {REFERENCE} minus it | circuit parameters | "
                   "circuits / sample | two-qubit gates / sample | training (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
         for kind, runs in results.items():
-            accuracy = np.array([r["accuracy"] for r in runs])
-            versus = "" if kind == "QMoE top-1" else paired(results["QMoE top-1"], runs)
+            accuracy = accuracies(runs)
+            versus = "" if kind == REFERENCE else paired(results[REFERENCE], runs)
             lines.append(f"| {kind} | {accuracy.mean():.3f} +- {accuracy.std():.3f} | {versus} | {runs[0]['params']} | "
                          f"{runs[0]['circuits']} | {runs[0]['gates']} | {np.mean([r['seconds'] for r in runs]):.1f} |")
-            print(f"{data:<8} {kind:<22} accuracy {accuracy.mean():.3f} +- {accuracy.std():.3f}", flush=True)
-        if data == "mixture":
+            print(f"{data:<8} {kind:<24} accuracy {accuracy.mean():.3f} +- {accuracy.std():.3f}", flush=True)
+        if args.noise:
+            lines += ["", f"Under depolarising noise (`cirq.depolarize(p)` on every qubit after every moment of the "
+                      f"models' circuits; trained exactly, evaluated with {args.trajectories} trajectories):", "",
+                      "| model | two-qubit gates / sample | " + " | ".join(f"p = {p:g}" for p in (0.0, *args.noise)) + " |",
+                      "|---|---:|" + "---:|" * (1 + len(args.noise))]
+            for kind, runs in results.items():
+                cells = [f"{accuracies(runs, p).mean():.3f} +- {accuracies(runs, p).std():.3f}" for p in (0.0, *args.noise)]
+                lines.append(f"| {kind} | {runs[0]['gates']} | " + " | ".join(cells) + " |")
+        if data != "cluster":
+            families = DATA[data]
             lines += ["", "Router separation of the families (test set, mean over seeds): total-variation distance "
-                      "between the families' mean gates (0: the same, 1: disjoint experts) and mutual information "
-                      f"between family and top expert (bits; at most log2(3) = {np.log2(3):.2f}).", "",
-                      "| model | TV distance | mutual information |", "|---|---:|---:|"]
+                      "between the families' mean gates (0: the same, 1: disjoint experts), mutual information "
+                      f"between family and top expert (bits; at most log2(3) = {np.log2(3):.2f}), and for each family "
+                      "the share of its samples whose top expert is the family's most frequent one.", "",
+                      "| model | TV distance | mutual information | " + " | ".join(families) + " |",
+                      "|---|---:|---:|" + "---:|" * len(families)]
             for kind in QMOE:
-                tv, mi = np.mean([r["separation"] for r in results[kind]], axis=0)
-                lines.append(f"| {kind} | {tv:.2f} | {mi:.2f} |")
+                tv, mi, *purity = np.mean([r["separation"] for r in results[kind]], axis=0)
+                lines.append(f"| {kind} | {tv:.2f} | {mi:.2f} | " + " | ".join(f"{p:.2f}" for p in purity) + " |")
         lines.append("")
     (args.out / "qcnn_study.md").write_text("\n".join(lines))
     print(f"wrote {args.out / 'qcnn_study.md'}")

@@ -70,8 +70,8 @@ def test_routing_policies_quick(tmp_path):
     rows = {name: [float(v) for v in values] for name, *values in
             re.findall(r"^\| (.+?) \| ([\d.]+) \+- [\d.]+ \| ([+-][\d.]+) \+- [\d.]+ \| ([\d.]+) \| ([01]) of 1 \| "
                        r"([\d.]+) \| ([01]) of 1 \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)}
-    assert list(rows) == ["no balancing", "aux loss (default)", "bias (loss-free)", "expert choice",
-                          "expert choice, capacity 1"]
+    assert list(rows) == ["no balancing", "aux loss (default)", "bias (loss-free)", "information loss",
+                          "bias + information loss", "expert choice", "expert choice, capacity 1"]
     for policy in ("expert choice", "expert choice, capacity 1"):  # exactly balanced by construction
         accuracy, paired, final, final_kept, trained, trained_kept, unused, entropy = rows[policy]
         assert final == trained == 0.125 and final_kept == trained_kept == 1 and unused == 0 and entropy == 1.0
@@ -91,13 +91,21 @@ def test_qcnn_study_quick(tmp_path):
     table = (tmp_path / "qcnn_study.md").read_text()
     rows = {(section, cells[0]): cells[1:] for section, body in re.findall(r"## (\w+)\n\n(.*?)(?:\n\n|$)", table, re.S)
             for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in body.splitlines()[2:])}
-    assert {name for _, name in rows} >= {"QMoE top-1", "QMoE dense", "QCNN", "QNN, per-sample cost",
-                                          "QNN, total parameters"}
-    assert float(rows["cluster", "QMoE top-1"][0].split(" +- ")[0]) > 0.6  # chance: 0.5
-    # 4 qubits: a QCNN has 2 levels of 15 + 6 symbols and 5 * 3 + 3 two-qubit gates; the QMoE runs 2 per sample.
-    assert rows["cluster", "QCNN"][2:5] == ["42", "1", "18"]
-    assert rows["cluster", "QMoE top-1"][2:5] == [str(4 * 42), "2", "36"]
-    assert rows["cluster", "QNN, per-sample cost"][4] == "36"  # the baseline matched to the top-1 QMoE
-    separation = re.findall(r"^\| QMoE (?:top-1|dense) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)
-    assert len(separation) == 2 and all(0 <= float(tv) <= 1 and 0 <= float(mi) <= np.log2(3) + 1e-6
-                                        for tv, mi in separation)
+    assert {name for _, name in rows} == {"QMoE top-1", "QMoE dense", "QMoE top-1, Z/X router", "QMoE dense, Z/X router",
+                                          "QCNN", "QCNN per family", "QNN, per-sample cost", "QNN, total parameters"}
+    assert float(rows["hard", "QMoE dense"][0].split(" +- ")[0]) > 0.6  # chance: 0.5
+    # 4 qubits: a QCNN has 2 levels of 15 + 6 symbols and 5 * 3 + 3 two-qubit gates; the QMoE runs 2 per sample,
+    # the Z/X router's one-layer ansatz 4 CNOTs; the per-family QCNNs are three.
+    assert rows["hard", "QCNN"][2:5] == ["42", "1", "18"]
+    assert rows["hard", "QMoE top-1"][2:5] == [str(4 * 42), "2", "36"]
+    assert rows["hard", "QMoE dense, Z/X router"][3:5] == ["4", str(4 + 3 * 18)]
+    assert rows["hard", "QCNN per family"][2] == str(3 * 42)
+    assert rows["hard", "QNN, per-sample cost"][4] == "36"  # the baseline matched to the top-1 QMoE
+    noisy = re.findall(r"^\| (QNN, total parameters) \| 84 \| ([\d.]+) \+- [\d.]+ \| ([\d.]+) \+- [\d.]+ \|$", table, re.M)
+    # the noise table's p = 0 column is the exact accuracy; p = 0.01 is an accuracy too
+    assert len(noisy) == 1 and noisy[0][1] == rows["hard", "QNN, total parameters"][0].split(" +- ")[0]
+    assert 0 <= float(noisy[0][2]) <= 1
+    separation = re.findall(r"^\| QMoE [^|]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)
+    assert len(separation) == 4 and all(0 <= float(tv) <= 1 and 0 <= float(mi) <= np.log2(3) + 1e-6
+                                        and all(1 / 3 - 1e-6 <= float(p) <= 1 for p in purity)
+                                        for tv, mi, *purity in separation)

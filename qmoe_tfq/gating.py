@@ -3,8 +3,9 @@ logits into a `Routing` and own what the policy keeps (the selection bias), adds
 losses) and reports (router health).
 
 Like tf-models' router layers, a gate adds its own losses and metrics; the tensor maths is in
-`routing`. A gate is made on its own (``TopK(1, balance="bias")``) and handed to a mixture layer,
-which binds it to its number of experts and its name (the metrics' prefix). Shapes: B samples, E experts.
+`routing` and `routing_terms`. A gate is made on its own (``TopK(1, balance="bias")``) and handed to a
+mixture layer, which binds it to its number of experts and its name (the metrics' prefix). Shapes: B
+samples, E experts.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import warnings
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq import routing
+from qmoe_tfq import routing, routing_terms
 from qmoe_tfq.routing import EXPERT_CHOICE_CAPACITY, Routing, RoutingPolicy
 
 
@@ -77,7 +78,7 @@ class Gate(keras.layers.Layer):
         router_noise: std of the Gaussian noise added to the logits in training.
         z_loss_weight: weight of ST-MoE's router z-loss (keeps logits small).
         information_weight: weight of ``1 - I``, where I is the mutual information between a batch's
-            samples and their experts as a share of log E (`routing.routing_information`): it rewards
+            samples and their experts as a share of log E (`routing_terms.routing_information`): it rewards
             routing that is sure per sample and even over the batch, so that kinds of input that differ
             go to experts of their own. 0 (off) by default.
         metrics: ``"summary"`` (routing entropy, router confidence, dropped pairs, unused experts, and
@@ -101,7 +102,7 @@ class Gate(keras.layers.Layer):
         if self.prefix is None:
             self.bind(int(input_shape[-1]), self.name)
         if self.policy.balance == "bias":
-            # Selection only: moved by `routing.bias_update` after each training step, never by gradients.
+            # Selection only: moved by `routing_terms.bias_update` after each training step, never by gradients.
             self.expert_bias = self.add_weight("expert_bias", shape=(self.policy.n_experts,), initializer="zeros",
                                                trainable=False, aggregation=tf.VariableAggregation.MEAN)
         sparse = self.policy.top_k is not None or self.policy.routing == "expert_choice"
@@ -132,7 +133,7 @@ class Gate(keras.layers.Layer):
         bias = self.expert_bias if self.policy.balance == "bias" else None
         return routing.gate(logits, self.policy, training, bias)
 
-    def _report(self, terms: routing.RoutingTerms, training: bool) -> None:
+    def _report(self, terms: routing_terms.RoutingTerms, training: bool) -> None:
         """Router health as metrics ``<prefix>_...``: the aux losses in use, entropy, confidence, drops, usage."""
         policy, prefix = self.policy, self.prefix
         if policy.balance_loss:
@@ -161,7 +162,7 @@ class Gate(keras.layers.Layer):
         if not self.built:
             self.build(route.probabilities.shape)
         policy = self.policy
-        terms = routing.routing_terms(route, policy)
+        terms = routing_terms.measure(route, policy)
         if policy.balance_loss:
             self.add_loss(policy.load_balance_weight * terms.load_balance)
         if policy.z_loss_weight > 0:
@@ -171,7 +172,7 @@ class Gate(keras.layers.Layer):
         if policy.metrics != "none":
             self._report(terms, bool(training))
         if training and policy.balance == "bias":
-            self.expert_bias.assign_add(routing.bias_update(terms.fractions, policy.bias_rate))
+            self.expert_bias.assign_add(routing_terms.bias_update(terms.fractions, policy.bias_rate))
         return route
 
 

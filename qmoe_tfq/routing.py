@@ -1,5 +1,6 @@
 """The gating policy: router logits -> `Routing` (softmax with temperature, noise, top-k or expert
-choice, capacity, selection bias) and the router's terms (load balance, z-loss, health metrics).
+choice, capacity, selection bias); what the router adds and reports about a `Routing` is in
+`routing_terms`.
 
 A small frozen `RoutingPolicy` holds the hyper-parameters; everything else is pure tensor
 functions without Keras state, so tests can check each on hand-made logits (`gating.Gate` is the
@@ -19,6 +20,7 @@ METRICS = ("summary", "per_expert", "none")
 # Zhou et al. 2022's main setting (EC-CF2): on average two experts per sample. At 1, 20-31% of the
 # samples got no expert at all, which cost 0.11 test accuracy on moons (8 experts, 5 seeds).
 EXPERT_CHOICE_CAPACITY = 2.0
+MAX_WEIGHT = 1e3  # largest router_noise, aux-loss weight or capacity factor accepted
 
 
 class Routing(NamedTuple):
@@ -70,11 +72,23 @@ class RoutingPolicy:
     information_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        validate_routing(self.n_experts, self.top_k, self.temperature, self.router_noise,
-                         self.capacity_factor, self.load_balance_weight, self.z_loss_weight)
-        if not _is_number(self.information_weight) or not 0 <= self.information_weight <= MAX_WEIGHT:
-            raise ValueError(f"information_weight must be a number in [0, {MAX_WEIGHT:g}], "
-                             f"got {self.information_weight!r}.")
+        top_k = self.top_k
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be None (dense) or a positive integer, got {top_k!r}.")
+        if top_k is not None and self.n_experts is not None and top_k > self.n_experts:
+            raise ValueError(f"top_k={top_k} is more than n_experts={self.n_experts}; use at most n_experts.")
+        # Bounds keep every product of these with logits finite in float32 (1e-50 or 1e300 gave NaN outputs).
+        if not _is_number(self.temperature) or not 1e-4 <= self.temperature <= 1e4:
+            raise ValueError(f"temperature must be a number in [1e-4, 1e4] (logits are divided by it in float32), "
+                             f"got {self.temperature!r}.")
+        for name in ("router_noise", "load_balance_weight", "z_loss_weight", "information_weight"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value <= MAX_WEIGHT:
+                raise ValueError(f"{name} must be a number in [0, {MAX_WEIGHT:g}], got {value!r}.")
+        factor = self.capacity_factor
+        if factor is not None and (not _is_number(factor) or not 0 < factor <= MAX_WEIGHT):
+            raise ValueError(f"capacity_factor must be None (no limit) or a number in (0, {MAX_WEIGHT:g}] (from "
+                             f"n_experts / top_k on it limits nothing), got {factor!r}.")
         for name, value, allowed in (("routing", self.routing, ROUTINGS), ("balance", self.balance, BALANCES),
                                      ("metrics", self.metrics, METRICS)):
             if value not in allowed:
@@ -95,19 +109,6 @@ class RoutingPolicy:
     def balance_loss(self) -> bool:
         """Whether the Switch load-balancing loss is added (token choice with balance='aux_loss')."""
         return self.routing == "top_k" and self.balance == "aux_loss" and self.load_balance_weight > 0
-
-
-class RoutingTerms(NamedTuple):
-    """The router's terms for one batch: losses and health metrics."""
-
-    load_balance: tf.Tensor  # <float32>[] Switch balance loss (1 when uniform, E when collapsed)
-    z_loss: tf.Tensor  # <float32>[] router z-loss
-    usage: tf.Tensor  # <float32>[E] kept (sample, expert) pairs per expert (top choice when dense)
-    fractions: tf.Tensor  # <float32>[E] usage as a share of all kept pairs
-    entropy: tf.Tensor  # <float32>[] mean over samples of the entropy of the gate probabilities
-    confidence: tf.Tensor  # <float32>[] mean over samples of the largest gate probability
-    dropped: tf.Tensor  # <float32>[] share of pairs dropped by capacity (expert choice: of unchosen samples)
-    information: tf.Tensor  # <float32>[] mutual information between sample and expert, as a share of log E
 
 
 def gate(logits: tf.Tensor, policy: RoutingPolicy, training: bool | None, bias: tf.Tensor | None = None) -> Routing:
@@ -164,45 +165,6 @@ def born_routing(probabilities: tf.Tensor) -> Routing:
                    tf.ones_like(expert_index, dtype=tf.bool))
 
 
-def routing_terms(route: Routing, policy: RoutingPolicy) -> RoutingTerms:
-    """Balance loss, z-loss and the router's health for `route`.
-
-    Dense routing dispatches to every expert; usage and balance are then measured on each sample's
-    top choice.
-    """
-    if policy.routing == "top_k" and policy.top_k is None:
-        assigned = tf.argmax(route.probabilities, axis=-1, output_type=tf.int32)[:, None]  # <int32>[B, 1]
-        kept = tf.ones_like(assigned, dtype=tf.bool)
-    else:
-        assigned, kept = route.expert_index, route.kept  # <int32>[B, k], <bool>[B, k]
-    usage = expert_usage(assigned, policy.n_experts, kept)  # <float32>[E]
-    fractions = usage / tf.maximum(tf.reduce_sum(usage), 1.0)
-    probabilities = route.probabilities
-    entropy = batch_mean(_entropy(probabilities))
-    if policy.routing == "expert_choice":
-        dropped = batch_mean(tf.cast(tf.logical_not(tf.reduce_any(route.kept, axis=1)), tf.float32))
-    else:
-        dropped = batch_mean(1.0 - tf.reduce_mean(tf.cast(route.kept, tf.float32), axis=1))
-    return RoutingTerms(load_balancing_loss(probabilities, fractions), router_z_loss(route.logits), usage, fractions,
-                        entropy, batch_mean(tf.reduce_max(probabilities, axis=-1)), dropped,
-                        routing_information(probabilities, entropy))
-
-
-def batch_mean(values: tf.Tensor) -> tf.Tensor:
-    """The mean of `values` over the batch (axis 0); 0 for an empty batch, which a replica of a
-    distributed step can get (a plain mean would make the step's loss NaN)."""
-    return tf.math.divide_no_nan(tf.reduce_sum(values, axis=0), tf.cast(tf.shape(values)[0], values.dtype))
-
-
-def bias_update(fractions: tf.Tensor, rate: float) -> tf.Tensor:
-    """<float32>[E] DeepSeek-V3's loss-free balancing step: +rate below the mean load, -rate above.
-
-    The bias is in logit units; DeepSeek-V3's rate of 0.001 assumes ~10^5 steps, ours (0.1 by
-    default) the few hundred of a small quantum model's training.
-    """
-    return rate * tf.sign(tf.reduce_mean(fractions) - fractions)
-
-
 def select_experts(probabilities: tf.Tensor, top_k: int | None,
                    scores: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """Dispatch targets and their weights: every expert (dense) or the k best, renormalised.
@@ -246,74 +208,6 @@ def capacity_mask(expert_index: tf.Tensor, n_experts: int, capacity: tf.Tensor) 
     position = tf.reduce_sum((tf.cumsum(one_hot, axis=0) - 1) * one_hot, axis=1)
     keep = tf.reshape(position < capacity, tf.shape(slot_major))
     return tf.transpose(keep)
-
-
-def expert_usage(expert_index: tf.Tensor, n_experts: int, kept: tf.Tensor) -> tf.Tensor:
-    """<float32>[E] kept (sample, slot) pairs each expert receives."""
-    one_hot = tf.one_hot(expert_index, n_experts, dtype=tf.float32)  # <float32>[B, k, E]
-    return tf.reduce_sum(one_hot * tf.cast(kept, tf.float32)[..., None], axis=[0, 1])
-
-
-def load_balancing_loss(probabilities: tf.Tensor, fractions: tf.Tensor) -> tf.Tensor:
-    """Switch Transformer's balance loss: E * sum_i fraction_routed_i * mean_probability_i.
-
-    Equals 1 when routing is uniform and grows to E when one expert takes everything.
-    """
-    n_experts = probabilities.shape[-1]
-    return float(n_experts) * tf.reduce_sum(fractions * batch_mean(probabilities))
-
-
-def _entropy(probabilities: tf.Tensor) -> tf.Tensor:
-    """<float32>[...] entropy in nats of the distributions along the last axis."""
-    return -tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-9), axis=-1)
-
-
-def routing_information(probabilities: tf.Tensor, entropy: tf.Tensor | None = None) -> tf.Tensor:
-    """The mutual information between a batch's samples and their experts, as a share of log E.
-
-    I = H(mean gate) - mean H(gate): the information-maximising clustering objective (Krause et al.
-    2010; Mod-Squad's expert-task loss without task labels). It is 1 when every sample is sure of its
-    expert and the experts share the batch evenly, 0 when every sample gets the same gates. `entropy`
-    is the mean of H(gate) when already computed.
-
-    >>> round(float(routing_information(tf.constant([[1.0, 0.0], [0.0, 1.0]]))), 3)
-    1.0
-    >>> round(float(routing_information(tf.constant([[0.9, 0.1], [0.9, 0.1]]))), 3)
-    0.0
-    """
-    if entropy is None:
-        entropy = batch_mean(_entropy(probabilities))
-    log_experts = math.log(max(probabilities.shape[-1], 2))
-    return (_entropy(batch_mean(probabilities)) - entropy) / log_experts
-
-
-def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
-    """ST-MoE's z-loss: mean over samples of logsumexp(logits)^2; keeps logits small."""
-    return batch_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
-
-
-MAX_WEIGHT = 1e3  # largest router_noise, aux-loss weight or capacity factor accepted
-
-
-def validate_routing(n_experts: int | None, top_k: int | None, temperature: float, router_noise: float,
-                     capacity_factor: float | None, load_balance_weight: float,
-                     z_loss_weight: float) -> None:
-    """Checks routing hyper-parameters, naming the argument, its value and what is allowed."""
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be None (dense) or a positive integer, got {top_k!r}.")
-    if top_k is not None and n_experts is not None and top_k > n_experts:
-        raise ValueError(f"top_k={top_k} is more than n_experts={n_experts}; use at most n_experts.")
-    # Bounds keep every product of these with logits finite in float32 (1e-50 or 1e300 gave NaN outputs).
-    if not _is_number(temperature) or not 1e-4 <= temperature <= 1e4:
-        raise ValueError(f"temperature must be a number in [1e-4, 1e4] (logits are divided by it in float32), "
-                         f"got {temperature!r}.")
-    for name, value in (("router_noise", router_noise), ("load_balance_weight", load_balance_weight),
-                        ("z_loss_weight", z_loss_weight)):
-        if not _is_number(value) or not 0 <= value <= MAX_WEIGHT:
-            raise ValueError(f"{name} must be a number in [0, {MAX_WEIGHT:g}], got {value!r}.")
-    if capacity_factor is not None and (not _is_number(capacity_factor) or not 0 < capacity_factor <= MAX_WEIGHT):
-        raise ValueError(f"capacity_factor must be None (no limit) or a number in (0, {MAX_WEIGHT:g}] (from "
-                         f"n_experts / top_k on it limits nothing), got {capacity_factor!r}.")
 
 
 def _is_number(value: object) -> bool:

@@ -10,7 +10,7 @@ import tf_keras as keras
 import qmoe_tfq as qmoe
 from configurations import settings_config
 from conftest import RowCounter
-from qmoe_tfq import routing
+from qmoe_tfq import routing, routing_terms
 from qmoe_tfq.gating import ExpertUsage
 
 QUBITS = cirq.GridQubit.rect(1, 3)
@@ -81,7 +81,7 @@ def test_summary_terms_on_a_hand_made_routing():
     expert_index = tf.constant([[0], [0], [1], [0]])
     kept = tf.constant([[True], [True], [False], [True]])
     route = routing.Routing(tf.math.log(probabilities), probabilities, expert_index, probabilities[:, :1], kept)
-    terms = routing.routing_terms(route, routing.RoutingPolicy(2, top_k=1))
+    terms = routing_terms.measure(route, routing.RoutingPolicy(2, top_k=1))
     entropy = -np.mean([sum(p * np.log(p) for p in row) for row in probabilities.numpy()])
     assert terms.usage.numpy().tolist() == [3.0, 0.0] and terms.fractions.numpy().tolist() == [1.0, 0.0]
     assert float(terms.entropy) == pytest.approx(entropy, rel=1e-5)
@@ -90,7 +90,7 @@ def test_summary_terms_on_a_hand_made_routing():
     chosen = routing.expert_choice(route.logits, probabilities, policy)
     # capacity 2 each: expert 0 takes samples 3 and 0, expert 1 samples 2 and 1; nobody is left out
     assert chosen.kept.numpy().tolist() == [[True, False], [False, True], [False, True], [True, False]]
-    assert float(routing.routing_terms(chosen, policy).dropped) == 0.0
+    assert float(routing_terms.measure(chosen, policy).dropped) == 0.0
 
 
 def test_fit_logs_the_summary_and_no_metric_for_zero_weight_losses():

@@ -6,7 +6,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from conftest import RowCounter
-from qmoe_tfq import routing
+from qmoe_tfq import routing, routing_terms
 
 LOGITS = tf.constant([[2.0, 1.0, 0.0, -1.0],
                       [0.0, 3.0, 1.0, 0.5],
@@ -37,24 +37,24 @@ def test_capacity_keeps_first_choices_first():
 def test_aux_losses_on_hand_made_routing():
     probabilities = tf.constant([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
     expert_index = tf.constant([[0], [0], [1], [0]])
-    usage = routing.expert_usage(expert_index, 2, tf.ones_like(expert_index, tf.bool))
+    usage = routing_terms.expert_usage(expert_index, 2, tf.ones_like(expert_index, tf.bool))
     assert usage.numpy().tolist() == [3.0, 1.0]
     # fractions [0.75, 0.25], mean probabilities [0.6, 0.4]: 2 * (0.45 + 0.1) = 1.1
-    assert float(routing.load_balancing_loss(probabilities, usage / 4.0)) == pytest.approx(1.1)
+    assert float(routing_terms.load_balancing_loss(probabilities, usage / 4.0)) == pytest.approx(1.1)
     logits = tf.constant([[0.0, 0.0], [1.0, -1.0]])
     expected = np.mean([np.log(2.0) ** 2, np.log(np.e + np.exp(-1)) ** 2])
-    assert float(routing.router_z_loss(logits)) == pytest.approx(expected, rel=1e-5)
+    assert float(routing_terms.router_z_loss(logits)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_routing_information_on_hand_made_gates():
     sure_and_even = tf.constant([[1.0, 0.0], [0.0, 1.0]])
     same_gates = tf.constant([[0.7, 0.3], [0.7, 0.3]])
-    assert float(routing.routing_information(sure_and_even)) == pytest.approx(1.0, abs=1e-6)
-    assert float(routing.routing_information(same_gates)) == pytest.approx(0.0, abs=1e-6)
+    assert float(routing_terms.routing_information(sure_and_even)) == pytest.approx(1.0, abs=1e-6)
+    assert float(routing_terms.routing_information(same_gates)) == pytest.approx(0.0, abs=1e-6)
     # H(mean) = H(0.5, 0.5) = log 2; mean H = H(0.9, 0.1); as a share of log 2
     half_sure = tf.constant([[0.9, 0.1], [0.1, 0.9]])
     expected = 1.0 + (0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(2.0)
-    assert float(routing.routing_information(half_sure)) == pytest.approx(expected, rel=1e-5)
+    assert float(routing_terms.routing_information(half_sure)) == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("make", [lambda w: qmoe.TopK(1, information_weight=w, load_balance_weight=0, z_loss_weight=0),
@@ -63,7 +63,7 @@ def test_routing_information_on_hand_made_gates():
 def test_information_weight_adds_its_loss_and_metric(make):
     gate = make(0.5)
     route = gate(LOGITS, training=True)
-    information = float(routing.routing_information(route.probabilities))
+    information = float(routing_terms.routing_information(route.probabilities))
     assert 0.0 < information < 1.0
     np.testing.assert_allclose([float(v) for v in gate.losses], [0.5 * (1.0 - information)], rtol=1e-5)
     assert [m.name for m in gate.metrics if m.name.endswith("routing_information")] == [f"{gate.name}_routing_information"]
@@ -89,8 +89,8 @@ def test_layer_adds_weighted_aux_losses_and_metrics(qubits, features):
     model(circuits)
     route = moe.route(circuits)
     fractions = np.bincount(route.expert_index.numpy()[:, 0], minlength=3) / len(features)
-    balance = routing.load_balancing_loss(route.probabilities, tf.constant(fractions, tf.float32))
-    z_loss = routing.router_z_loss(route.logits)
+    balance = routing_terms.load_balancing_loss(route.probabilities, tf.constant(fractions, tf.float32))
+    z_loss = routing_terms.router_z_loss(route.logits)
     np.testing.assert_allclose([float(v) for v in model.losses],
                                [0.5 * float(balance), 0.25 * float(z_loss)], rtol=1e-5)
     model.compile("adam", "mse")
@@ -187,7 +187,7 @@ def test_routing_validation(qubits, kwargs, message):
 def test_an_empty_batch_gives_zero_terms_not_nan():
     """A replica of a distributed step can get no sample; its loss and metrics must stay finite."""
     policy = routing.RoutingPolicy(3, top_k=1, capacity_factor=1.0)
-    terms = routing.routing_terms(routing.gate(tf.zeros([0, 3]), policy, training=True), policy)
+    terms = routing_terms.measure(routing.gate(tf.zeros([0, 3]), policy, training=True), policy)
     assert all(np.isfinite(value.numpy()).all() for value in terms)
 
 

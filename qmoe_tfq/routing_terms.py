@@ -28,7 +28,7 @@ class RoutingTerms(NamedTuple):
 
 
 def measure(route: Routing, policy: RoutingPolicy) -> RoutingTerms:
-    """Balance loss, z-loss and the router's health for `route`.
+    """Balance loss, z-loss, routing information and the router's health for `route`.
 
     Dense routing dispatches to every expert; usage and balance are then measured on each sample's
     top choice.

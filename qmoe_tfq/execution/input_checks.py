@@ -7,6 +7,7 @@ be checked per batch for the cost of parsing a few fields.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import cirq
 import tensorflow as tf
@@ -34,46 +35,37 @@ def _submessages(messages: tf.Tensor, message_type: str, field: str) -> tf.Tenso
     return tf.boolean_mask(values, tf.sequence_mask(sizes[:, 0], tf.shape(values)[1]))
 
 
-def _operations(programs: tf.Tensor) -> tf.Tensor:
-    """<string>[n_ops] every serialized operation of `programs` <string>[B]."""
-    messages = programs
-    for message_type, field in (("Program", "circuit"), ("Circuit", "moments"), ("Moment", "operations")):
-        messages = _submessages(messages, message_type, field)
-    return messages
+class Contents(NamedTuple):
+    """What the operations of serialized programs hold, read in-graph, each field decoded once."""
+
+    qubit_ids: tf.Tensor  # <string>[n] TFQ's id of every qubit of every operation
+    symbols: tf.Tensor  # <string>[m] the sympy symbol names gate arguments use
+    numbers: tf.Tensor  # <float32>[k] every numeric gate argument (exponents, shifts)
 
 
-def serialized_qubit_ids(programs: tf.Tensor) -> tf.Tensor:
-    """<string>[n] TFQ's id of every qubit every operation of `programs` <string>[B] acts on, in-graph.
+def contents(programs: tf.Tensor) -> Contents:
+    """The `Contents` of `programs` <string>[B].
 
-    >>> ids = serialized_qubit_ids(tfq.convert_to_tensor([cirq.Circuit(cirq.X(cirq.GridQubit(0, 1)))]))
-    >>> ids.numpy().tolist()
+    >>> contents(tfq.convert_to_tensor([cirq.Circuit(cirq.X(cirq.GridQubit(0, 1)))])).qubit_ids.numpy().tolist()
     [b'0_1']
     """
-    return _submessages(_submessages(_operations(programs), "Operation", "qubits"), "Qubit", "id")
-
-
-def _arguments(programs: tf.Tensor) -> tf.Tensor:
-    """<string>[n] every serialized gate argument (`Arg`) of `programs` <string>[B]."""
-    return _submessages(_submessages(_operations(programs), "Operation", "args"), "Operation.ArgsEntry", "value")
-
-
-def serialized_symbols(programs: tf.Tensor) -> tf.Tensor:
-    """<string>[n] the sympy symbol names the gate arguments of `programs` <string>[B] use, in-graph."""
-    return _submessages(_arguments(programs), "Arg", "symbol")
-
-
-def serialized_numbers(programs: tf.Tensor) -> tf.Tensor:
-    """<float32>[n] every numeric gate argument (exponents, shifts) of `programs` <string>[B], in-graph."""
-    values = _submessages(_arguments(programs), "Arg", "arg_value")
-    sizes, (numbers,) = tf.io.decode_proto(values, "tfq.proto.ArgValue", ["float_value"], [tf.float32],
-                                           descriptor_source=_PROGRAM_DESCRIPTORS)
-    return tf.boolean_mask(numbers, tf.sequence_mask(sizes[:, 0], tf.shape(numbers)[1]))
+    operations = programs
+    for message_type, field in (("Program", "circuit"), ("Circuit", "moments"), ("Moment", "operations")):
+        operations = _submessages(operations, message_type, field)  # <string>[n_ops] at the end
+    ids = _submessages(_submessages(operations, "Operation", "qubits"), "Qubit", "id")  # <string>[n]
+    arguments = _submessages(_submessages(operations, "Operation", "args"), "Operation.ArgsEntry",
+                             "value")  # <string>[n_args]
+    symbols = _submessages(arguments, "Arg", "symbol")  # <string>[m]
+    sizes, (numbers,) = tf.io.decode_proto(_submessages(arguments, "Arg", "arg_value"), "tfq.proto.ArgValue",
+                                           ["float_value"], [tf.float32], descriptor_source=_PROGRAM_DESCRIPTORS)
+    numbers = tf.boolean_mask(numbers, tf.sequence_mask(sizes[:, 0], tf.shape(numbers)[1]))  # <float32>[k]
+    return Contents(ids, symbols, numbers)
 
 
 def qubit_ids(qubits: Sequence[cirq.Qid]) -> tf.Tensor:
     """<string>[n] the ids TFQ gives `qubits` in serialized circuits."""
-    return tf.constant(sorted(set(serialized_qubit_ids(
-        tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*qubits))])).numpy())))
+    return tf.constant(sorted(set(contents(tfq.convert_to_tensor([cirq.Circuit(cirq.I.on_each(*qubits))]))
+                                  .qubit_ids.numpy())))
 
 
 def check_programs(programs: tf.Tensor, layer: str) -> tf.Tensor:
@@ -93,6 +85,9 @@ def check_programs(programs: tf.Tensor, layer: str) -> tf.Tensor:
         return tf.identity(programs)
 
 
+# One graph function per layer name, traced once: Keras traces a first training step twice (the second time
+# once the optimizer has made its slots), and this parsing is ~20 ops of ~10 ms each to build.
+@tf.function(autograph=False, reduce_retracing=True)
 def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) -> tf.Tensor:
     """`programs` <string>[B], after in-graph checks: only the `allowed` qubit ids, no symbols, finite numbers.
 
@@ -104,10 +99,8 @@ def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) ->
     or the non-finite numbers.
     """
     programs = check_programs(programs, layer)
-    ids = serialized_qubit_ids(programs)  # <string>[n]
+    ids, symbols, numbers = contents(programs)
     foreign = tf.boolean_mask(ids, tf.logical_not(tf.reduce_any(tf.equal(ids[:, None], allowed[None, :]), axis=1)))
-    symbols = serialized_symbols(programs)  # <string>[m]
-    numbers = serialized_numbers(programs)  # <float32>[k]
     checks = [
         tf.debugging.Assert(tf.size(foreign) == 0, [
             f"{layer}: input circuits act on qubits outside the layer's qubits (TFQ ids", allowed,

@@ -35,9 +35,9 @@ def under_xla(kernel: Kernel) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.
     The backward computation runs the forward pass again: a loop's saved intermediates cannot leave
     one XLA computation for another, and a second forward pass costs less than running unjitted.
     """
-    forward = tf.function(kernel.__call__, jit_compile=True)
+    forward = tf.function(kernel.__call__, jit_compile=True, autograph=False)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def backward(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(values)

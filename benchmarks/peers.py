@@ -2,9 +2,10 @@
 
 The model is `qmoe-tfq bench`'s: float features angle-encoded with ry, a router PQC (logits =
 3 x readouts), 8 experts of 3 layers of ry/rz + a CZ ring reading Z on every qubit, a Dense(2)
-head, Adam and cross-entropy, batch 64. Each width runs in its own process (one simulator state,
-fresh XLA caches) and prints training and inference samples/s; this process then writes
-benchmarks/results.md and benchmarks/peers.png with the ratios to TensorCircuit-NG.
+head, Adam and cross-entropy, batch 64. Each model runs in its own process (fresh XLA caches, its own
+peak memory): a first step, then rounds of `fit` and `predict` over many batches, printed as the
+median with the rounds' spread; this process then writes benchmarks/results.md and
+benchmarks/peers.png with the ratios to TensorCircuit-NG.
 
 Peers, all the same model and the same data:
   TFQ naive      n_experts separate tfq.layers.PQC and a router PQC, combined densely;
@@ -15,13 +16,14 @@ Peers, all the same model and the same data:
                  routed expert's weights), the fastest way to write this model there.
 
     make bench                                   # installs requirements-bench.txt first
-    python benchmarks/peers.py [--widths 4 8] [--steps 5]
+    python benchmarks/peers.py [--widths 4 8] [--rounds 5] [--steps 16]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -93,46 +95,74 @@ def tc_model(n_qubits: int, n_experts: int, n_layers: int, top1: bool):
     return model
 
 
-def one_width(args: argparse.Namespace) -> dict:
-    """Every model at `args.width` qubits, in this process."""
+def labels(width: int, statevector_max: int) -> list[str]:
+    """The models measured at `width` qubits."""
+    backends = ["statevector", "noiseless", "auto"] if width <= statevector_max else ["noiseless", "auto"]
+    return ["TFQ naive, dense"] + [f"{name}, {kind}" for kind in KINDS
+                                   for name in [f"qmoe {b}" for b in backends] + ["TC-NG"]]
+
+
+def steps_per_round(width: int, steps: int) -> int:
+    """`steps` batches per round up to 8 qubits, halved for each two qubits above (at least 1): a round stays
+    a few seconds long where a step takes longer."""
+    return max(1, steps >> max(0, (width - 8) // 2))
+
+
+def one_model(args: argparse.Namespace) -> dict:
+    """Model `args.model` at `args.width` qubits, in this process: the first step, then `args.rounds` rounds of
+    training (`fit`, one epoch of the round's batches) and of inference (`predict` on them)."""
     import qmoe_tfq as qmoe  # noqa: F401  (tf_keras before TensorFlow)
+    import resource
+    import time
+
     import cirq
     import numpy as np
     import tensorflow as tf
+    import tf_keras as keras
 
-    from qmoe_tfq.benchmark import build, throughput
+    from qmoe_tfq.benchmark import build
 
+    keras.utils.set_random_seed(0)
+    name, kind = args.model.split(", ")
     qubits = cirq.GridQubit.rect(1, args.width)
+    steps = steps_per_round(args.width, args.steps)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(args.batch, args.width)).astype(np.float32)
+    x = rng.uniform(0, 1, size=(steps * args.batch, args.width)).astype(np.float32)
     y = (x[:, 0] > 0.5).astype(np.int32)
-    backends = ["statevector", "noiseless", "auto"] if args.width <= args.statevector_max else ["noiseless", "auto"]
-    models = {"TFQ naive, dense": lambda: build("naive", qubits, args.experts, args.layers, True)}
-    for kind in KINDS:
-        for backend in backends:
-            models[f"qmoe {backend}, {kind}"] = (
-                lambda kind=kind, backend=backend: build(kind, qubits, args.experts, args.layers, True, backend))
-        models[f"TC-NG, {kind}"] = lambda kind=kind: tc_model(args.width, args.experts, args.layers, kind == "top1")
-    result = {"width": args.width, "auto": {}, "rows": {}}
-    for label, make in models.items():
-        try:
-            model = make()
-            train, infer = throughput(model, x, y, args.steps)
-            if label.startswith("qmoe auto"):
-                result["auto"][label.split(", ")[1]] = next(
-                    layer.simulator for layer in model.layers if isinstance(layer, qmoe.QMoELayer))
-        except (tf.errors.ResourceExhaustedError, MemoryError) as error:
-            print(f"{args.width:>3} qubits  {label:<28} out of memory: {type(error).__name__}", flush=True)
-            continue
-        result["rows"][label] = [train, infer]
-        print(f"{args.width:>3} qubits  {label:<28} train {train:9.1f} samples/s  inference {infer:9.1f} samples/s",
-              flush=True)
-        # Each model as it finishes: a width killed by the OS (memory) keeps what it measured.
-        (args.out / f"peers-{args.width}.json").write_text(json.dumps(result))
-    return result
+    options = tf.data.Options()
+    # tf.data's autotuning made a step last a multiple of ~5 ms on this 2-core machine (runs snapped between
+    # 3.2k, 6.5k and 13k samples/s), whatever the model; off, each runs at its own pace.
+    options.autotune.enabled = False
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).cache().with_options(options)
+    if name == "TC-NG":
+        model = tc_model(args.width, args.experts, args.layers, kind == "top1")
+    elif name == "TFQ naive":
+        model = build("naive", qubits, args.experts, args.layers, True)
+    else:
+        model = build(kind, qubits, args.experts, args.layers, True, name.split()[1])
+    start = time.perf_counter()
+    model.fit(data.take(1), verbose=0)
+    first = time.perf_counter() - start
+    model.predict(data.take(1), verbose=0)
+    train, infer = [], []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        model.fit(data, verbose=0)
+        train.append(len(y) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        model.predict(data, verbose=0)
+        infer.append(len(y) / (time.perf_counter() - start))
+    moe = [layer for layer in model.layers if isinstance(layer, qmoe.QMoELayer)]
+    return {"train": train, "infer": infer, "first_step": first, "simulator": moe[0].simulator if moe else "",
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def flops(width: int, experts: int, layers: int, batch: int, dense: bool) -> float:
+def spread(values: list[float]) -> float:
+    """Half the range as a share of the median."""
+    return (max(values) - min(values)) / 2 / statistics.median(values)
+
+
+def flops(width: int, experts: int, layers: int, dense: bool) -> float:
     """A lower bound on real flops per forward sample: every gate pass over the state, complex mul-add = 8 flops.
 
     Per expert row: (1 encoding + 2 * layers rotations) per qubit on 2**n amplitudes (fused: one
@@ -152,21 +182,27 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
 
     lines = ["# qmoe-tfq against its peers", "",
              f"`python benchmarks/peers.py` (`make bench`): {args.experts} experts, {args.layers} layers of ry/rz + CZ "
-             f"ring, ry angle encoding, batch {args.batch}, {args.steps} timed steps after a warm-up step, "
-             "float features, one process per width, 2-core CPU, no GPU. Samples/s (train / inference) and "
-             "ratio to TensorCircuit-NG 1.10 (TF backend, vmapped and jitted) for the same routing.", ""]
+             f"ring, ry angle encoding, float features, one process per model, 2-core CPU, no GPU. "
+             f"After a first step (`fit` on one batch, compilation included), {args.rounds} rounds of `fit` (one epoch "
+             f"of {args.steps} batches up to 8 qubits, halved per two qubits above) and of `predict` on the same "
+             "batches. Samples/s: the median of the rounds (± half their range, as % of the median); ratios are "
+             "of medians, to TensorCircuit-NG 1.10 (TF backend, vmapped and jitted) for the same routing.", ""]
     for kind in KINDS:
         lines += [f"## {'top_k=1' if kind == 'top1' else 'dense'}", "",
-                  "| qubits | auto ran | model | train samples/s | inference samples/s | train vs TC-NG | "
-                  "inference vs TC-NG |", "|---:|---|---|---:|---:|---:|---:|"]
+                  "| qubits | batch | model | ran on | first step s | train samples/s | inference samples/s | train vs TC-NG | "
+                  "inference vs TC-NG | peak MB |", "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
         for result in results:
             rows = result["rows"]
             peer = rows.get(f"TC-NG, {kind}")
-            for label, (train, infer) in rows.items():
+            for label, row in rows.items():
                 if not (label.endswith(kind) or label.startswith("TFQ naive")):
                     continue
-                ratio = (f"{train / peer[0]:.2f}x | {infer / peer[1]:.2f}x" if peer else "n/a | n/a")
-                lines.append(f"| {result['width']} | {result['auto'].get(kind, '')} | {label} | {train:.1f} | {infer:.1f} | {ratio} |")
+                train, infer = statistics.median(row["train"]), statistics.median(row["infer"])
+                ratio = (f"{train / statistics.median(peer['train']):.2f}x | "
+                         f"{infer / statistics.median(peer['infer']):.2f}x" if peer else "n/a | n/a")
+                lines.append(f"| {result['width']} | {result['batch']} | {label} | {row['simulator']} | {row['first_step']:.1f} | "
+                             f"{train:.0f} (±{spread(row['train']):.0%}) | {infer:.0f} (±{spread(row['infer']):.0%}) | "
+                             f"{ratio} | {row['peak_mb']:.0f} |")
         lines.append("")
     lines += ["## How close to the flop limit", "",
               "Lower-bound flops per training sample (state passes of fused gates, x3 for the backward pass) "
@@ -176,8 +212,8 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
         for kind in KINDS:
             label = f"qmoe auto, {kind}"
             if label in result["rows"]:
-                rate = flops(result["width"], args.experts, args.layers, args.batch, kind == "dense")
-                rate *= result["rows"][label][0] / 1e9
+                rate = flops(result["width"], args.experts, args.layers, kind == "dense")
+                rate *= statistics.median(result["rows"][label]["train"]) / 1e9
                 lines.append(f"| {result['width']} | {kind} | {label} | {rate:.2f} | {rate / 50:.1%} |")
     text = "\n".join(lines) + "\n"
     (args.out / "results.md").write_text(text)
@@ -186,13 +222,14 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
     figure, axis = plt.subplots(figsize=(6, 4))
     for kind, style in (("top1", "-"), ("dense", "--")):
         for backend in ("auto", "statevector", "noiseless"):
-            points = [(r["width"], r["rows"][f"qmoe {backend}, {kind}"][0] / r["rows"][f"TC-NG, {kind}"][0])
+            points = [(r["width"], statistics.median(r["rows"][f"qmoe {backend}, {kind}"]["train"])
+                       / statistics.median(r["rows"][f"TC-NG, {kind}"]["train"]))
                       for r in results if f"qmoe {backend}, {kind}" in r["rows"] and f"TC-NG, {kind}" in r["rows"]]
             if points:
                 axis.plot(*zip(*points), style, marker="o", label=f"{backend}, {'top-1' if kind == 'top1' else 'dense'}")
     axis.axhline(1.0, color="grey", linewidth=0.8)
     axis.set(xlabel="qubits", ylabel="training samples/s vs TensorCircuit-NG", yscale="log",
-             title=f"qmoe-tfq / TC-NG, {args.experts} experts, batch {args.batch}")
+             title=f"qmoe-tfq / TC-NG, {args.experts} experts")
     axis.set_xticks([r["width"] for r in results])
     axis.legend(fontsize=7)
     figure.tight_layout()
@@ -203,26 +240,39 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[4, 6, 8, 10, 12, 16])
-    parser.add_argument("--width", type=int, help=argparse.SUPPRESS)  # one width, in a child process
+    parser.add_argument("--width", type=int, help=argparse.SUPPRESS)  # one model, in a child process
+    parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=16, help="batches per round up to 8 qubits")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--statevector-max", type=int, default=12, help="widest run forced onto 'statevector'")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--write-only", action="store_true", help="rewrite results.md from the stored peers-N.json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.width is not None:
-        one_width(args)
+    if args.model is not None:
+        print(json.dumps(one_model(args)))
         return
     for width in args.widths if not args.write_only else []:
-        command = [sys.executable, __file__, "--width", str(width)] + [
-            f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-            if key in ("experts", "layers", "batch", "steps", "statevector_max", "out")]
-        child = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        if child.returncode:
-            print(f"width {width}: the process ended with exit code {child.returncode}; keeping what it measured")
+        result = {"width": width, "batch": args.batch, "rows": {}}
+        for label in labels(width, args.statevector_max):
+            command = [sys.executable, __file__, "--width", str(width), "--model", label] + [
+                f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
+                if key in ("experts", "layers", "batch", "steps", "rounds")]
+            child = subprocess.run(command, capture_output=True, text=True,
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            if child.returncode:  # e.g. killed for memory: the width keeps what else it measured
+                print(f"{width:>3} qubits  {label:<24} ended with exit code {child.returncode}: "
+                      f"{child.stderr.strip().splitlines()[-1:]}", flush=True)
+                continue
+            row = result["rows"][label] = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"{width:>3} qubits  {label:<24} first step {row['first_step']:5.1f} s  train "
+                  f"{statistics.median(row['train']):8.0f} samples/s (±{spread(row['train']):.0%})  inference "
+                  f"{statistics.median(row['infer']):8.0f} (±{spread(row['infer']):.0%})  {row['peak_mb']:.0f} MB",
+                  flush=True)
+            (args.out / f"peers-{width}.json").write_text(json.dumps(result))
     results = [json.loads((args.out / f"peers-{w}.json").read_text()) for w in args.widths
                if (args.out / f"peers-{w}.json").exists()]
     write(results, args)

@@ -355,3 +355,19 @@ def test_strings_that_are_not_circuits_are_refused_in_graph(backend, layer):
                                                                      "tfq.convert_to_tensor.*these strings are not"):
                 call(strings)
     assert np.isfinite(moe(good).numpy()).all()
+
+
+def test_the_input_check_is_built_once_when_keras_traces_a_first_step_twice():
+    from qmoe_tfq.execution.input_checks import check_input_circuits
+    keras.utils.set_random_seed(0)
+    before = check_input_circuits.experimental_get_tracing_count()
+    inputs = keras.Input(shape=(), dtype=tf.string)
+    moe = qmoe.QMoELayer(QUBITS, **SMALL, name="traced_once")
+    model = keras.Model(inputs, keras.layers.Dense(2)(moe(inputs)))
+    model.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    circuits, labels = qmoe.encode(np.array([[0.1, 0.9], [0.8, 0.3]]), QUBITS), np.array([0, 1])
+    model.train_on_batch(circuits, labels)  # Adam makes its slots in the first trace: Keras traces the step again
+    model.train_on_batch(circuits, labels)
+    model.predict_on_batch(circuits)
+    # once for the symbolic call that built the model; every later graph reuses it
+    assert check_input_circuits.experimental_get_tracing_count() - before == 1

@@ -157,6 +157,11 @@ def one_model(args: argparse.Namespace) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def rate(value: float) -> str:
+    """Samples/s to three significant figures below 100 (16 qubits runs at a few per second), else whole."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def spread(values: list[float]) -> float:
     """Half the range as a share of the median."""
     return (max(values) - min(values)) / 2 / statistics.median(values)
@@ -183,9 +188,10 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
     lines = ["# qmoe-tfq against its peers", "",
              f"`python benchmarks/peers.py` (`make bench`): {args.experts} experts, {args.layers} layers of ry/rz + CZ "
              f"ring, ry angle encoding, float features, one process per model, 2-core CPU, no GPU. "
-             f"After a first step (`fit` on one batch, compilation included), {args.rounds} rounds of `fit` (one epoch "
-             f"of {args.steps} batches up to 8 qubits, halved per two qubits above) and of `predict` on the same "
-             "batches. Samples/s: the median of the rounds (± half their range, as % of the median); ratios are "
+             "After a first step (`fit` on one batch, compilation included), rounds of `fit` (one epoch of the round's "
+             "batches) and of `predict` on the same batches; batch size, batches per round and rounds per width: "
+             + ", ".join(f"{r['width']} qubits {r['batch']} x {r['batches']} x {r['rounds']}" for r in results)
+             + ". Samples/s: the median of the rounds (± half their range, as % of the median); ratios are "
              "of medians, to TensorCircuit-NG 1.10 (TF backend, vmapped and jitted) for the same routing.", ""]
     for kind in KINDS:
         lines += [f"## {'top_k=1' if kind == 'top1' else 'dense'}", "",
@@ -201,7 +207,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
                 ratio = (f"{train / statistics.median(peer['train']):.2f}x | "
                          f"{infer / statistics.median(peer['infer']):.2f}x" if peer else "n/a | n/a")
                 lines.append(f"| {result['width']} | {result['batch']} | {label} | {row['simulator']} | {row['first_step']:.1f} | "
-                             f"{train:.0f} (±{spread(row['train']):.0%}) | {infer:.0f} (±{spread(row['infer']):.0%}) | "
+                             f"{rate(train)} (±{spread(row['train']):.0%}) | {rate(infer)} (±{spread(row['infer']):.0%}) | "
                              f"{ratio} | {row['peak_mb']:.0f} |")
         lines.append("")
     lines += ["## How close to the flop limit", "",
@@ -212,9 +218,9 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
         for kind in KINDS:
             label = f"qmoe auto, {kind}"
             if label in result["rows"]:
-                rate = flops(result["width"], args.experts, args.layers, kind == "dense")
-                rate *= statistics.median(result["rows"][label]["train"]) / 1e9
-                lines.append(f"| {result['width']} | {kind} | {label} | {rate:.2f} | {rate / 50:.1%} |")
+                gflops = flops(result["width"], args.experts, args.layers, kind == "dense")
+                gflops *= statistics.median(result["rows"][label]["train"]) / 1e9
+                lines.append(f"| {result['width']} | {kind} | {label} | {gflops:.2f} | {gflops / 50:.1%} |")
     text = "\n".join(lines) + "\n"
     (args.out / "results.md").write_text(text)
     print("\n" + text)
@@ -256,7 +262,8 @@ def main() -> None:
         print(json.dumps(one_model(args)))
         return
     for width in args.widths if not args.write_only else []:
-        result = {"width": width, "batch": args.batch, "rows": {}}
+        result = {"width": width, "batch": args.batch, "batches": steps_per_round(width, args.steps),
+                  "rounds": args.rounds, "rows": {}}
         for label in labels(width, args.statevector_max):
             command = [sys.executable, __file__, "--width", str(width), "--model", label] + [
                 f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()

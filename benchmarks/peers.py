@@ -111,7 +111,7 @@ def steps_per_round(width: int, steps: int) -> int:
 def one_model(args: argparse.Namespace) -> dict:
     """Model `args.model` at `args.width` qubits, in this process: the first step, then `args.rounds` rounds of
     training (`fit`, one epoch of the round's batches) and of inference (`predict` on them)."""
-    import qmoe_tfq as qmoe  # noqa: F401  (tf_keras before TensorFlow)
+    import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
     import resource
     import time
 
@@ -167,6 +167,11 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / 2 / statistics.median(values)
 
 
+def summary(values: list[float]) -> str:
+    """The rounds' median samples/s and their spread, as printed and tabled."""
+    return f"{rate(statistics.median(values))} (±{spread(values):.0%})"
+
+
 def flops(width: int, experts: int, layers: int, dense: bool) -> float:
     """A lower bound on real flops per forward sample: every gate pass over the state, complex mul-add = 8 flops.
 
@@ -207,7 +212,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
                 ratio = (f"{train / statistics.median(peer['train']):.2f}x | "
                          f"{infer / statistics.median(peer['infer']):.2f}x" if peer else "n/a | n/a")
                 lines.append(f"| {result['width']} | {result['batch']} | {label} | {row['simulator']} | {row['first_step']:.1f} | "
-                             f"{rate(train)} (±{spread(row['train']):.0%}) | {rate(infer)} (±{spread(row['infer']):.0%}) | "
+                             f"{summary(row['train'])} | {summary(row['infer'])} | "
                              f"{ratio} | {row['peak_mb']:.0f} |")
         lines.append("")
     lines += ["## How close to the flop limit", "",
@@ -276,8 +281,7 @@ def main() -> None:
                 continue
             row = result["rows"][label] = json.loads(child.stdout.strip().splitlines()[-1])
             print(f"{width:>3} qubits  {label:<24} first step {row['first_step']:5.1f} s  train "
-                  f"{statistics.median(row['train']):8.0f} samples/s (±{spread(row['train']):.0%})  inference "
-                  f"{statistics.median(row['infer']):8.0f} (±{spread(row['infer']):.0%})  {row['peak_mb']:.0f} MB",
+                  f"{summary(row['train'])} samples/s  inference {summary(row['infer'])}  {row['peak_mb']:.0f} MB",
                   flush=True)
             (args.out / f"peers-{width}.json").write_text(json.dumps(result))
     results = [json.loads((args.out / f"peers-{w}.json").read_text()) for w in args.widths

@@ -103,7 +103,7 @@ class QuantumRouter:
     def make(self, qubits: Sequence[cirq.Qid], n_experts: int, ansatz: Ansatz | QCNN, **executor_args) -> ExpertPQC:
         """The router's `ExpertPQC` on `qubits` (`ansatz` when `circuit` is None). Without a head it must
         read one value per expert."""
-        circuit = self.circuit or ansatz
+        circuit = ansatz if self.circuit is None else self.circuit  # an empty cirq.Circuit is falsy
         if isinstance(circuit, BUILTINS):
             circuit = circuit.circuit(qubits, prefix=ROUTER_PREFIX)
         observables = None

@@ -112,6 +112,9 @@ def test_router_from_a_circuit_and_a_classical_head_take_circuits(features):
     ({"experts": [cirq.Circuit(cirq.rx(sympy.Symbol("a"))(cirq.GridQubit(4, 4)))]},
      ValueError, r"experts\[0\] acts on qubits \['q\(4, 4\)'\] that are not among the layer's qubits"),
     ({"experts": [cirq.Circuit(cirq.X(QUBITS[0]))]}, ValueError, r"experts\[0\] is a circuit without sympy symbols"),
+    # an empty circuit is falsy: it once fell back to the layer's ansatz without a word
+    ({"router": qmoe.QuantumRouter(cirq.Circuit(), [cirq.Z(QUBITS[0])], keras.layers.Dense(4))}, ValueError,
+     "router is a circuit without sympy symbols"),
     ({"expert_layers": [1, 2]}, ValueError, "expert_layers has 2 depths but there are 4 experts"),
     ({"expert_layers": [1, 0, 1, 1]}, ValueError, r"expert_layers\[1\] must be a positive integer, got 0"),
     ({"entangler": "cnot_star"}, ValueError, "entangler='cnot_star' is not allowed; use one of"),

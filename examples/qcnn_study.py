@@ -5,6 +5,10 @@ Models (circuit input, readouts -> softmax Dense(2)):
 - QMoE top-1 / dense, Z/X router: the same experts; the router a one-layer ansatz read with Z and X on every
   qubit and Z Z and X X on neighbouring pairs through a Dense head, its gate with an information loss
   (`--information-weight`), so that it routes surely and evenly.
+- QMoE top-1, correlator router: the same, but the router circuit is one trained rz per qubit, read with
+  Z Z and X X on neighbouring pairs. On the hard mixture these two-body correlators do not depend on the
+  label (the sign of every Z; of every Z and X; the n-body X parity), so it can route by what tells the
+  families apart, not by label.
 - QCNN: one QCNN alone, the circuit each QMoE expert is (Cong et al.; TFQ's QCNN tutorial).
 - QCNN per family: one QCNN per family, each trained and tested on its own family: perfect routing.
 - QNN, per-sample cost: the hardware-efficient ansatz with as many two-qubit gates per sample as a
@@ -17,9 +21,11 @@ Z/X router against each other model on the same splits), circuit parameters, cir
 per sample, training time; the trained models' accuracy under depolarising noise (`--noise`, TFQ's
 trajectories); on the mixtures how the routers separate the families (total-variation distance between
 the families' mean gates, mutual information between family and top expert, each family's share on its
-most frequent expert). Every run also prints its per-seed accuracies and separation.
+most frequent expert, and each (family, label) cell's share on its own most frequent expert). Every run also
+prints its per-seed accuracies and separation.
 
     python examples/qcnn_study.py            # 8 qubits, 5 seeds
+    python examples/qcnn_study.py --data mixture hard --models "QMoE top-1" "QMoE top-1, correlator router" --noise
     python examples/qcnn_study.py --quick    # 4 qubits, 1 seed, the hard mixture, on qsim: 40 s
 Writes qcnn_study.md to --out (examples/results by default).
 """
@@ -27,12 +33,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras first)
 import cirq
 import numpy as np
+import sympy
 import tensorflow as tf
 import tf_keras as keras
 from scipy import stats
@@ -43,7 +52,7 @@ from qmoe_tfq.circuits import EXPERT_PREFIX, Ansatz
 HERE = Path(__file__).parent
 DATA = {"cluster": ("cluster",), "mixture": quantum_data.MIXTURE, "hard": quantum_data.HARD_MIXTURE}
 N_EXPERTS = 3
-QMOE = ("QMoE top-1", "QMoE dense", "QMoE top-1, Z/X router", "QMoE dense, Z/X router")
+QMOE = ("QMoE top-1", "QMoE dense", "QMoE top-1, Z/X router", "QMoE dense, Z/X router", "QMoE top-1, correlator router")
 ORACLE = "QCNN per family"
 REFERENCE = "QMoE top-1, Z/X router"  # the paired tests compare every other model with it
 MODELS = (*QMOE, "QCNN", ORACLE, "QNN, per-sample cost", "QNN, total parameters")
@@ -53,17 +62,26 @@ def two_qubit_gates(circuit: cirq.Circuit) -> int:
     return sum(len(op.qubits) == 2 for op in circuit.all_operations())
 
 
-def z_x_readouts(qubits: list[cirq.Qid]) -> list[cirq.PauliString]:
-    """Z and X on every qubit, Z Z and X X on neighbouring pairs: what tells states apart in either basis."""
+def correlator_readouts(qubits: list[cirq.Qid]) -> list[cirq.PauliString]:
+    """Z Z and X X on neighbouring pairs: even under flipping every spin, so blind to a magnetisation's sign."""
     pairs = list(zip(qubits, qubits[1:] + qubits[:1]))
-    return [p(q) for p in (cirq.Z, cirq.X) for q in qubits] + [p(a) * p(b) for p in (cirq.Z, cirq.X) for a, b in pairs]
+    return [p(a) * p(b) for p in (cirq.Z, cirq.X) for a, b in pairs]
+
+
+def z_x_readouts(qubits: list[cirq.Qid]) -> list[cirq.PauliString]:
+    """Z and X on every qubit, then the correlators: what tells states apart in either basis."""
+    return [p(q) for p in (cirq.Z, cirq.X) for q in qubits] + correlator_readouts(qubits)
 
 
 def mixture_layer(kind: str, qubits: list[cirq.Qid], readout: list[cirq.PauliString], backend: str,
                   information_weight: float) -> qmoe.QMoELayer:
-    if kind.endswith("Z/X router"):
-        # A one-layer router read in both bases through a Dense head, trained to route surely and evenly.
-        router = qmoe.QuantumRouter(Ansatz(layers=1), z_x_readouts(qubits), keras.layers.Dense(N_EXPERTS))
+    if kind.endswith("Z/X router") or kind.endswith("correlator router"):
+        # Read in both bases through a Dense head, trained to route surely and evenly. The correlator router's
+        # rz layer turns X X into X X, X Y and Y Y, which stay two-body correlators, so it cannot expose labels.
+        router = (qmoe.QuantumRouter(Ansatz(layers=1), z_x_readouts(qubits), keras.layers.Dense(N_EXPERTS))
+                  if kind.endswith("Z/X router") else
+                  qmoe.QuantumRouter(cirq.Circuit(cirq.rz(sympy.Symbol(f"phase_{i}")).on(q) for i, q in enumerate(qubits)),
+                                     correlator_readouts(qubits), keras.layers.Dense(N_EXPERTS)))
         gate = (qmoe.TopK(1, information_weight=information_weight) if "top-1" in kind
                 else qmoe.DenseGate(information_weight=information_weight))
     else:
@@ -98,18 +116,29 @@ def build(kind: str, qubits: list[cirq.Qid], args: argparse.Namespace) -> tuple[
     return model, circuits, gates
 
 
-def separation(gates: np.ndarray, families: np.ndarray) -> tuple[float, ...]:
-    """(mean total-variation distance between the families' mean gates, mutual information in bits between
-    family and top expert, then each family's share of samples on its most frequent top expert) on `gates` <[N, E]>."""
+def shares(groups: np.ndarray, top: np.ndarray, n_experts: int) -> np.ndarray:
+    """<[G, E]> joint distribution of (group, top expert) over the samples."""
+    joint = np.zeros((groups.max() + 1, n_experts))
+    np.add.at(joint, (groups, top), 1.0)
+    return joint / joint.sum()
+
+
+def separation(gates: np.ndarray, families: np.ndarray, labels: np.ndarray) -> tuple[float, ...]:
+    """On `gates` <[N, E]>: (mean total-variation distance between the families' mean gates, mutual information
+    in bits between family and top expert, the mean over (family, label) cells of the cell's share on its most
+    frequent top expert, then each family's share on its most frequent top expert)."""
     means = [gates[families == f].mean(axis=0) for f in np.unique(families)]  # [F] x <[E]>
     tv = np.mean([0.5 * np.abs(a - b).sum() for a, b in itertools.combinations(means, 2)])
-    joint = np.zeros((len(means), gates.shape[1]))  # <[F, E]> counts of (family, top expert)
-    np.add.at(joint, (families, gates.argmax(axis=1)), 1.0)
-    joint /= joint.sum()
+    top = gates.argmax(axis=1)  # <[N]>
+    joint = shares(families, top, gates.shape[1])  # <[F, E]>
     outer = joint.sum(axis=1, keepdims=True) @ joint.sum(axis=0, keepdims=True)
     mask = joint > 0
     purity = joint.max(axis=1) / joint.sum(axis=1)  # <[F]>
-    return float(tv), float((joint[mask] * np.log2(joint[mask] / outer[mask])).sum()), *map(float, purity)
+    cells = shares(2 * families + labels, top, gates.shape[1])  # <[2F, E]>
+    cells = cells[cells.sum(axis=1) > 0]
+    cell_purity = np.mean(cells.max(axis=1) / cells.sum(axis=1))
+    return (float(tv), float((joint[mask] * np.log2(joint[mask] / outer[mask])).sum()), float(cell_purity),
+            *map(float, purity))
 
 
 def fit(kind: str, qubits: list[cirq.Qid], x_train: tf.Tensor, y_train: np.ndarray, x_test: tf.Tensor,
@@ -144,7 +173,7 @@ def run(data: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
     result["accuracy"] = {level: correct / len(y_test) for level, correct in result["correct"].items()}
     if kind in QMOE and data != "cluster":
         result["separation"] = separation(result["model"].get_layer("qmoe").gate_weights(x_test).numpy(),
-                                          split.family_test)
+                                          split.family_test, y_test)
     del result["model"]
     keras.backend.clear_session()
     print(f"{data} {kind} seed {seed}: accuracy {result['accuracy']}, separation {result.get('separation')}", flush=True)
@@ -155,9 +184,9 @@ def accuracies(runs: list[dict], level: float = 0.0) -> np.ndarray:
     return np.array([r["accuracy"][level] for r in runs])
 
 
-def paired(runs: list[dict], baseline: list[dict]) -> str:
-    """`runs` minus the baseline on the same splits: mean +- std, and the paired t-test's p."""
-    a, b = accuracies(runs), accuracies(baseline)
+def paired(runs: list[dict], baseline: list[dict], level: float = 0.0) -> str:
+    """`runs` minus the baseline on the same splits (at noise `level`): mean +- std, and the paired t-test's p."""
+    a, b = accuracies(runs, level), accuracies(baseline, level)
     p = "n/a" if len(a) < 2 or np.allclose(a - b, (a - b)[0]) else f"{stats.ttest_rel(a, b).pvalue:.3f}"
     return f"{np.mean(a - b):+.3f} +- {np.std(a - b):.3f} (p {p})"
 
@@ -172,8 +201,10 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "statevector", "noiseless"])
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                        help=f"the paired tests compare with {REFERENCE!r}, which is always run")
     parser.add_argument("--information-weight", type=float, default=1.0,
-                        help="the Z/X router's TopK(information_weight=...)")
+                        help="the Z/X and correlator routers' TopK(information_weight=...)")
     parser.add_argument("--noise", type=float, nargs="*", default=[0.001, 0.01],
                         help="depolarising rates per qubit and moment to evaluate the trained models at")
     parser.add_argument("--trajectories", type=int, default=100)
@@ -185,12 +216,18 @@ def main() -> None:
         args.data, args.noise, args.trajectories = ["hard"], [0.01], 10
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [f"# QCNN experts at {args.qubits} qubits", "",
-             f"`python examples/qcnn_study.py{' --quick' if args.quick else ''}`: {args.seeds} seeds, "
+             f"`{shlex.join(['python', 'examples/qcnn_study.py', *sys.argv[1:]])}`: {args.seeds} seeds, "
              f"{args.samples} samples (70% train), {args.epochs} epochs, batch 16, Adam {args.lr}; "
-             f"QMoE of {N_EXPERTS} QCNN experts; backend {args.backend!r}; the Z/X router's information weight "
+             f"QMoE of {N_EXPERTS} QCNN experts; backend {args.backend!r}; the Z/X and correlator routers' information weight "
              f"{args.information_weight:g}; noise evaluated with {args.trajectories} trajectories.", ""]
     for data in args.data:
-        results = {kind: [run(data, kind, seed, args) for seed in range(args.seeds)] for kind in MODELS}
+        kinds = [kind for kind in MODELS if kind in args.models or kind == REFERENCE]
+        results = {}
+        for kind in kinds:
+            if kind == ORACLE and len(DATA[data]) == 1 and "QCNN" in results:
+                results[kind] = results["QCNN"]  # one family: perfect routing is the lone QCNN, trained alike
+            else:
+                results[kind] = [run(data, kind, seed, args) for seed in range(args.seeds)]
         lines += [f"## {data}", "", f"| model | test accuracy | {REFERENCE} minus it | circuit parameters | "
                   "circuits / sample | two-qubit gates / sample | training (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
         for kind, runs in results.items():
@@ -202,22 +239,26 @@ def main() -> None:
         if args.noise:
             lines += ["", f"Under depolarising noise (`cirq.depolarize(p)` on every qubit after every moment of the "
                       f"models' circuits; trained exactly, evaluated with {args.trajectories} trajectories):", "",
-                      "| model | two-qubit gates / sample | " + " | ".join(f"p = {p:g}" for p in (0.0, *args.noise)) + " |",
-                      "|---|---:|" + "---:|" * (1 + len(args.noise))]
+                      "| model | two-qubit gates / sample | " + " | ".join(f"p = {p:g}" for p in (0.0, *args.noise))
+                      + f" | {REFERENCE} minus it, p = {max(args.noise):g} |", "|---|---:|" + "---:|" * (2 + len(args.noise))]
             for kind, runs in results.items():
                 cells = [f"{accuracies(runs, p).mean():.3f} +- {accuracies(runs, p).std():.3f}" for p in (0.0, *args.noise)]
-                lines.append(f"| {kind} | {runs[0]['gates']} | " + " | ".join(cells) + " |")
+                versus = "" if kind == REFERENCE else paired(results[REFERENCE], runs, max(args.noise))
+                lines.append(f"| {kind} | {runs[0]['gates']} | " + " | ".join(cells) + f" | {versus} |")
         if data != "cluster":
             families = DATA[data]
             lines += ["", "Router separation of the families (test set, mean over seeds): total-variation distance "
                       "between the families' mean gates (0: the same, 1: disjoint experts), mutual information "
-                      f"between family and top expert (bits; at most log2(3) = {np.log2(3):.2f}), and for each family "
-                      "the share of its samples whose top expert is the family's most frequent one.", "",
-                      "| model | TV distance | mutual information | " + " | ".join(families) + " |",
-                      "|---|---:|---:|" + "---:|" * len(families)]
-            for kind in QMOE:
-                tv, mi, *purity = np.mean([r["separation"] for r in results[kind]], axis=0)
-                lines.append(f"| {kind} | {tv:.2f} | {mi:.2f} | " + " | ".join(f"{p:.2f}" for p in purity) + " |")
+                      f"between family and top expert (bits; at most log2(3) = {np.log2(3):.2f}), the share of each "
+                      "(family, label) cell's samples whose top expert is the cell's most frequent one (mean over "
+                      "cells), and for each family the share of its samples whose top expert is the family's most "
+                      "frequent one.", "",
+                      "| model | TV distance | mutual information | (family, label) cells | " + " | ".join(families) + " |",
+                      "|---|---:|---:|---:|" + "---:|" * len(families)]
+            for kind in (kind for kind in QMOE if kind in results):
+                tv, mi, cells, *purity = np.mean([r["separation"] for r in results[kind]], axis=0)
+                lines.append(f"| {kind} | {tv:.2f} | {mi:.2f} | {cells:.2f} | " + " | ".join(f"{p:.2f}" for p in purity)
+                             + " |")
         lines.append("")
     (args.out / "qcnn_study.md").write_text("\n".join(lines))
     print(f"wrote {args.out / 'qcnn_study.md'}")

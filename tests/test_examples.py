@@ -1,4 +1,5 @@
 """Each example runs end to end in --quick mode and prints sensible numbers."""
+import importlib.util
 import math
 import re
 import subprocess
@@ -92,20 +93,40 @@ def test_qcnn_study_quick(tmp_path):
     rows = {(section, cells[0]): cells[1:] for section, body in re.findall(r"## (\w+)\n\n(.*?)(?:\n\n|$)", table, re.S)
             for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in body.splitlines()[2:])}
     assert {name for _, name in rows} == {"QMoE top-1", "QMoE dense", "QMoE top-1, Z/X router", "QMoE dense, Z/X router",
-                                          "QCNN", "QCNN per family", "QNN, per-sample cost", "QNN, total parameters"}
+                                          "QMoE top-1, correlator router", "QCNN", "QCNN per family",
+                                          "QNN, per-sample cost", "QNN, total parameters"}
     assert float(rows["hard", "QMoE dense"][0].split(" +- ")[0]) > 0.6  # chance: 0.5
     # 4 qubits: a QCNN has 2 levels of 15 + 6 symbols and 5 * 3 + 3 two-qubit gates; the QMoE runs 2 per sample,
     # the Z/X router's one-layer ansatz 4 CNOTs; the per-family QCNNs are three.
     assert rows["hard", "QCNN"][2:5] == ["42", "1", "18"]
     assert rows["hard", "QMoE top-1"][2:5] == [str(4 * 42), "2", "36"]
     assert rows["hard", "QMoE dense, Z/X router"][3:5] == ["4", str(4 + 3 * 18)]
+    assert rows["hard", "QMoE top-1, correlator router"][2:5] == [str(3 * 42 + 4), "2", "18"]  # an rz per qubit
     assert rows["hard", "QCNN per family"][2] == str(3 * 42)
     assert rows["hard", "QNN, per-sample cost"][4] == "36"  # the baseline matched to the top-1 QMoE
-    noisy = re.findall(r"^\| (QNN, total parameters) \| 84 \| ([\d.]+) \+- [\d.]+ \| ([\d.]+) \+- [\d.]+ \|$", table, re.M)
-    # the noise table's p = 0 column is the exact accuracy; p = 0.01 is an accuracy too
+    noisy = re.findall(r"^\| (QNN, total parameters) \| 84 \| ([\d.]+) \+- [\d.]+ \| ([\d.]+) \+- [\d.]+ \| "
+                       r"([-+][\d.]+) \+- [\d.]+ \(p [^)]+\) \|$", table, re.M)
+    # the noise table's p = 0 column is the exact accuracy; p = 0.01 is an accuracy too, and the paired difference
+    # at p = 0.01 is the reference's accuracy there minus it
     assert len(noisy) == 1 and noisy[0][1] == rows["hard", "QNN, total parameters"][0].split(" +- ")[0]
     assert 0 <= float(noisy[0][2]) <= 1
-    separation = re.findall(r"^\| QMoE [^|]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", table, re.M)
-    assert len(separation) == 4 and all(0 <= float(tv) <= 1 and 0 <= float(mi) <= np.log2(3) + 1e-6
+    reference = re.search(r"^\| QMoE top-1, Z/X router \| 22 \| [\d.]+ \+- [\d.]+ \| ([\d.]+) \+- [\d.]+ \|  \|$",
+                          table, re.M)
+    assert abs(float(reference[1]) - float(noisy[0][2]) - float(noisy[0][3])) < 2e-3
+    separation = re.findall(r"^\| QMoE [^|]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$",
+                            table, re.M)
+    assert len(separation) == 5 and all(0 <= float(tv) <= 1 and 0 <= float(mi) <= np.log2(3) + 1e-6
                                         and all(1 / 3 - 1e-6 <= float(p) <= 1 for p in purity)
                                         for tv, mi, *purity in separation)
+
+
+def test_qcnn_study_separation_measures_families_and_label_cells():
+    spec = importlib.util.spec_from_file_location("qcnn_study", EXAMPLES / "qcnn_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    # family 0 all on expert 0; family 1 split by label between experts 1 and 2
+    gates = np.eye(3)[[0, 0, 1, 2, 1, 2]]
+    families, labels = np.array([0, 0, 1, 1, 1, 1]), np.array([0, 1, 0, 1, 0, 1])
+    tv, mi, cells, *purity = study.separation(gates, families, labels)
+    # mean gates [1, 0, 0] and [0, .5, .5]; H(expert) = H(1/3, 1/3, 1/3), H(expert | family) = 2/3 * 1 bit
+    assert np.allclose([tv, mi, cells, *purity], [1.0, np.log2(3) - 2 / 3, 1.0, 1.0, 0.5])

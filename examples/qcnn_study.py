@@ -27,12 +27,15 @@ prints its per-seed accuracies and separation.
     python examples/qcnn_study.py            # 8 qubits, 5 seeds
     python examples/qcnn_study.py --data mixture hard --models "QMoE top-1" "QMoE top-1, correlator router" --noise
     python examples/qcnn_study.py --quick    # 4 qubits, 1 seed, the hard mixture, on qsim: 40 s
-Writes qcnn_study.md to --out (examples/results by default).
+Writes to --out (examples/results by default) qcnn_study.json (every run's results), the tables qcnn_study.md,
+and the figures qcnn_noise.png (accuracy against noise) and qcnn_routing.png (the first seed's mean gate per
+(family, label) and expert); `--write-only` rewrites the tables and figures from the json.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import shlex
 import sys
 import time
@@ -40,6 +43,7 @@ from pathlib import Path
 
 import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras first)
 import cirq
+import matplotlib
 import numpy as np
 import sympy
 import tensorflow as tf
@@ -48,6 +52,9 @@ from scipy import stats
 
 from qmoe_tfq import quantum_data
 from qmoe_tfq.circuits import EXPERT_PREFIX, Ansatz
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 DATA = {"cluster": ("cluster",), "mixture": quantum_data.MIXTURE, "hard": quantum_data.HARD_MIXTURE}
@@ -170,10 +177,13 @@ def run(data: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
                   "correct": {level: sum(p["correct"][level] for p in parts) for level in parts[0]["correct"]}}
     else:
         result = fit(kind, qubits, x_train, y_train, x_test, y_test, seed, args)
-    result["accuracy"] = {level: correct / len(y_test) for level, correct in result["correct"].items()}
-    if kind in QMOE and data != "cluster":
-        result["separation"] = separation(result["model"].get_layer("qmoe").gate_weights(x_test).numpy(),
-                                          split.family_test, y_test)
+    # keyed by the level's text, as the saved json has it
+    result["accuracy"] = {f"{level:g}": correct / len(y_test) for level, correct in result.pop("correct").items()}
+    if kind in QMOE and len(split.families) > 1:
+        gates = result["model"].get_layer("qmoe").gate_weights(x_test).numpy()  # <[N, E]>
+        result["separation"] = separation(gates, split.family_test, y_test)
+        result["cell_gates"] = [gates[(split.family_test == f) & (y_test == y)].mean(axis=0).tolist()
+                                for f in range(len(split.families)) for y in (0, 1)]  # [2F] x [E]
     del result["model"]
     keras.backend.clear_session()
     print(f"{data} {kind} seed {seed}: accuracy {result['accuracy']}, separation {result.get('separation')}", flush=True)
@@ -181,7 +191,7 @@ def run(data: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def accuracies(runs: list[dict], level: float = 0.0) -> np.ndarray:
-    return np.array([r["accuracy"][level] for r in runs])
+    return np.array([r["accuracy"][f"{level:g}"] for r in runs])
 
 
 def paired(runs: list[dict], baseline: list[dict], level: float = 0.0) -> str:
@@ -189,6 +199,85 @@ def paired(runs: list[dict], baseline: list[dict], level: float = 0.0) -> str:
     a, b = accuracies(runs, level), accuracies(baseline, level)
     p = "n/a" if len(a) < 2 or np.allclose(a - b, (a - b)[0]) else f"{stats.ttest_rel(a, b).pvalue:.3f}"
     return f"{np.mean(a - b):+.3f} +- {np.std(a - b):.3f} (p {p})"
+
+
+def report(record: dict) -> str:
+    """The markdown tables of a study `record` (what `main` saves as qcnn_study.json)."""
+    settings, noise = record["settings"], record["settings"]["noise"]
+    lines = [f"# QCNN experts at {settings['qubits']} qubits", "",
+             f"`{record['command']}`: {settings['seeds']} seeds, {settings['samples']} samples (70% train), "
+             f"{settings['epochs']} epochs, batch 16, Adam {settings['lr']}; QMoE of {N_EXPERTS} QCNN experts; backend "
+             f"{settings['backend']!r}; the Z/X and correlator routers' information weight "
+             f"{settings['information_weight']:g}; noise evaluated with {settings['trajectories']} trajectories.", ""]
+    for data, results in record["results"].items():
+        lines += [f"## {data}", "", f"| model | test accuracy | {REFERENCE} minus it | circuit parameters | "
+                  "circuits / sample | two-qubit gates / sample | training (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for kind, runs in results.items():
+            accuracy = accuracies(runs)
+            versus = "" if kind == REFERENCE else paired(results[REFERENCE], runs)
+            lines.append(f"| {kind} | {accuracy.mean():.3f} +- {accuracy.std():.3f} | {versus} | {runs[0]['params']} | "
+                         f"{runs[0]['circuits']} | {runs[0]['gates']} | {np.mean([r['seconds'] for r in runs]):.1f} |")
+        if noise:
+            lines += ["", f"Under depolarising noise (`cirq.depolarize(p)` on every qubit after every moment of the "
+                      f"models' circuits; trained exactly, evaluated with {settings['trajectories']} trajectories):", "",
+                      "| model | two-qubit gates / sample | " + " | ".join(f"p = {p:g}" for p in (0.0, *noise))
+                      + f" | {REFERENCE} minus it, p = {max(noise):g} |", "|---|---:|" + "---:|" * (2 + len(noise))]
+            for kind, runs in results.items():
+                cells = [f"{accuracies(runs, p).mean():.3f} +- {accuracies(runs, p).std():.3f}" for p in (0.0, *noise)]
+                versus = "" if kind == REFERENCE else paired(results[REFERENCE], runs, max(noise))
+                lines.append(f"| {kind} | {runs[0]['gates']} | " + " | ".join(cells) + f" | {versus} |")
+        if len(DATA[data]) > 1:
+            families = DATA[data]
+            lines += ["", "Router separation of the families (test set, mean over seeds): total-variation distance "
+                      "between the families' mean gates (0: the same, 1: disjoint experts), mutual information "
+                      f"between family and top expert (bits; at most log2(3) = {np.log2(3):.2f}), the share of each "
+                      "(family, label) cell's samples whose top expert is the cell's most frequent one (mean over "
+                      "cells), and for each family the share of its samples whose top expert is the family's most "
+                      "frequent one.", "",
+                      "| model | TV distance | mutual information | (family, label) cells | " + " | ".join(families) + " |",
+                      "|---|---:|---:|---:|" + "---:|" * len(families)]
+            for kind in (kind for kind in QMOE if kind in results):
+                tv, mi, cells, *purity = np.mean([r["separation"] for r in results[kind]], axis=0)
+                lines.append(f"| {kind} | {tv:.2f} | {mi:.2f} | {cells:.2f} | " + " | ".join(f"{p:.2f}" for p in purity)
+                             + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(record: dict, out: Path) -> list[Path]:
+    """qcnn_noise.png (mean test accuracy against the noise level, a panel per data set) and, when the run has a
+    mixture, qcnn_routing.png (the first seed's mean gate per (family, label) cell and expert, per QMoE)."""
+    results, levels = record["results"], [0.0, *record["settings"]["noise"]]
+    written = []
+    if len(levels) > 1:
+        figure, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+        for axis, (data, models) in zip(axes[0], results.items()):
+            for index, (kind, runs) in enumerate(models.items()):
+                axis.plot(range(len(levels)), [accuracies(runs, p).mean() for p in levels], marker="o",
+                          linestyle="--" if kind in QMOE else "-", label=kind, color=plt.cm.tab10(index))
+            axis.set(xticks=range(len(levels)), xticklabels=[f"{p:g}" for p in levels], ylim=(0.4, 1.02),
+                     xlabel="depolarising p per qubit and moment", ylabel="test accuracy", title=data)
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        figure.tight_layout()
+        figure.savefig(out / "qcnn_noise.png", dpi=110)
+        written.append(out / "qcnn_noise.png")
+    mixtures = {data: models for data, models in results.items() if len(DATA[data]) > 1}
+    if mixtures:
+        kinds = [kind for kind in QMOE if any(kind in models for models in mixtures.values())]
+        figure, axes = plt.subplots(len(mixtures), len(kinds), figsize=(2.6 * len(kinds), 2.8 * len(mixtures)),
+                                    squeeze=False)
+        for row, (data, models) in zip(axes, mixtures.items()):
+            cells = [f"{family}, label {label}" for family in DATA[data] for label in (0, 1)]
+            for axis, kind in zip(row, kinds):
+                axis.imshow(np.array(models[kind][0]["cell_gates"]), vmin=0, vmax=1, cmap="viridis")
+                axis.set(xticks=range(N_EXPERTS), xlabel="expert", yticks=range(len(cells)),
+                         yticklabels=cells if axis is row[0] else [], title=f"{data}: {kind}")
+                axis.title.set_fontsize(7)
+        figure.suptitle("mean gate per (family, label) and expert, test set, first seed", fontsize=9)
+        figure.tight_layout()
+        figure.savefig(out / "qcnn_routing.png", dpi=110)
+        written.append(out / "qcnn_routing.png")
+    return written
 
 
 def main() -> None:
@@ -208,6 +297,8 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="*", default=[0.001, 0.01],
                         help="depolarising rates per qubit and moment to evaluate the trained models at")
     parser.add_argument("--trajectories", type=int, default=100)
+    parser.add_argument("--write-only", action="store_true",
+                        help="rewrite the tables and figures from --out's qcnn_study.json without training")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -215,53 +306,28 @@ def main() -> None:
         args.qubits, args.seeds, args.samples, args.epochs, args.backend = 4, 1, 48, 2, "noiseless"
         args.data, args.noise, args.trajectories = ["hard"], [0.01], 10
     args.out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# QCNN experts at {args.qubits} qubits", "",
-             f"`{shlex.join(['python', 'examples/qcnn_study.py', *sys.argv[1:]])}`: {args.seeds} seeds, "
-             f"{args.samples} samples (70% train), {args.epochs} epochs, batch 16, Adam {args.lr}; "
-             f"QMoE of {N_EXPERTS} QCNN experts; backend {args.backend!r}; the Z/X and correlator routers' information weight "
-             f"{args.information_weight:g}; noise evaluated with {args.trajectories} trajectories.", ""]
-    for data in args.data:
-        kinds = [kind for kind in MODELS if kind in args.models or kind == REFERENCE]
-        results = {}
-        for kind in kinds:
-            if kind == ORACLE and len(DATA[data]) == 1 and "QCNN" in results:
-                results[kind] = results["QCNN"]  # one family: perfect routing is the lone QCNN, trained alike
-            else:
-                results[kind] = [run(data, kind, seed, args) for seed in range(args.seeds)]
-        lines += [f"## {data}", "", f"| model | test accuracy | {REFERENCE} minus it | circuit parameters | "
-                  "circuits / sample | two-qubit gates / sample | training (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for kind, runs in results.items():
-            accuracy = accuracies(runs)
-            versus = "" if kind == REFERENCE else paired(results[REFERENCE], runs)
-            lines.append(f"| {kind} | {accuracy.mean():.3f} +- {accuracy.std():.3f} | {versus} | {runs[0]['params']} | "
-                         f"{runs[0]['circuits']} | {runs[0]['gates']} | {np.mean([r['seconds'] for r in runs]):.1f} |")
-            print(f"{data:<8} {kind:<24} accuracy {accuracy.mean():.3f} +- {accuracy.std():.3f}", flush=True)
-        if args.noise:
-            lines += ["", f"Under depolarising noise (`cirq.depolarize(p)` on every qubit after every moment of the "
-                      f"models' circuits; trained exactly, evaluated with {args.trajectories} trajectories):", "",
-                      "| model | two-qubit gates / sample | " + " | ".join(f"p = {p:g}" for p in (0.0, *args.noise))
-                      + f" | {REFERENCE} minus it, p = {max(args.noise):g} |", "|---|---:|" + "---:|" * (2 + len(args.noise))]
-            for kind, runs in results.items():
-                cells = [f"{accuracies(runs, p).mean():.3f} +- {accuracies(runs, p).std():.3f}" for p in (0.0, *args.noise)]
-                versus = "" if kind == REFERENCE else paired(results[REFERENCE], runs, max(args.noise))
-                lines.append(f"| {kind} | {runs[0]['gates']} | " + " | ".join(cells) + f" | {versus} |")
-        if data != "cluster":
-            families = DATA[data]
-            lines += ["", "Router separation of the families (test set, mean over seeds): total-variation distance "
-                      "between the families' mean gates (0: the same, 1: disjoint experts), mutual information "
-                      f"between family and top expert (bits; at most log2(3) = {np.log2(3):.2f}), the share of each "
-                      "(family, label) cell's samples whose top expert is the cell's most frequent one (mean over "
-                      "cells), and for each family the share of its samples whose top expert is the family's most "
-                      "frequent one.", "",
-                      "| model | TV distance | mutual information | (family, label) cells | " + " | ".join(families) + " |",
-                      "|---|---:|---:|---:|" + "---:|" * len(families)]
-            for kind in (kind for kind in QMOE if kind in results):
-                tv, mi, cells, *purity = np.mean([r["separation"] for r in results[kind]], axis=0)
-                lines.append(f"| {kind} | {tv:.2f} | {mi:.2f} | {cells:.2f} | " + " | ".join(f"{p:.2f}" for p in purity)
-                             + " |")
-        lines.append("")
-    (args.out / "qcnn_study.md").write_text("\n".join(lines))
-    print(f"wrote {args.out / 'qcnn_study.md'}")
+    saved = args.out / "qcnn_study.json"
+    if args.write_only:
+        record = json.loads(saved.read_text())
+    else:
+        settings = {name: getattr(args, name) for name in ("qubits", "seeds", "samples", "epochs", "lr", "backend",
+                                                           "information_weight", "noise", "trajectories")}
+        record = {"command": shlex.join(["python", "examples/qcnn_study.py", *sys.argv[1:]]), "settings": settings,
+                  "results": {}}
+        for data in args.data:
+            results = record["results"][data] = {}
+            for kind in (kind for kind in MODELS if kind in args.models or kind == REFERENCE):
+                if kind == ORACLE and len(DATA[data]) == 1 and "QCNN" in results:
+                    results[kind] = results["QCNN"]  # one family: perfect routing is the lone QCNN, trained alike
+                else:
+                    results[kind] = [run(data, kind, seed, args) for seed in range(args.seeds)]
+                print(f"{data:<8} {kind:<24} accuracy {accuracies(results[kind]).mean():.3f} +- "
+                      f"{accuracies(results[kind]).std():.3f}", flush=True)
+        saved.write_text(json.dumps(record, indent=1))
+    (args.out / "qcnn_study.md").write_text(report(record))
+    figures = plot(record, args.out)
+    written = [args.out / "qcnn_study.md", *figures] if args.write_only else [saved, args.out / "qcnn_study.md", *figures]
+    print(f"wrote {', '.join(map(str, written))}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,10 @@ def test_stacking_quick():
 def test_qcnn_study_quick(tmp_path):
     run_example("qcnn_study.py", "--out", str(tmp_path))
     table = (tmp_path / "qcnn_study.md").read_text()
+    assert (tmp_path / "qcnn_noise.png").stat().st_size > 0 and (tmp_path / "qcnn_routing.png").stat().st_size > 0
+    (tmp_path / "qcnn_study.md").unlink()
+    assert run_example("qcnn_study.py", "--out", str(tmp_path), "--write-only").startswith(f"wrote {tmp_path}")
+    assert (tmp_path / "qcnn_study.md").read_text() == table  # the tables come from the saved json alone
     rows = {(section, cells[0]): cells[1:] for section, body in re.findall(r"## (\w+)\n\n(.*?)(?:\n\n|$)", table, re.S)
             for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in body.splitlines()[2:])}
     assert {name for _, name in rows} == {"QMoE top-1", "QMoE dense", "QMoE top-1, Z/X router", "QMoE dense, Z/X router",

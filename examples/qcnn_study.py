@@ -18,11 +18,11 @@ Data (`qmoe_tfq.quantum_data`): the excited cluster states of TFQ's QCNN tutoria
 GHZ and product families, and the hard mixture (GHZ parity, product, product in X), each family hiding its
 label elsewhere. Reported: test accuracy (mean +- std over seeds; paired t-test of the top-1 QMoE with the
 Z/X router against each other model on the same splits), circuit parameters, circuits and two-qubit gates
-per sample, training time; the trained models' accuracy under depolarising noise (`--noise`, TFQ's
-trajectories); on the mixtures how the routers separate the families (total-variation distance between
-the families' mean gates, mutual information between family and top expert, each family's share on its
-most frequent expert, and each (family, label) cell's share on its own most frequent expert). Every run also
-prints its per-seed accuracies and separation.
+per sample, the depth of the deepest circuit a sample runs, training time; the trained models' accuracy
+under depolarising noise (`--noise`, TFQ's trajectories); on the mixtures how the routers separate the
+families (total-variation distance between the families' mean gates, mutual information between family
+and top expert, each family's share on its most frequent expert, and each (family, label) cell's share on
+its own most frequent expert). Every run also prints its per-seed accuracies and separation.
 
     python examples/qcnn_study.py            # 8 qubits, 5 seeds
     python examples/qcnn_study.py --data mixture hard --models "QMoE top-1" "QMoE top-1, correlator router" --noise
@@ -97,8 +97,13 @@ def mixture_layer(kind: str, qubits: list[cirq.Qid], readout: list[cirq.PauliStr
                           gate=gate, execution=backend)
 
 
-def build(kind: str, qubits: list[cirq.Qid], args: argparse.Namespace) -> tuple[keras.Model, int, int]:
-    """(compiled model, circuits per sample, two-qubit gates per sample)."""
+def depth(circuit: cirq.Circuit) -> int:
+    """Moments once every operation is moved as early as it can go."""
+    return len(cirq.Circuit(circuit.all_operations()))
+
+
+def build(kind: str, qubits: list[cirq.Qid], args: argparse.Namespace) -> tuple[keras.Model, int, int, int]:
+    """(compiled model, circuits per sample, two-qubit gates per sample, depth of the deepest of those circuits)."""
     qcnn = qmoe.QCNN()
     readout = [cirq.Z(q) for q in qcnn.output_qubits(qubits)]
     inputs = keras.Input(shape=(), dtype=tf.string)
@@ -107,6 +112,7 @@ def build(kind: str, qubits: list[cirq.Qid], args: argparse.Namespace) -> tuple[
         readouts, experts = layer(inputs), 1 if "top-1" in kind else N_EXPERTS
         circuits = 1 + experts
         gates = two_qubit_gates(layer.router.model_circuit) + experts * two_qubit_gates(layer.experts[0].model_circuit)
+        deepest = max(depth(layer.router.model_circuit), depth(layer.experts[0].model_circuit))
     else:
         if kind in ("QCNN", ORACLE):
             circuit, observables = qcnn.circuit(qubits, prefix=EXPERT_PREFIX), readout
@@ -117,10 +123,10 @@ def build(kind: str, qubits: list[cirq.Qid], args: argparse.Namespace) -> tuple[
                       else round((N_EXPERTS + 1) * len(cirq.parameter_symbols(qcnn.circuit(qubits))) / (2 * ring)))
             circuit, observables = Ansatz(layers=layers).circuit(qubits), [cirq.Z(q) for q in qubits]
         readouts = qmoe.ExpertPQC(circuit, observables, name="qnn", backend=args.backend)(inputs)
-        circuits, gates = 1, two_qubit_gates(circuit)
+        circuits, gates, deepest = 1, two_qubit_gates(circuit), depth(circuit)
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(readouts))
     model.compile(keras.optimizers.Adam(args.lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model, circuits, gates
+    return model, circuits, gates, deepest
 
 
 def shares(groups: np.ndarray, top: np.ndarray, n_experts: int) -> np.ndarray:
@@ -152,7 +158,7 @@ def fit(kind: str, qubits: list[cirq.Qid], x_train: tf.Tensor, y_train: np.ndarr
         y_test: np.ndarray, seed: int, args: argparse.Namespace) -> dict:
     """Trains one model; its test accuracy (noiseless and at each ``--noise`` level) and costs."""
     keras.utils.set_random_seed(seed)
-    model, circuits, gates = build(kind, qubits, args)
+    model, circuits, gates, deepest = build(kind, qubits, args)
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=args.epochs, batch_size=16, verbose=0)
     seconds = time.perf_counter() - start
@@ -162,7 +168,7 @@ def fit(kind: str, qubits: list[cirq.Qid], x_train: tf.Tensor, y_train: np.ndarr
         correct[level] = noisy.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"] * len(y_test)
     return {"correct": correct, "params": sum(int(np.prod(v.shape)) for v in model.trainable_variables
                                               if "parameters" in v.name),
-            "circuits": circuits, "gates": gates, "seconds": seconds, "model": model}
+            "circuits": circuits, "gates": gates, "depth": deepest, "seconds": seconds, "model": model}
 
 
 def run(data: str, kind: str, seed: int, args: argparse.Namespace) -> dict:
@@ -211,12 +217,14 @@ def report(record: dict) -> str:
              f"{settings['information_weight']:g}; noise evaluated with {settings['trajectories']} trajectories.", ""]
     for data, results in record["results"].items():
         lines += [f"## {data}", "", f"| model | test accuracy | {REFERENCE} minus it | circuit parameters | "
-                  "circuits / sample | two-qubit gates / sample | training (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "circuits / sample | two-qubit gates / sample | deepest circuit (moments) | training (s) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for kind, runs in results.items():
             accuracy = accuracies(runs)
             versus = "" if kind == REFERENCE else paired(results[REFERENCE], runs)
             lines.append(f"| {kind} | {accuracy.mean():.3f} +- {accuracy.std():.3f} | {versus} | {runs[0]['params']} | "
-                         f"{runs[0]['circuits']} | {runs[0]['gates']} | {np.mean([r['seconds'] for r in runs]):.1f} |")
+                         f"{runs[0]['circuits']} | {runs[0]['gates']} | {runs[0]['depth']} | "
+                         f"{np.mean([r['seconds'] for r in runs]):.1f} |")
         if noise:
             lines += ["", f"Under depolarising noise (`cirq.depolarize(p)` on every qubit after every moment of the "
                       f"models' circuits; trained exactly, evaluated with {settings['trajectories']} trajectories):", "",

@@ -103,6 +103,8 @@ def test_qcnn_study_quick(tmp_path):
     # 4 qubits: a QCNN has 2 levels of 15 + 6 symbols and 5 * 3 + 3 two-qubit gates; the QMoE runs 2 per sample,
     # the Z/X router's one-layer ansatz 4 CNOTs; the per-family QCNNs are three.
     assert rows["hard", "QCNN"][2:5] == ["42", "1", "18"]
+    assert int(rows["hard", "QMoE top-1"][5]) == int(rows["hard", "QCNN"][5]) > 20  # a QCNN router is as deep
+    assert int(rows["hard", "QNN, total parameters"][5]) > int(rows["hard", "QNN, per-sample cost"][5])
     assert rows["hard", "QMoE top-1"][2:5] == [str(4 * 42), "2", "36"]
     assert rows["hard", "QMoE dense, Z/X router"][3:5] == ["4", str(4 + 3 * 18)]
     assert rows["hard", "QMoE top-1, correlator router"][2:5] == [str(3 * 42 + 4), "2", "18"]  # an rz per qubit

@@ -82,7 +82,7 @@ def z_x_readouts(qubits: list[cirq.Qid]) -> list[cirq.PauliString]:
 
 def mixture_layer(kind: str, qubits: list[cirq.Qid], readout: list[cirq.PauliString], backend: str,
                   information_weight: float) -> qmoe.QMoELayer:
-    if kind.endswith("Z/X router") or kind.endswith("correlator router"):
+    if kind.endswith(("Z/X router", "correlator router")):
         # Read in both bases through a Dense head, trained to route surely and evenly. The correlator router's
         # rz layer turns X X into X X, X Y and Y Y, which stay two-body correlators, so it cannot expose labels.
         router = (qmoe.QuantumRouter(Ansatz(layers=1), z_x_readouts(qubits), keras.layers.Dense(N_EXPERTS))
@@ -332,9 +332,9 @@ def main() -> None:
                 print(f"{data:<8} {kind:<24} accuracy {accuracies(results[kind]).mean():.3f} +- "
                       f"{accuracies(results[kind]).std():.3f}", flush=True)
         saved.write_text(json.dumps(record, indent=1))
-    (args.out / "qcnn_study.md").write_text(report(record))
-    figures = plot(record, args.out)
-    written = [args.out / "qcnn_study.md", *figures] if args.write_only else [saved, args.out / "qcnn_study.md", *figures]
+    tables = args.out / "qcnn_study.md"
+    tables.write_text(report(record))
+    written = ([] if args.write_only else [saved]) + [tables, *plot(record, args.out)]
     print(f"wrote {', '.join(map(str, written))}")
 
 

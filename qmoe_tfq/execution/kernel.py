@@ -196,7 +196,7 @@ class Kernel:
         return fused
 
     def _run(self, state: tf.Tensor, fused: tf.Tensor, values: tf.Tensor, table: StepTable,
-             program_index: tf.Tensor) -> tf.Tensor:
+             program_index: tf.Tensor, per_axis: bool) -> tf.Tensor:
         """`state` <complex64>[R, 2**n] after one run of steps; `values` <float32>[R, C + 1] end in the zero column."""
         length = table.single.shape[1]
 
@@ -205,7 +205,7 @@ class Kernel:
             return step_of_each if self.n_programs == 1 else tf.gather(step_of_each, program_index)
 
         def step(t: int | tf.Tensor, state: tf.Tensor) -> tf.Tensor:
-            state = apply_layer(state, take(fused, at(table.single, t)), self.n)
+            state = apply_layer(state, take(fused, at(table.single, t)), self.n, per_axis)
             angle = at(table.base, t)  # <float32>[R or 1, 2**n]
             if table.slopes.shape[2]:
                 used = take(values, at(table.columns, t))  # <float32>[R, G]
@@ -225,9 +225,10 @@ class Kernel:
         return tf.cast(tf.one_hot(tf.zeros([rows], tf.int32), 2 ** self.n), tf.complex64)
 
     def __call__(self, values: tf.Tensor, initial: tf.Tensor | None = None,
-                 program_index: tf.Tensor | None = None) -> tf.Tensor:
+                 program_index: tf.Tensor | None = None, per_axis: bool = False) -> tf.Tensor:
         """<float32>[R, n_ops] readouts of rows with `values` <float32>[R, n_symbols], from `initial`
-        <complex64>[R, 2**n] states or (None) from |0...0>, each on program `program_index` <int32>[R]."""
+        <complex64>[R, 2**n] states or (None) from |0...0>, each on program `program_index` <int32>[R];
+        `per_axis` chooses how layers of single-qubit matrices are applied (`apply.apply_layer`)."""
         values = tf.gather(tf.cast(values, tf.float32), self.columns, axis=1)  # <float32>[R, C]
         rows = tf.shape(values)[0]
         if self.n_programs > 1 and program_index is None:
@@ -236,7 +237,7 @@ class Kernel:
         fused = self._fused(values)
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
         for table, general in zip(self.runs, self.general):
-            state = self._run(state, fused, padded, table, program_index)
+            state = self._run(state, fused, padded, table, program_index, per_axis)
             for program, gate in general:
                 applied = apply_general(state, gate.matrix(values), list(gate.axes), self.n)
                 state = applied if self.n_programs == 1 else tf.where(

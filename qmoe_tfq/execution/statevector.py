@@ -21,6 +21,11 @@ from tensorflow_quantum.core.serialize import serializer
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.program import Inputs, Program, Run, decode_strings
 
+# Widths up to which the gradient, too, applies layers per axis: measured faster at 4 and 6 qubits and slower
+# from 8 (`benchmarks/calibrate.py` prints both).
+PER_AXIS_GRADIENT_MAX_QUBITS = 6
+
+
 def bucket(rows: tf.Tensor) -> tf.Tensor:
     """<int32>[] `rows` rounded up to 4, 5, 6 or 7 times a power of two (at most 25% more), so XLA compiles
     a few row counts per octave rather than one per routed group size."""
@@ -34,14 +39,17 @@ def under_xla(kernel: Kernel) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.
 
     The backward computation runs the forward pass again: a loop's saved intermediates cannot leave
     one XLA computation for another, and a second forward pass costs less than running unjitted.
+    The forward pass applies layers `per_axis` (`apply.apply_layer`), as does the backward one up to
+    `PER_AXIS_GRADIENT_MAX_QUBITS`.
     """
-    forward = tf.function(kernel.__call__, jit_compile=True, autograph=False)
+    forward = tf.function(functools.partial(kernel.__call__, per_axis=True), jit_compile=True, autograph=False)
+    per_axis_gradient = kernel.n <= PER_AXIS_GRADIENT_MAX_QUBITS
 
     @tf.function(jit_compile=True, autograph=False)
     def backward(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(values)
-            readouts = kernel(values, initial, program_index)
+            readouts = kernel(values, initial, program_index, per_axis_gradient)
         return tape.gradient(readouts, values, output_gradients=upstream)  # <float32>[R', n_symbols]
 
     @tf.custom_gradient

@@ -10,8 +10,9 @@ compiled once, when the layer is built, into one `Kernel` acting on a batched st
   each other merge into one phase vector; CNOT, XX and YY become diagonal gates between
   single-qubit basis changes, which fuse in turn;
 * stages are packed into *steps* of one shape (`gates.segments`): a layer of single-qubit matrices
-  (the identity where a qubit has none), applied as Kronecker products over chunks of at most
-  `apply.CHUNK_QUBITS` qubits, then a phase ``exp(i (values[:, columns] . slopes + base))``. Every program
+  (the identity where a qubit has none), applied one axis at a time or as Kronecker products over
+  chunks of at most `apply.CHUNK_QUBITS` qubits (`apply.apply_layer`), then a phase
+  ``exp(i (values[:, columns] . slopes + base))``. Every program
   becomes a table of steps, so the graph is one loop body however deep the circuits are and
   however many programs there are: building and compiling it costs about the same for a 10-gate
   and a 1000-gate circuit;

@@ -1,5 +1,6 @@
 """Each example runs end to end in --quick mode and prints sensible numbers."""
 import importlib.util
+import json
 import math
 import re
 import subprocess
@@ -94,6 +95,12 @@ def test_qcnn_study_quick(tmp_path):
     (tmp_path / "qcnn_study.md").unlink()
     assert run_example("qcnn_study.py", "--out", str(tmp_path), "--write-only").startswith(f"wrote {tmp_path}")
     assert (tmp_path / "qcnn_study.md").read_text() == table  # the tables come from the saved json alone
+    saved = json.loads((tmp_path / "qcnn_study.json").read_text())
+    saved["results"]["hard"]["QCNN"][0]["accuracy"]["0"] = 0.123
+    (tmp_path / "qcnn_study.json").write_text(json.dumps(saved))
+    resumed = run_example("qcnn_study.py", "--out", str(tmp_path), "--resume")
+    assert " seed " not in resumed  # every model was in the json: nothing trained
+    assert "| QCNN | 0.123 +- 0.000 |" in (tmp_path / "qcnn_study.md").read_text()
     rows = {(section, cells[0]): cells[1:] for section, body in re.findall(r"## (\w+)\n\n(.*?)(?:\n\n|$)", table, re.S)
             for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in body.splitlines()[2:])}
     assert {name for _, name in rows} == {"QMoE top-1", "QMoE dense", "QMoE top-1, Z/X router", "QMoE dense, Z/X router",

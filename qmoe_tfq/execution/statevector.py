@@ -21,8 +21,9 @@ from tensorflow_quantum.core.serialize import serializer
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.program import Inputs, Program, Run, decode_strings
 
-# Widths up to which the gradient, too, applies layers per axis: measured faster at 4 and 6 qubits and slower
-# from 8 (`benchmarks/calibrate.py` prints both).
+# Widths up to which the gradient, too, applies layers per axis. Alone (`benchmarks/calibrate.py`'s table) it was
+# 1.5x faster at 4 qubits and 0.76x at 6; in the benchmark model (`benchmarks/peers.py`) training at 6 was level
+# (top-1) and 1.16x faster (dense), for ~3 s more compiling. From 8 it is slower either way.
 PER_AXIS_GRADIENT_MAX_QUBITS = 6
 
 

@@ -59,11 +59,16 @@ def training_seconds(run, values: tf.Tensor, repeats: int) -> float:
             loss = tf.reduce_sum(run(values))
         return tape.gradient(loss, values)
 
-    step(values)
+    return median_seconds(step, values, repeats)
+
+
+def median_seconds(function, values: tf.Tensor, repeats: int) -> float:
+    """Median seconds of `function(values)` over `repeats` calls, after a first (compiling) one."""
+    function(values)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        step(values).numpy()
+        function(values).numpy()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -118,13 +123,7 @@ def layer_ways(widths: list[int], rows: int, repeats: int) -> list[str]:
 
             for name, function in (("forward", forward), ("both", both)):
                 compiled = tf.function(function, jit_compile=True, autograph=False)
-                compiled(values)
-                times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    compiled(values).numpy()
-                    times.append(time.perf_counter() - start)
-                seconds[name, per_axis] = float(np.median(times))
+                seconds[name, per_axis] = median_seconds(compiled, values, repeats)
         line = (f"| {n} | {rows} | {seconds['forward', False] * 1e3:.3f} | {seconds['forward', True] * 1e3:.3f} | "
                 f"{seconds['forward', False] / seconds['forward', True]:.2f}x | {seconds['both', False] * 1e3:.3f} | "
                 f"{seconds['both', True] * 1e3:.3f} | {seconds['both', False] / seconds['both', True]:.2f}x |")

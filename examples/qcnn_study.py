@@ -334,8 +334,9 @@ def main() -> None:
                                                            "information_weight", "noise", "trajectories")}
         record = {"command": shlex.join(["python", "examples/qcnn_study.py", *sys.argv[1:]]), "settings": settings,
                   "results": {}}
-        if args.resume and saved.exists() and json.loads(saved.read_text())["settings"] == settings:
-            record["results"] = json.loads(saved.read_text())["results"]
+        previous = json.loads(saved.read_text()) if args.resume and saved.exists() else {}
+        if previous.get("settings") == settings:
+            record["results"] = previous["results"]
         for data in args.data:
             results = record["results"].setdefault(data, {})
             for kind in (kind for kind in MODELS if kind in args.models or kind == REFERENCE):

@@ -38,8 +38,9 @@ def apply_layer(state: tf.Tensor, matrices: tf.Tensor, n: int, per_axis: bool = 
     """`matrices` <complex64>[R, n, 2, 2], one per axis, applied to `state` <complex64>[R, 2**n].
 
     By default a chunk at a time, as a batched matmul with the chunk's Kronecker product. `per_axis`
-    applies one axis at a time, elementwise, which XLA fuses into a few loops: faster in a forward pass
-    at every width measured, but its gradient is slower from ~8 qubits (see `statevector.under_xla`).
+    applies one axis at a time, elementwise, which XLA fuses into a few loops: the benchmark model's
+    inference was faster with it from 4 to 12 qubits, but its gradient is slower from 6 or 8 qubits
+    (see `statevector.PER_AXIS_GRADIENT_MAX_QUBITS`).
     """
     if per_axis:
         for axis in range(n):

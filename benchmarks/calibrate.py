@@ -9,10 +9,8 @@ the forward and backward pass of one executor call on each executor, then fits t
     tfq     = tfq_call + rows * (tfq_row + tfq_gate_amplitude * gates * 2**n)
 
 and prints the constants (to copy into `auto.COSTS`), each case's measured ratio and the one the
-model predicts, and whether `auto` picks the faster executor. A second table times the kernel's two
-ways of applying a layer of single-qubit matrices (`apply.apply_layer`: Kronecker chunks as matmuls,
-or per axis, elementwise) forward and forward + backward, which sets
-`statevector.PER_AXIS_GRADIENT_MAX_QUBITS`. Both tables go to benchmarks/calibration.md.
+model predicts, and whether `auto` picks the faster executor; the table goes to
+benchmarks/calibration.md.
 
     python benchmarks/calibrate.py            # about 5 minutes on 2 cores
     python benchmarks/calibrate.py --quick    # a smoke run
@@ -32,8 +30,6 @@ from scipy.optimize import nnls
 
 from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
 from qmoe_tfq.execution.auto import COSTS, Costs, ProgramShape, choose
-from qmoe_tfq.execution.kernel import Kernel
-from qmoe_tfq.execution.statevector import PER_AXIS_GRADIENT_MAX_QUBITS
 
 
 def brickwork(n_qubits: int, layers: int, entangler: str) -> cirq.Circuit:
@@ -59,16 +55,11 @@ def training_seconds(run, values: tf.Tensor, repeats: int) -> float:
             loss = tf.reduce_sum(run(values))
         return tape.gradient(loss, values)
 
-    return median_seconds(step, values, repeats)
-
-
-def median_seconds(function, values: tf.Tensor, repeats: int) -> float:
-    """Median seconds of `function(values)` over `repeats` calls, after a first (compiling) one."""
-    function(values)
+    step(values)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        function(values).numpy()
+        step(values).numpy()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -99,37 +90,6 @@ def measure(programs: dict[str, list[cirq.Circuit]], rows_list, repeats: int) ->
             print(f"{label:<24} ({shape.steps:>2} steps, {shape.gates:>4.0f} gates), {rows:>4} rows: "
                   f"kernel {kernel * 1e3:8.2f} ms, qsim {tfq * 1e3:8.2f} ms", flush=True)
     return cases
-
-
-def layer_ways(widths: list[int], rows: int, repeats: int) -> list[str]:
-    """Table rows: the kernel under XLA, forward and forward + backward, with layers applied in chunks and per axis
-    (3 cz layers, `rows` rows)."""
-    lines = []
-    for n in widths:
-        circuit = brickwork(n, 3, "cz")
-        names = sorted(str(s) for s in cirq.parameter_symbols(circuit))
-        kernel = Kernel(circuit, [cirq.Z(q) for q in sorted(circuit.all_qubits())], names)
-        values = tf.random.uniform([rows, len(names)], 0, 2 * np.pi)
-        seconds = {}
-        for per_axis in (False, True):
-            def forward(v, per_axis=per_axis):
-                return kernel(v, per_axis=per_axis)
-
-            def both(v, per_axis=per_axis):
-                with tf.GradientTape() as tape:
-                    tape.watch(v)
-                    readouts = kernel(v, per_axis=per_axis)
-                return tape.gradient(readouts, v)
-
-            for name, function in (("forward", forward), ("both", both)):
-                compiled = tf.function(function, jit_compile=True, autograph=False)
-                seconds[name, per_axis] = median_seconds(compiled, values, repeats)
-        line = (f"| {n} | {rows} | {seconds['forward', False] * 1e3:.3f} | {seconds['forward', True] * 1e3:.3f} | "
-                f"{seconds['forward', False] / seconds['forward', True]:.2f}x | {seconds['both', False] * 1e3:.3f} | "
-                f"{seconds['both', True] * 1e3:.3f} | {seconds['both', False] / seconds['both', True]:.2f}x |")
-        print(line, flush=True)
-        lines.append(line)
-    return lines
 
 
 def fit(cases: list[tuple[ProgramShape, float, float]]) -> Costs:
@@ -169,12 +129,7 @@ def main() -> None:
                      f"{tfq * 1e3:.2f} | {kernel / tfq:.2f} | {COSTS.kernel_seconds(shape) / COSTS.tfq_seconds(shape):.2f} | "
                      f"{picked} | {faster} |")
     lines += ["", f"auto (the constants in use) picks the faster executor, or one within 20%, in {right} of "
-              f"{len(cases)} cases.", "", "## Layers in chunks or per axis", "",
-              "The kernel under XLA on 3 cz layers (ms, median); per axis wins where the ratio is above 1. "
-              f"The gradient applies layers per axis up to {PER_AXIS_GRADIENT_MAX_QUBITS} qubits, the forward pass "
-              "always.", "", "| qubits | rows | forward, chunks | forward, per axis | ratio | forward + backward, chunks | "
-              "forward + backward, per axis | ratio |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += layer_ways([2, 3] if args.quick else [4, 6, 8, 10, 12], 8 if args.quick else 64, args.repeats * 10)
+              f"{len(cases)} cases."]
     print("\n".join(lines))
     if not args.quick:
         (Path(__file__).parent / "calibration.md").write_text("\n".join(lines) + "\n")

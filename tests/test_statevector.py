@@ -103,18 +103,6 @@ def test_layers_applied_in_chunks_of_any_size_agree(monkeypatch):
     np.testing.assert_allclose(Kernel(circuit, observables, NAMES)(values).numpy(), chunked.numpy(), atol=1e-5)
 
 
-def test_layers_applied_per_axis_give_the_chunks_values_and_gradients():
-    circuit = random_circuit(5, 9)
-    kernel = Kernel(circuit, readouts(sorted(circuit.all_qubits())), NAMES)
-    values = tf.constant(np.random.default_rng(9).uniform(-3, 3, (3, len(NAMES))), tf.float32)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(values)
-        outputs = [kernel(values, per_axis=per_axis) for per_axis in (False, True)]
-        losses = [tf.reduce_sum(out * [1.0, -2.0, 0.5]) for out in outputs]
-    np.testing.assert_allclose(outputs[1].numpy(), outputs[0].numpy(), atol=1e-5)
-    np.testing.assert_allclose(*(tape.gradient(loss, values).numpy() for loss in losses), atol=1e-4)
-
-
 def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_values_and_gradients():
     circuit = random_circuit(6, 8)
     qubits = sorted(circuit.all_qubits())

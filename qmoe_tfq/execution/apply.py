@@ -34,21 +34,8 @@ def kron(matrices: tf.Tensor) -> tf.Tensor:
     return product
 
 
-def apply_layer(state: tf.Tensor, matrices: tf.Tensor, n: int, per_axis: bool = False) -> tf.Tensor:
-    """`matrices` <complex64>[R, n, 2, 2], one per axis, applied to `state` <complex64>[R, 2**n].
-
-    By default a chunk at a time, as a batched matmul with the chunk's Kronecker product. `per_axis`
-    applies one axis at a time, elementwise, which XLA fuses into a few loops: the benchmark model's
-    inference was faster with it from 4 to 12 qubits, but its gradient is slower from 6 or 8 qubits
-    (see `statevector.PER_AXIS_GRADIENT_MAX_QUBITS`).
-    """
-    if per_axis:
-        for axis in range(n):
-            view = tf.reshape(state, [-1, 2 ** axis, 2, 2 ** (n - axis - 1)])  # <complex64>[R, A, 2, B]
-            matrix = matrices[:, axis, :, :, None, None]  # <complex64>[R, 2, 2, 1, 1]
-            state = tf.stack([matrix[:, i, 0] * view[:, :, 0] + matrix[:, i, 1] * view[:, :, 1] for i in (0, 1)],
-                             axis=2)  # <complex64>[R, A, 2, B]
-        return tf.reshape(state, [-1, 2 ** n])
+def apply_layer(state: tf.Tensor, matrices: tf.Tensor, n: int) -> tf.Tensor:
+    """`matrices` <complex64>[R, n, 2, 2], one per axis, applied to `state` <complex64>[R, 2**n], a chunk at a time."""
     for first, size in chunks(n):
         block = kron(matrices[:, first:first + size])  # <complex64>[R, 2**size, 2**size]
         view = tf.reshape(state, [-1, 2 ** first, 2 ** size, 2 ** (n - first - size)])  # <complex64>[R, A, 2**size, B]

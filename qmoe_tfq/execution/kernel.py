@@ -10,9 +10,8 @@ compiled once, when the layer is built, into one `Kernel` acting on a batched st
   each other merge into one phase vector; CNOT, XX and YY become diagonal gates between
   single-qubit basis changes, which fuse in turn;
 * stages are packed into *steps* of one shape (`gates.segments`): a layer of single-qubit matrices
-  (the identity where a qubit has none), applied one axis at a time or as Kronecker products over
-  chunks of at most `apply.CHUNK_QUBITS` qubits (`apply.apply_layer`), then a phase
-  ``exp(i (values[:, columns] . slopes + base))``. Every program
+  (the identity where a qubit has none), applied as Kronecker products over chunks of at most
+  `apply.CHUNK_QUBITS` qubits, then a phase ``exp(i (values[:, columns] . slopes + base))``. Every program
   becomes a table of steps, so the graph is one loop body however deep the circuits are and
   however many programs there are: building and compiling it costs about the same for a 10-gate
   and a 1000-gate circuit;
@@ -197,7 +196,7 @@ class Kernel:
         return fused
 
     def _run(self, state: tf.Tensor, fused: tf.Tensor, values: tf.Tensor, table: StepTable,
-             program_index: tf.Tensor, per_axis: bool) -> tf.Tensor:
+             program_index: tf.Tensor) -> tf.Tensor:
         """`state` <complex64>[R, 2**n] after one run of steps; `values` <float32>[R, C + 1] end in the zero column."""
         length = table.single.shape[1]
 
@@ -206,7 +205,7 @@ class Kernel:
             return step_of_each if self.n_programs == 1 else tf.gather(step_of_each, program_index)
 
         def step(t: int | tf.Tensor, state: tf.Tensor) -> tf.Tensor:
-            state = apply_layer(state, take(fused, at(table.single, t)), self.n, per_axis)
+            state = apply_layer(state, take(fused, at(table.single, t)), self.n)
             angle = at(table.base, t)  # <float32>[R or 1, 2**n]
             if table.slopes.shape[2]:
                 used = take(values, at(table.columns, t))  # <float32>[R, G]
@@ -226,10 +225,9 @@ class Kernel:
         return tf.cast(tf.one_hot(tf.zeros([rows], tf.int32), 2 ** self.n), tf.complex64)
 
     def __call__(self, values: tf.Tensor, initial: tf.Tensor | None = None,
-                 program_index: tf.Tensor | None = None, per_axis: bool = False) -> tf.Tensor:
+                 program_index: tf.Tensor | None = None) -> tf.Tensor:
         """<float32>[R, n_ops] readouts of rows with `values` <float32>[R, n_symbols], from `initial`
-        <complex64>[R, 2**n] states or (None) from |0...0>, each on program `program_index` <int32>[R];
-        `per_axis` chooses how layers of single-qubit matrices are applied (`apply.apply_layer`)."""
+        <complex64>[R, 2**n] states or (None) from |0...0>, each on program `program_index` <int32>[R]."""
         values = tf.gather(tf.cast(values, tf.float32), self.columns, axis=1)  # <float32>[R, C]
         rows = tf.shape(values)[0]
         if self.n_programs > 1 and program_index is None:
@@ -238,7 +236,7 @@ class Kernel:
         fused = self._fused(values)
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
         for table, general in zip(self.runs, self.general):
-            state = self._run(state, fused, padded, table, program_index, per_axis)
+            state = self._run(state, fused, padded, table, program_index)
             for program, gate in general:
                 applied = apply_general(state, gate.matrix(values), list(gate.axes), self.n)
                 state = applied if self.n_programs == 1 else tf.where(

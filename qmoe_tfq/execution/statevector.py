@@ -21,12 +21,6 @@ from tensorflow_quantum.core.serialize import serializer
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.program import Inputs, Program, Run, decode_strings
 
-# Widths up to which the gradient, too, applies layers per axis. Alone (`benchmarks/calibrate.py`'s table) it was
-# 1.5x faster at 4 qubits and 0.76x at 6; in the benchmark model (`benchmarks/peers.py`) training at 6 was level
-# (top-1) and 1.16x faster (dense), for ~3 s more compiling. From 8 it is slower either way.
-PER_AXIS_GRADIENT_MAX_QUBITS = 6
-
-
 def bucket(rows: tf.Tensor) -> tf.Tensor:
     """<int32>[] `rows` rounded up to 4, 5, 6 or 7 times a power of two (at most 25% more), so XLA compiles
     a few row counts per octave rather than one per routed group size."""
@@ -40,17 +34,14 @@ def under_xla(kernel: Kernel) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.
 
     The backward computation runs the forward pass again: a loop's saved intermediates cannot leave
     one XLA computation for another, and a second forward pass costs less than running unjitted.
-    The forward pass applies layers `per_axis` (`apply.apply_layer`), as does the backward one up to
-    `PER_AXIS_GRADIENT_MAX_QUBITS`.
     """
-    forward = tf.function(functools.partial(kernel.__call__, per_axis=True), jit_compile=True, autograph=False)
-    per_axis_gradient = kernel.n <= PER_AXIS_GRADIENT_MAX_QUBITS
+    forward = tf.function(kernel.__call__, jit_compile=True, autograph=False)
 
     @tf.function(jit_compile=True, autograph=False)
     def backward(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(values)
-            readouts = kernel(values, initial, program_index, per_axis_gradient)
+            readouts = kernel(values, initial, program_index)
         return tape.gradient(readouts, values, output_gradients=upstream)  # <float32>[R', n_symbols]
 
     @tf.custom_gradient

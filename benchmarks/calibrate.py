@@ -12,8 +12,14 @@ and prints the constants (to copy into `auto.COSTS`), each case's measured ratio
 model predicts, and whether `auto` picks the faster executor; the table goes to
 benchmarks/calibration.md.
 
+With `--chunks` it measures instead how many qubits the kernel's Kronecker chunks should hold at
+each width (`apply.CHUNK_QUBITS`, one size for all): the forward pass and the forward and backward pass of the
+benchmark's ansatz, a deep ZZ brickwork and the user-style experts, on 16 and 64 rows, for each
+chunk size; the table goes to benchmarks/chunks.md.
+
     python benchmarks/calibrate.py            # about 5 minutes on 2 cores
-    python benchmarks/calibrate.py --quick    # a smoke run
+    python benchmarks/calibrate.py --chunks   # about 8 minutes
+    python benchmarks/calibrate.py --quick    # a smoke run (with --chunks: of that table)
 """
 from __future__ import annotations
 
@@ -29,7 +35,10 @@ import tensorflow as tf
 from scipy.optimize import nnls
 
 from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
+from qmoe_tfq.execution.apply import CHUNK_QUBITS
 from qmoe_tfq.execution.auto import COSTS, Costs, ProgramShape, choose
+from qmoe_tfq.execution.kernel import Kernel
+from qmoe_tfq.execution.statevector import under_xla
 
 
 def brickwork(n_qubits: int, layers: int, entangler: str) -> cirq.Circuit:
@@ -46,8 +55,19 @@ def brickwork(n_qubits: int, layers: int, entangler: str) -> cirq.Circuit:
     return circuit
 
 
+def median_seconds(function, values: tf.Tensor, repeats: int) -> float:
+    """Median seconds of `function` (a graph function) on `values`, after a compiling call."""
+    function(values)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(values).numpy()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def training_seconds(run, values: tf.Tensor, repeats: int) -> float:
-    """Median seconds of one forward and backward pass of `run` on `values` (after a compiling call)."""
+    """Median seconds of one forward and backward pass of `run` on `values`."""
     @tf.function
     def step(values):
         with tf.GradientTape() as tape:
@@ -55,13 +75,7 @@ def training_seconds(run, values: tf.Tensor, repeats: int) -> float:
             loss = tf.reduce_sum(run(values))
         return tape.gradient(loss, values)
 
-    step(values)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step(values).numpy()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(step, values, repeats)
 
 
 def user_experts(n_qubits: int) -> list[cirq.Circuit]:
@@ -103,11 +117,62 @@ def fit(cases: list[tuple[ProgramShape, float, float]]) -> Costs:
     return Costs(*kernel, *tfq, COSTS.kernel_compile, COSTS.kernel_compile_step, COSTS.horizon)
 
 
+def chunk_cases(widths, sizes, rows_list, repeats: int) -> dict[int, dict[int, list[float]]]:
+    """{width: {chunk size: seconds of each case}}: every case (circuit, rows, pass) timed with each chunk size."""
+    table = {}
+    for n in widths:
+        circuits = {"3 cz layers": [brickwork(n, 3, "cz")], "12 zz layers": [brickwork(n, 12, "zz")],
+                    "user's 3 experts": user_experts(n)}
+        table[n] = {size: [] for size in sizes if size <= n}
+        for label, programs in circuits.items():
+            qubits = sorted(set().union(*(c.all_qubits() for c in programs)))
+            names = sorted({str(s) for c in programs for s in cirq.parameter_symbols(c)})
+            for size in table[n]:
+                kernel = Kernel(programs, [[cirq.Z(q) for q in qubits]] * len(programs), names, qubits, chunk=size)
+                run = under_xla(kernel)
+                for rows in rows_list:
+                    values = tf.random.uniform([rows, len(names)], 0, 2 * np.pi)  # <float32>[rows, n_symbols]
+                    index, initial = tf.range(rows) % len(programs), kernel.ground_states(rows)  # [rows], [rows, 2**n]
+                    forward = tf.function(lambda v: run(v, initial, index))
+                    table[n][size] += [median_seconds(forward, values, repeats),
+                                       training_seconds(lambda v: run(v, initial, index), values, repeats)]
+            print(f"{n} qubits, {label}: " + ", ".join(f"chunks of {size} {seconds[-1] * 1e3:.2f} ms"
+                                                       for size, seconds in table[n].items()), flush=True)
+    return table
+
+
+def chunk_report(table: dict[int, dict[int, list[float]]], sizes, rows_list, repeats: int) -> list[str]:
+    """Each chunk size's geometric-mean time over a width's cases, relative to the fastest size per case."""
+    lines = ["# Qubits per Kronecker chunk", "", "`python benchmarks/calibrate.py --chunks`: the kernel under XLA, "
+             "forward pass and forward + backward pass, of 3 cz layers, 12 zz layers (brickworks of ry/rz) and the "
+             f"user-style experts (QCNN, brickwork, Heisenberg: three programs), on {' and '.join(map(str, rows_list))} "
+             f"rows, median of {repeats}, 2-core CPU. Each cell: the geometric mean over those cases of the time "
+             "with that chunk size over the fastest size's; 1.00 is fastest everywhere.", "",
+             "| qubits | " + " | ".join(f"chunks of {s}" for s in sizes) + " | fastest | in use |",
+             "|---:|" + "---:|" * len(sizes) + "---:|---:|"]
+    for n, by_size in table.items():
+        best = np.min(np.array(list(by_size.values())), axis=0)  # per case
+        score = {size: float(np.exp(np.mean(np.log(np.array(seconds) / best)))) for size, seconds in by_size.items()}
+        cells = [f"{score[s]:.2f}" if s in score else "" for s in sizes]
+        lines.append(f"| {n} | {' | '.join(cells)} | {min(score, key=score.get)} | {CHUNK_QUBITS} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 widths, 1 depth, 1 row count")
+    parser.add_argument("--chunks", action="store_true", help="measure qubits per Kronecker chunk instead")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    if args.chunks:
+        widths, sizes, rows_list = ((4,), (2, 4), (16,)) if args.quick else ((4, 5, 6, 7, 8, 9, 10, 12), (1, 2, 3, 4),
+                                                                          (16, 64))
+        repeats = 2 if args.quick else 3 * args.repeats
+        lines = chunk_report(chunk_cases(widths, sizes, rows_list, repeats), sizes, rows_list, repeats)
+        print("\n".join(lines))
+        if not args.quick:
+            (Path(__file__).parent / "chunks.md").write_text("\n".join(lines) + "\n")
+        return
     if args.quick:
         cases = measure({f"{n} qubits, 1 cz layer": [brickwork(n, 1, "cz")] for n in (2, 3)}, [4], 2)
     else:

@@ -13,7 +13,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
-from qmoe_tfq.execution import apply, kernel, statevector
+from qmoe_tfq.execution import kernel, statevector
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.ops import UnsupportedGate
 
@@ -94,13 +94,16 @@ def test_random_circuits_match_tfq_values_and_exact_gradients(n_qubits, seed):
     np.testing.assert_allclose(tape.gradient(loss, values).numpy(), reference, atol=1e-4)
 
 
-def test_layers_applied_in_chunks_of_any_size_agree(monkeypatch):
+def test_layers_applied_in_chunks_of_any_size_agree():
     circuit = random_circuit(5, 7)
     observables = readouts(sorted(circuit.all_qubits()))
     values = tf.constant(np.random.default_rng(7).uniform(-3, 3, (3, len(NAMES))), tf.float32)
-    chunked = Kernel(circuit, observables, NAMES)(values)  # chunks of 3 and 2 qubits
-    monkeypatch.setattr(apply, "CHUNK_QUBITS", 1)
-    np.testing.assert_allclose(Kernel(circuit, observables, NAMES)(values).numpy(), chunked.numpy(), atol=1e-5)
+    whole = Kernel(circuit, observables, NAMES, chunk=5)(values)
+    for chunk in (1, 2, 3):  # 3: chunks of 3 and 2 qubits
+        np.testing.assert_allclose(Kernel(circuit, observables, NAMES, chunk=chunk)(values).numpy(), whole.numpy(),
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="chunk must be a positive number of qubits, got 0"):
+        Kernel(circuit, observables, NAMES, chunk=0)
 
 
 def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_values_and_gradients():

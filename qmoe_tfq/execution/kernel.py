@@ -39,7 +39,7 @@ import cirq
 import numpy as np
 import tensorflow as tf
 
-from qmoe_tfq.execution.apply import apply_general, apply_layer, apply_single, chunks, full, take
+from qmoe_tfq.execution.apply import CHUNK_QUBITS, apply_general, apply_layer, apply_single, chunks, full, take
 from qmoe_tfq.execution.ops import Stage, Step, schedule, segments, unitaries
 
 UNROLL_MAX_STEPS = 4  # runs of at most this many steps are unrolled; longer ones run as a loop
@@ -67,19 +67,23 @@ class Kernel:
             program, all equally long.
         symbol_names: the names of the columns of the values the kernel will be called with.
         qubits: the qubits in state order (first = most significant); default: the circuits', sorted.
+        chunk: at most this many qubits per Kronecker chunk of a layer (default `apply.CHUNK_QUBITS`).
     """
 
     MAX_QUBITS = 20
 
     def __init__(self, circuits: cirq.AbstractCircuit | Sequence[cirq.AbstractCircuit],
                  observables: Sequence[cirq.PauliSum] | Sequence[Sequence[cirq.PauliSum]],
-                 symbol_names: Sequence[str], qubits: Sequence[cirq.Qid] | None = None) -> None:
+                 symbol_names: Sequence[str], qubits: Sequence[cirq.Qid] | None = None, chunk: int | None = None) -> None:
         one = isinstance(circuits, cirq.AbstractCircuit)
         circuits, observables = ([circuits], [observables]) if one else (list(circuits), list(observables))
         self.qubits = sorted(set().union(*(c.all_qubits() for c in circuits))) if qubits is None else list(qubits)
         self.n = len(self.qubits)
         if self.n > self.MAX_QUBITS:
             raise ValueError(f"the statevector simulator holds at most {self.MAX_QUBITS} qubits, got {self.n}.")
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be a positive number of qubits, got {chunk}.")
+        self.chunk = CHUNK_QUBITS if chunk is None else chunk
         self.n_programs = len(circuits)
         axes = {q: a for a, q in enumerate(self.qubits)}
         columns = {name: c for c, name in enumerate(symbol_names)}
@@ -109,7 +113,7 @@ class Kernel:
         """Multiply-adds per amplitude of one step: the layer's Kronecker chunks, then each symbolic phase term
         (gathered per row when the programs differ)."""
         terms = max(table.columns.shape[2] for table in self.runs)
-        return sum(2 ** size for _, size in chunks(self.n)) + terms * (2 if self.n_programs > 1 else 1)
+        return sum(2 ** size for _, size in chunks(self.n, self.chunk)) + terms * (2 if self.n_programs > 1 else 1)
 
     def _single_tables(self, singles: Sequence[Stage]) -> None:
         """Every single-qubit gate as rows of one table, so all their matrices are made in a few ops."""
@@ -205,7 +209,7 @@ class Kernel:
             return step_of_each if self.n_programs == 1 else tf.gather(step_of_each, program_index)
 
         def step(t: int | tf.Tensor, state: tf.Tensor) -> tf.Tensor:
-            state = apply_layer(state, take(fused, at(table.single, t)), self.n)
+            state = apply_layer(state, take(fused, at(table.single, t)), self.n, self.chunk)
             angle = at(table.base, t)  # <float32>[R or 1, 2**n]
             if table.slopes.shape[2]:
                 used = take(values, at(table.columns, t))  # <float32>[R, G]

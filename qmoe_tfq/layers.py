@@ -11,6 +11,7 @@ Everything that call needs (programs, symbol layout, the router's program) is bu
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import cirq
@@ -33,6 +34,8 @@ from qmoe_tfq.qcnn import BUILTINS, QCNN
 from qmoe_tfq.routers import QuantumRouter, RouterLogits, deserialize_router
 from qmoe_tfq.serialization import FORMAT_VERSION
 from qmoe_tfq.settings import parts, pop_settings, upgrade_settings
+
+LOG = logging.getLogger("qmoe_tfq")
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")
@@ -178,7 +181,36 @@ class QMoELayer(MixtureLayer):
         self.gate.build(tf.TensorShape([None, self.n_experts]))
         super().build(input_shape)
 
+    def _xla_refusal(self) -> str | None:
+        """Why the layer cannot run in an XLA-compiled step (``model.compile(..., jit_compile=True)``), or None."""
+        policy = self.gate.policy
+        if self._inputs.n_features is None:
+            return "takes serialized circuits, which only TFQ's ops read"
+        if self.simulator != "statevector":
+            return f"runs its circuits on {self.simulator!r}, with TFQ's ops"
+        if not all(self._quantum):
+            return "has classical experts, each run on the rows routed to it: a count known only at run time"
+        if policy.routing == "expert_choice" or policy.capacity_factor is not None:
+            return "routes with a capacity, which keeps a number of rows known only at run time"
+        return None
+
+    def _enter_xla(self) -> None:
+        """Refuses, naming why, to be traced into an XLA-compiled step that cannot compile; else warns that the
+        input checks do not run there (XLA drops assertions)."""
+        why = self._xla_refusal()
+        if why is not None:
+            raise ValueError(f"{self.name} cannot run in an XLA-compiled step (compile(..., jit_compile=True)): it "
+                             f"{why}. Compile the model without jit_compile (the statevector kernel runs under XLA "
+                             "either way).")
+        if getattr(self, "_warned_xla", False):  # Keras may trace a step more than once
+            return
+        self._warned_xla = True
+        LOG.warning("%s runs in an XLA-compiled step (jit_compile=True), where its input checks do not run: a NaN or "
+                    "infinite feature gives NaN outputs (and, training, NaN weights) instead of an error.", self.name)
+
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if tf.__internal__.get_enclosing_xla_context() is not None:  # traced for jit_compile=True
+            self._enter_xla()
         batch = self._inputs.read(inputs)  # checked once; circuits prepared once for the executor
         route = self.gate(self._router.logits(batch), training=training)  # expert_index, combine_weights [B, k]
         return self._bank.outputs(dispatch.routed_rows(route), batch)  # <float32>[B, n_readouts]

@@ -11,6 +11,8 @@ Peers, all the same model and the same data:
   TFQ naive      n_experts separate tfq.layers.PQC and a router PQC, combined densely;
   qmoe <backend> QMoELayer on backend "statevector" (this package's TF kernel), "noiseless"
                  (TFQ's qsim) and "auto" (what a user gets), top_k=1 and dense;
+  qmoe xla step  the statevector model compiled with jit_compile=True: the whole training and
+                 inference step one XLA program (up to --xla-step-max qubits);
   TC-NG          TensorCircuit-NG 1.10 on its TensorFlow backend, the experts as one vmapped, jitted
                  circuit function (dense: every (sample, expert) pair; top-1: each sample with its
                  routed expert's weights), the fastest way to write this model there.
@@ -95,9 +97,10 @@ def tc_model(n_qubits: int, n_experts: int, n_layers: int, top1: bool):
     return model
 
 
-def labels(width: int, statevector_max: int) -> list[str]:
+def labels(width: int, statevector_max: int, xla_step_max: int) -> list[str]:
     """The models measured at `width` qubits."""
     backends = ["statevector", "noiseless", "auto"] if width <= statevector_max else ["noiseless", "auto"]
+    backends += ["xla step"] if width <= min(xla_step_max, statevector_max) else []
     return ["TFQ naive, dense"] + [f"{name}, {kind}" for kind in KINDS
                                    for name in [f"qmoe {b}" for b in backends] + ["TC-NG"]]
 
@@ -138,6 +141,9 @@ def one_model(args: argparse.Namespace) -> dict:
         model = tc_model(args.width, args.experts, args.layers, kind == "top1")
     elif name == "TFQ naive":
         model = build("naive", qubits, args.experts, args.layers, True)
+    elif name == "qmoe xla step":
+        model = build(kind, qubits, args.experts, args.layers, True, "statevector")
+        model.compile(model.optimizer, model.loss, jit_compile=True)
     else:
         model = build(kind, qubits, args.experts, args.layers, True, name.split()[1])
     start = time.perf_counter()
@@ -232,7 +238,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for kind, style in (("top1", "-"), ("dense", "--")):
-        for backend in ("auto", "statevector", "noiseless"):
+        for backend in ("auto", "statevector", "noiseless", "xla step"):
             points = [(r["width"], statistics.median(r["rows"][f"qmoe {backend}, {kind}"]["train"])
                        / statistics.median(r["rows"][f"TC-NG, {kind}"]["train"]))
                       for r in results if f"qmoe {backend}, {kind}" in r["rows"] and f"TC-NG, {kind}" in r["rows"]]
@@ -259,6 +265,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="batches per round up to 8 qubits")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--statevector-max", type=int, default=12, help="widest run forced onto 'statevector'")
+    parser.add_argument("--xla-step-max", type=int, default=8, help="widest run of the whole step under XLA")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--write-only", action="store_true", help="rewrite results.md from the stored peers-N.json")
     args = parser.parse_args()
@@ -269,7 +276,7 @@ def main() -> None:
     for width in args.widths if not args.write_only else []:
         result = {"width": width, "batch": args.batch, "batches": steps_per_round(width, args.steps),
                   "rounds": args.rounds, "rows": {}}
-        for label in labels(width, args.statevector_max):
+        for label in labels(width, args.statevector_max, args.xla_step_max):
             command = [sys.executable, __file__, "--width", str(width), "--model", label] + [
                 f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
                 if key in ("experts", "layers", "batch", "steps", "rounds")]

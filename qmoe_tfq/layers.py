@@ -92,7 +92,9 @@ class QMoELayer(MixtureLayer):
         **kwargs: Keras layer arguments (``name``...) and settings (``temperature=0.5``, ``backend=...``),
             each making its part when that part is not given: see `qmoe_tfq.settings`.
 
-    QMoE+ coherent aggregation (one circuit holds router and experts) is `CoherentQMoELayer`.
+    QMoE+ coherent aggregation (one circuit holds router and experts) is `CoherentQMoELayer`. Under
+    ``model.compile(..., jit_compile=True)`` the layer runs when it takes float features on the statevector
+    kernel with quantum experts and no capacity (its input checks then do not run); otherwise it raises saying why.
     """
 
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None, *,

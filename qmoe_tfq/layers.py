@@ -127,6 +127,7 @@ class QMoELayer(MixtureLayer):
             self.router = (made.router.make(self.qubits, self.n_experts, self.ansatz, **self.executor_args)
                            if quantum_router else made.router)
         self._quantum = [isinstance(e, ExpertPQC) for e in every_expert]
+        self._warned_xla = False  # warned once that, under jit_compile=True, the input checks do not run
         if self.encoder is None and (any(self._quantum) or self.quantum_router) and self._classical_parts():
             self.encoder = AngleEncoder(self.qubits)  # classical parts need features; quantum ones encode them
 
@@ -204,7 +205,7 @@ class QMoELayer(MixtureLayer):
             raise ValueError(f"{self.name} cannot run in an XLA-compiled step (compile(..., jit_compile=True)): it "
                              f"{why}. Compile the model without jit_compile (the statevector kernel runs under XLA "
                              "either way).")
-        if getattr(self, "_warned_xla", False):  # Keras may trace a step more than once
+        if self._warned_xla:  # Keras may trace a step more than once
             return
         self._warned_xla = True
         LOG.warning("%s runs in an XLA-compiled step (jit_compile=True), where its input checks do not run: a NaN or "

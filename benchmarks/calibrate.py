@@ -133,9 +133,10 @@ def chunk_cases(widths, sizes, rows_list, repeats: int) -> dict[int, dict[int, l
                 for rows in rows_list:
                     values = tf.random.uniform([rows, len(names)], 0, 2 * np.pi)  # <float32>[rows, n_symbols]
                     index, initial = tf.range(rows) % len(programs), kernel.ground_states(rows)  # [rows], [rows, 2**n]
-                    forward = tf.function(lambda v: run(v, initial, index))
-                    table[n][size] += [median_seconds(forward, values, repeats),
-                                       training_seconds(lambda v: run(v, initial, index), values, repeats)]
+                    def call(v: tf.Tensor) -> tf.Tensor:  # <float32>[rows, n_ops]
+                        return run(v, initial, index)
+                    table[n][size] += [median_seconds(tf.function(call), values, repeats),
+                                       training_seconds(call, values, repeats)]
             print(f"{n} qubits, {label}: " + ", ".join(f"chunks of {size} {seconds[-1] * 1e3:.2f} ms"
                                                        for size, seconds in table[n].items()), flush=True)
     return table

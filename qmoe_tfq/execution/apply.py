@@ -21,9 +21,9 @@ def full(local: np.ndarray, axes: Sequence[int], n: int) -> np.ndarray:
     return local[sum(b << (len(axes) - 1 - i) for i, b in enumerate(bits))]
 
 
-def chunks(n: int, size: int) -> list[tuple[int, int]]:
-    """(first axis, size) of the balanced chunks of at most `size` axes that a layer on `n` qubits is applied in."""
-    count = math.ceil(n / size)
+def chunks(n: int, chunk: int) -> list[tuple[int, int]]:
+    """(first axis, size) of the balanced chunks of at most `chunk` axes that a layer on `n` qubits is applied in."""
+    count = math.ceil(n / chunk)
     sizes = [n // count + (i < n % count) for i in range(count)]
     return [(sum(sizes[:i]), size) for i, size in enumerate(sizes)]
 

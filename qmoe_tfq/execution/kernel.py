@@ -190,7 +190,9 @@ class Kernel:
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
         angle = tf.gather(padded, self._columns, axis=1)[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
         phases = tf.complex(tf.cos(angle), tf.sin(angle))  # <complex64>[R, G, J]
-        matrices = tf.reduce_sum(phases[:, :, :, None, None] * self._projectors, axis=2) + self._fixed  # [R, G, 2, 2]
+        # Summed term by term over the J eigencomponents: XLA ran a reduce over that short axis slower.
+        terms = (phases[:, :, j, None, None] * self._projectors[:, j] for j in range(self._projectors.shape[1]))
+        matrices = sum(terms, tf.constant(self._fixed))  # <complex64>[R, G, 2, 2]
         identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [rows, 1, 2, 2])
         stacked = tf.gather(tf.concat([matrices, identity], axis=1), self._fusion, axis=1)  # <complex64>[R, S+1, K, 2, 2]
         fused = stacked[:, :, 0]  # <complex64>[R, S + 1, 2, 2]

@@ -234,6 +234,11 @@ class Kernel:
                  program_index: tf.Tensor | None = None) -> tf.Tensor:
         """<float32>[R, n_ops] readouts of rows with `values` <float32>[R, n_symbols], from `initial`
         <complex64>[R, 2**n] states or (None) from |0...0>, each on program `program_index` <int32>[R]."""
+        return self.measure(self.evolve(values, initial, program_index), program_index)
+
+    def evolve(self, values: tf.Tensor, initial: tf.Tensor | None = None,
+               program_index: tf.Tensor | None = None) -> tf.Tensor:
+        """<complex64>[R, 2**n] the rows' states after their programs (arguments as `__call__`'s)."""
         values = tf.gather(tf.cast(values, tf.float32), self.columns, axis=1)  # <float32>[R, C]
         rows = tf.shape(values)[0]
         if self.n_programs > 1 and program_index is None:
@@ -247,6 +252,11 @@ class Kernel:
                 applied = apply_general(state, gate.matrix(values), list(gate.axes), self.n)
                 state = applied if self.n_programs == 1 else tf.where(
                     tf.equal(program_index, program)[:, None], applied, state)
+        return state
+
+    def measure(self, state: tf.Tensor, program_index: tf.Tensor | None = None) -> tf.Tensor:
+        """<float32>[R, n_ops] each row's observables on `state` <complex64>[R, 2**n], row r's of program
+        `program_index[r]`."""
         readouts = 0.0
         for basis, signs in self.readouts.items():
             rotated = state

@@ -38,7 +38,7 @@ from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_progra
 from qmoe_tfq.execution.apply import CHUNK_QUBITS
 from qmoe_tfq.execution.auto import COSTS, Costs, ProgramShape, choose
 from qmoe_tfq.execution.kernel import Kernel
-from qmoe_tfq.execution.statevector import under_xla
+from qmoe_tfq.execution.xla import under_xla
 
 
 def brickwork(n_qubits: int, layers: int, entangler: str) -> cirq.Circuit:

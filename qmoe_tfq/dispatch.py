@@ -18,7 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from qmoe_tfq.execution.backends import Noise, apply_noise
-from qmoe_tfq.execution.program import Inputs, Program, Run, decode_strings, make_program
+from qmoe_tfq.execution.program import Inputs, Program, RowParts, Run, decode_strings, make_program
 from qmoe_tfq.circuits import expert_symbol_prefix, on_qubits, rename_symbols, sorted_symbol_names
 from qmoe_tfq.experts import ExpertPQC
 from qmoe_tfq.inputs import Batch
@@ -191,8 +191,14 @@ class ExpertBank:
             quantum = rows if all(self.quantum) else select(
                 rows, tf.gather(tf.constant(self.quantum), rows.expert_index))
             weights = [e.parameters if q else None for q, e in zip(self.quantum, self.experts)]
-            values = row_values(self.table, quantum, batch.angles, weights, self.input_scaling)  # <float32>[R, D + S]
-            outputs += combine(run_experts(self.run, self.table, quantum, values, batch.inputs), quantum, size)
+            if self.input_scaling is None and hasattr(self.run, "by_parts"):  # the executor may share work
+                parts = RowParts(batch.angles, weight_matrix(self.table, weights), self.table.program_index,
+                                 quantum.sample_index, quantum.expert_index)
+                readouts = self.run.by_parts(parts, batch.inputs)  # <float32>[R, n_readouts]
+            else:
+                values = row_values(self.table, quantum, batch.angles, weights, self.input_scaling)  # <float32>[R, D + S]
+                readouts = run_experts(self.run, self.table, quantum, values, batch.inputs)  # <float32>[R, n_readouts]
+            outputs += combine(readouts, quantum, size)
         for index, expert in enumerate(self.experts):
             if not self.quantum[index]:  # only the samples routed to this expert go through it
                 mine = select(rows, tf.equal(rows.expert_index, index))

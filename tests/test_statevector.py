@@ -13,7 +13,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
-from qmoe_tfq.execution import kernel, statevector
+from qmoe_tfq.execution import kernel, xla
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.ops import UnsupportedGate
 
@@ -123,7 +123,7 @@ def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_va
 
 @pytest.mark.parametrize("rows,size", [(0, 0), (1, 1), (4, 4), (5, 5), (9, 10), (17, 20), (64, 64), (65, 80)])
 def test_row_buckets_add_at_most_a_quarter(rows, size):
-    assert int(statevector.bucket(tf.constant(rows))) == size
+    assert int(xla.bucket(tf.constant(rows))) == size
 
 
 def test_input_states_and_heterogeneous_programs_match_tfq():

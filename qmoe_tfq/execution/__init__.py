@@ -3,13 +3,15 @@ gets back every step.
 
 | module | holds |
 |---|---|
-| `program` | `Program` (circuits, observables, the ``[data | weights]`` value layout), the `Executor` and `Run` protocols |
+| `program` | `Program` (circuits, observables, the ``[data | weights]`` value layout), `RowParts`, the `Executor` and `Run` protocols |
 | `backends` | what ``backend=``/``repetitions=``/``noise=`` may be, and the backend part of a layer config |
 | `tfq` | `CircuitExecutor`: TFQ's simulators, or a Cirq sampler/simulator through TFQ |
 | `ops` | circuits as the kernel sees them: `Unitary`s scheduled into `Stage`s, packed into `Step`s |
 | `apply` | how matrices act on a batched state |
 | `kernel` | the TF statevector kernel: a layer's programs as step tables run by one loop |
-| `statevector` | `StatevectorExecutor`: the kernel under XLA, forward and backward |
+| `xla` | a kernel's functions as XLA computations, forward and backward, on bucketed row counts |
+| `factored` | rows by parts: each sample's data part once, each expert's weight part once as a unitary |
+| `statevector` | `StatevectorExecutor`: the kernel under XLA, row by row or by parts |
 | `auto` | ``backend="auto"``: the cost model and `AutoExecutor` |
 | `input_checks` | in-graph checks of serialized input circuits |
 """

@@ -33,7 +33,6 @@ from qmoe_tfq.execution.program import Inputs, Program, Run
 from qmoe_tfq.execution.statevector import StatevectorExecutor
 from qmoe_tfq.execution.tfq import CircuitExecutor
 
-NOMINAL_BATCH = 32  # Keras' default batch size: the layer's batch is not known when it is built
 AUTO_MAX_QUBITS = 14  # wider, qsim won every measured case, and the kernel's tables grow as 2**n
 LOG = logging.getLogger("qmoe_tfq")
 
@@ -164,5 +163,4 @@ class AutoExecutor:
             return Choice("noiseless", f"the statevector kernel cannot run this program ({error})"), None
         if self.choices:
             return Choice("statevector", follow), run
-        rows = max(1, round(program.rows_per_sample * NOMINAL_BATCH))
-        return choose(ProgramShape.of(program, run.kernel, rows), self.costs), run
+        return choose(ProgramShape.of(program, run.kernel, program.nominal_rows), self.costs), run

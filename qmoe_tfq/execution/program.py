@@ -14,6 +14,8 @@ import cirq
 import tensorflow as tf
 import tensorflow_quantum as tfq
 
+NOMINAL_BATCH = 32  # Keras' default batch size: a layer's batch is not known when its programs are compiled
+
 
 class Program(NamedTuple):
     """Circuits, observables and the symbol layout that every row's values follow: one contract.
@@ -31,6 +33,11 @@ class Program(NamedTuple):
     qubits: tuple[cirq.Qid, ...]  # every program acts on these (identities pad the rest)
     n_data: int  # leading symbols carrying data
     rows_per_sample: float  # rows a call evaluates per sample (router 1, top-k experts k, dense E): for `auto`
+
+    @property
+    def nominal_rows(self) -> int:
+        """Rows a call evaluates at Keras' default batch size, for choices made before the batch is known."""
+        return max(1, round(self.rows_per_sample * NOMINAL_BATCH))
 
     def values(self, data: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
         """<float32>[R, N] rows' values: `data` <float32>[R, n_data], then `weights` <float32>[R, N - n_data]
@@ -63,8 +70,34 @@ class Inputs(NamedTuple):
     states: tf.Tensor | None  # <complex64>[B, 2**n] their states on the programs' qubits, for executors that start there
 
 
+class RowParts(NamedTuple):
+    """Rows' values by their parts: row r is ``data[sample_index[r]]`` then ``weights[unit_index[r]]``, laid out as
+    `Program.symbol_names`, on program ``unit_program[unit_index[r]]``.
+
+    A layer's rows repeat both parts (each sample's data on every expert it is routed to, each expert's
+    weights on every sample routed to it); an executor may share work between them (`factored`).
+    """
+
+    data: tf.Tensor  # <float32>[B, n_data] per sample
+    weights: tf.Tensor  # <float32>[U, N - n_data] per unit (an expert)
+    unit_program: tf.Tensor  # <int32>[U] each unit's program
+    sample_index: tf.Tensor  # <int32>[R]
+    unit_index: tf.Tensor  # <int32>[R]
+
+    def values(self) -> tf.Tensor:
+        """<float32>[R, N] every row's values, as a `Run` takes them."""
+        return tf.concat([tf.gather(self.data, self.sample_index), tf.gather(self.weights, self.unit_index)], axis=1)
+
+    def program_index(self) -> tf.Tensor:
+        """<int32>[R] every row's program."""
+        return tf.gather(self.unit_program, self.unit_index)
+
+
 class Run(Protocol):
     """A compiled program: ``run(values, program_index, inputs, sample_index) -> <float32>[R, n_observables]``.
+
+    A run may also offer ``run.by_parts(parts: RowParts, inputs) -> <float32>[R, n_observables]``, the same rows
+    given by their parts, where it can share work between them (the statevector executor's does).
 
     Args:
         values: <float32>[R, N] each row's symbol values, laid out as ``Program.symbol_names``.

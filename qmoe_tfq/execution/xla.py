@@ -1,0 +1,50 @@
+"""Functions of rows (a kernel's readouts or states) as XLA computations, forward and backward, on row counts
+rounded to a `bucket`."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+RowFunction = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]  # (values, initial, program_index) -> [R, ...]
+
+
+def bucket(rows: tf.Tensor) -> tf.Tensor:
+    """<int32>[] `rows` rounded up to 4, 5, 6 or 7 times a power of two (at most 25% more), so XLA compiles
+    a few row counts per octave rather than one per routed group size."""
+    octave = tf.math.floor(tf.math.log(tf.cast(tf.maximum(rows, 4), tf.float32)) / np.log(2.0))
+    unit = tf.cast(2.0 ** (octave - 2.0), tf.int32)
+    return (rows + unit - 1) // unit * unit
+
+
+def under_xla(function: RowFunction) -> RowFunction:
+    """`function` (a `kernel.Kernel` or one of its methods) as XLA computations, forward and backward, on rows
+    padded to a `bucket`; the gradient is the values' (none for the initial states or program indices).
+
+    The backward computation runs the forward pass again: a loop's saved intermediates cannot leave
+    one XLA computation for another, and a second forward pass costs less than running unjitted.
+    """
+    forward = tf.function(function, jit_compile=True, autograph=False)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def backward(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor, upstream: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            outputs = function(values, initial, program_index)
+        return tape.gradient(outputs, values, output_gradients=upstream)  # <float32>[R', n_symbols]
+
+    @tf.custom_gradient
+    def differentiable(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor):
+        def gradient(upstream: tf.Tensor):
+            return backward(values, initial, program_index, upstream), None, None
+        # Stopped, so that an eager tape does not ask for the forward computation's intermediates.
+        return forward(tf.stop_gradient(values), initial, program_index), gradient
+
+    def run(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor) -> tf.Tensor:
+        rows = tf.shape(values)[0]
+        extra = bucket(rows) - rows
+        padded = differentiable(tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
+                                tf.pad(program_index, [[0, extra]]))  # [R', ...]
+        return padded[:rows]
+    return run

@@ -196,7 +196,8 @@ class ExpertBank:
                                  quantum.sample_index, quantum.expert_index)
                 readouts = self.run.by_parts(parts, batch.inputs)  # <float32>[R, n_readouts]
             else:
-                values = row_values(self.table, quantum, batch.angles, weights, self.input_scaling)  # <float32>[R, D + S]
+                # <float32>[R, D + S]
+                values = row_values(self.table, quantum, batch.angles, weights, self.input_scaling)
                 readouts = run_experts(self.run, self.table, quantum, values, batch.inputs)  # <float32>[R, n_readouts]
             outputs += combine(readouts, quantum, size)
         for index, expert in enumerate(self.experts):

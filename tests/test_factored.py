@@ -8,7 +8,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.execution import StatevectorExecutor, make_program
-from qmoe_tfq.execution.factored import Factored, data_part_length
+from qmoe_tfq.execution.factored import Factored, data_part_length, pays
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.program import RowParts
 
@@ -41,7 +41,8 @@ def heterogeneous_program():
 
 def random_parts(rng):
     """5 samples, 3 units (two on program 0, one on program 1), 9 rows."""
-    return RowParts(tf.constant(rng.uniform(0, 2, (5, 3)), tf.float32), tf.constant(rng.uniform(-2, 2, (3, 4)), tf.float32),
+    return RowParts(tf.constant(rng.uniform(0, 2, (5, 3)), tf.float32),
+                    tf.constant(rng.uniform(-2, 2, (3, 4)), tf.float32),
                     tf.constant([0, 1, 0]), tf.constant([0, 1, 2, 3, 4, 0, 1, 4, 2]),
                     tf.constant([0, 0, 1, 2, 2, 1, 2, 0, 1]))
 
@@ -50,7 +51,7 @@ def test_by_parts_gives_the_row_by_row_readouts_and_gradients_from_any_initial_s
     rng = np.random.default_rng(0)
     program = heterogeneous_program()
     kernel = Kernel(program.cirq_circuits, program.cirq_observables, [str(s) for s in X + W], Q)
-    factored = Factored.of(program, kernel)
+    factored = Factored.of(program)
     parts = random_parts(rng)
     amplitudes = rng.normal(size=(5, 8)) + 1j * rng.normal(size=(5, 8))
     initial = tf.constant(amplitudes / np.linalg.norm(amplitudes, axis=1, keepdims=True), tf.complex64)
@@ -71,36 +72,35 @@ def test_by_parts_gives_the_row_by_row_readouts_and_gradients_from_any_initial_s
     assert np.abs(results[1][0]).max() > 0.1 and np.abs(results[1][2]).max() > 0.1  # not trivially zero
 
 
-def benchmark_factored(n_qubits: int) -> Factored:
+def benchmark_kernel(n_qubits: int) -> Kernel:
     """The benchmark's experts (3 layers of ry/rz + CZ ring) after an ry encoding, on `n_qubits`."""
     qubits = cirq.GridQubit.rect(1, n_qubits)
     data = sympy.symbols(f"x0:{n_qubits}")
     body = qmoe.Ansatz(entangler="ring", entangle_first=False).circuit(qubits, 3, "w")
     circuit = cirq.Circuit(cirq.ry(x)(q) for x, q in zip(data, qubits)) + body
     names = [str(s) for s in data] + sorted(str(s) for s in cirq.parameter_names(body))
-    program = make_program([circuit], [[cirq.Z(q) for q in qubits]], names, qubits, n_data=n_qubits)
-    return Factored.of(program, Kernel(program.cirq_circuits, program.cirq_observables, names, qubits))
+    return Kernel(circuit, [cirq.Z(q) for q in qubits], names, qubits)
 
 
-@pytest.mark.parametrize("n_qubits,rows,pays", [
+@pytest.mark.parametrize("n_qubits,rows,expected", [
     (4, 512, True),  # dense, batch 64, 8 experts: 1.7x faster measured
     (4, 256, True),  # batch 32: 1.26x
     (4, 64, False),  # top-1, batch 64: 8 x 16 basis states are more than the rows
     (6, 4096, False),  # a row's 64 x 64 product costs more than its steps (dense 1.5x slower measured)
 ])
-def test_parts_are_used_where_they_were_measured_faster(n_qubits, rows, pays):
-    assert benchmark_factored(n_qubits).pays(rows, 8) is pays
+def test_parts_are_used_where_they_were_measured_faster(n_qubits, rows, expected):
+    assert pays(benchmark_kernel(n_qubits), rows, 8) is expected
 
 
 class Recording(StatevectorExecutor):
-    """The statevector executor, keeping each program's rows by parts (by rows per sample: router 1, dense E)."""
+    """The statevector executor, keeping each program's kernel (by rows per sample: router 1, dense E)."""
 
     def __init__(self):
-        self.factored = {}
+        self.kernels = {}
 
     def compile(self, program):
         run = super().compile(program)
-        self.factored[program.rows_per_sample] = Factored.of(program, run.kernel)
+        self.kernels[program.rows_per_sample] = run.kernel
         return run
 
 
@@ -116,7 +116,7 @@ def test_a_dense_layer_by_parts_matches_tfq_in_outputs_and_gradients():
             loss = tf.reduce_sum(outputs * tf.range(1.0, 5.0))
         gradients = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, layer.trainable_variables)]
         results.append((outputs.numpy(), gradients))
-    assert recording.factored[8].pays(32 * 8, 8)  # the experts' 256 rows ran by parts
+    assert pays(recording.kernels[8], 32 * 8, 8)  # the experts' 256 rows ran by parts
     (outputs, gradients), (tfq_outputs, tfq_gradients) = results
     np.testing.assert_allclose(outputs, tfq_outputs, atol=1e-5)
     for mine, theirs in zip(gradients, tfq_gradients):

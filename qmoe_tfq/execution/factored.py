@@ -13,11 +13,10 @@ is less work; `pays` says when.
 >>> x, w = sympy.symbols("x w")
 >>> program = make_program([cirq.Circuit(cirq.ry(x)(q0), cirq.CNOT(q0, q1), cirq.rx(w)(q1))], [[cirq.Z(q1)]],
 ...                        ["x", "w"], [q0, q1], n_data=1)
->>> kernel = Kernel(program.cirq_circuits, program.cirq_observables, ["x", "w"], program.qubits)
 >>> parts = RowParts(tf.constant([[0.0], [np.pi]]), tf.constant([[0.0], [np.pi / 2]]), tf.constant([0, 0]),
 ...                  tf.constant([0, 1, 1]), tf.constant([0, 0, 1]))
->>> factored = Factored.of(program, kernel)
->>> factored(parts, kernel.ground_states(2)).numpy().round(3)  # rows: (x=0, w=0), (x=pi, w=0), (x=pi, w=pi/2)
+>>> initial = tf.one_hot([0, 0], 4, dtype=tf.complex64)  # both samples start in |00>
+>>> Factored.of(program)(parts, initial).numpy().round(3)  # rows: (x=0, w=0), (x=pi, w=0), (x=pi, w=pi/2)
 array([[ 1.],
        [-1.],
        [ 0.]], dtype=float32)
@@ -50,19 +49,28 @@ def data_part_length(programs: Sequence[Sequence[cirq.Operation]], data: set[str
     return length
 
 
-class Factored:
-    """A `Program`'s rows by parts (see the module): `pays` says when, ``self(parts, initial)`` runs them."""
+def pays(kernel: Kernel, rows: int, units: int) -> bool:
+    """Whether `rows` rows of `units` units, which `kernel` runs row by row, run faster by parts: each row's
+    matrix-vector product (2**n multiply-adds per amplitude) must cost less than the kernel's steps, and the
+    units' basis states must be at most half the rows. Measured (training steps of peers.py's model, 8 experts,
+    one run): dense at 4 qubits 1.7x faster by parts on 512 rows, 1.26x on 256, level on 128; top-1 on 64 rows
+    7% slower; at 6 qubits, where a row's product costs more than its 3 steps, dense 1.5x and top-1 3x slower."""
+    size = 2 ** kernel.n
+    return size < kernel.step_count * kernel.step_work and rows >= 2 * units * size
 
-    def __init__(self, data_part: Kernel | None, weight_part: Kernel, row_work: int) -> None:
-        self.weight_part, self.row_work = weight_part, row_work  # multiply-adds per amplitude of a row, row by row
+
+class Factored:
+    """A `Program`'s rows by parts (see the module): ``self(parts, initial)`` runs them."""
+
+    def __init__(self, data_part: Kernel | None, weight_part: Kernel) -> None:
+        self.weight_part = weight_part
         self._data = None if data_part is None else under_xla(data_part.evolve)
         self._weights = under_xla(weight_part.evolve)
         self._size = 2 ** weight_part.n
 
     @classmethod
-    def of(cls, program: Program, kernel: Kernel) -> Factored | None:
-        """`program` by parts, or None when its programs do not split into a shared data part and weight parts.
-        `kernel` runs `program` row by row: its steps are what the parts must beat."""
+    def of(cls, program: Program) -> Factored | None:
+        """`program` by parts, or None when its programs do not split into a shared data part and weight parts."""
         names = decode_strings(program.symbol_names)
         data, weights = names[:program.n_data], names[program.n_data:]
         operations = [list(circuit.all_operations()) for circuit in program.cirq_circuits]
@@ -72,15 +80,7 @@ class Factored:
         data_part = Kernel(cirq.Circuit(operations[0][:length]), [], data, program.qubits) if length else None
         weight_part = Kernel([cirq.Circuit(ops[length:]) for ops in operations], program.cirq_observables, weights,
                              program.qubits)
-        return cls(data_part, weight_part, kernel.step_count * kernel.step_work)
-
-    def pays(self, rows: int, units: int) -> bool:
-        """Whether `rows` rows of `units` units run faster by parts: each row's matrix-vector product (2**n
-        multiply-adds per amplitude) must cost less than the steps it replaces, and the units' basis states must
-        be at most half the rows. Measured (training steps of peers.py's model, 8 experts, one run): dense at 4
-        qubits 1.7x faster by parts on 512 rows, 1.26x on 256, level on 128; top-1 on 64 rows 7% slower; at 6
-        qubits, where a row's product costs more than its 3 steps, dense 1.5x and top-1 3x slower."""
-        return self._size < self.row_work and rows >= 2 * units * self._size
+        return cls(data_part, weight_part)
 
     def __call__(self, parts: RowParts, initial: tf.Tensor) -> tf.Tensor:
         """<float32>[R, n_ops] the rows' readouts, each sample starting from `initial` <complex64>[B, 2**n]."""

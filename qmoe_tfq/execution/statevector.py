@@ -3,7 +3,7 @@
 TFQ pays a fixed cost per circuit row (parse, resolve, fuse) that, below ~10 qubits, is larger
 than the simulation itself; the kernel (see `kernel`) compiles a layer's programs once into a loop
 of uniform steps on a batched state. Here it runs under XLA, forward and backward, on row counts
-rounded to a `xla.bucket`, with input circuits (quantum data) simulated once per sample by TFQ's
+rounded to an `xla.bucket`, with input circuits (quantum data) simulated once per sample by TFQ's
 state op.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tensorflow_quantum as tfq
 from tensorflow_quantum.core.ops import tfq_simulate_ops
 from tensorflow_quantum.core.serialize import serializer
 
-from qmoe_tfq.execution.factored import Factored
+from qmoe_tfq.execution.factored import Factored, pays
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.program import Inputs, Program, RowParts, Run, decode_strings
 from qmoe_tfq.execution.xla import under_xla
@@ -29,8 +29,9 @@ class StatevectorExecutor:
     Input circuits (quantum data) are simulated once per sample by TFQ's state op and each row starts
     from its sample's state; without them the graph holds plain TF ops only (a SavedModel then needs
     no TFQ). The kernel runs `under_xla`: measured 1.1-1.5x faster than without at 4 qubits and more
-    above, for a compile of 1-3 s. A run whose programs split into a shared data part and weight parts
-    also takes rows by parts (``run.by_parts(RowParts, inputs)``, see `factored`), which a layer's experts use.
+    above, for a compile of 1-3 s. Runs also take rows by parts (``run.by_parts(RowParts, inputs)``, a layer's
+    experts' rows): by parts where the programs split into a shared data part and weight parts and that pays
+    (`factored`), else row by row.
     """
 
     name = backend = "statevector"
@@ -55,19 +56,22 @@ class StatevectorExecutor:
                 program_index = tf.zeros([rows], tf.int32)  # <int32>[R]
             return compiled(values, initial, program_index)
         run.kernel = kernel
-        factored = Factored.of(program, kernel)
-        if factored is not None:
-            @tf.autograph.experimental.do_not_convert
-            def by_parts(parts: RowParts, inputs: Inputs | None = None) -> tf.Tensor:
-                """<float32>[R, n_ops] the rows of `parts`: by parts (`factored`) where that pays for this many rows (if
-                known when traced, else at Keras' default batch size), else row by row."""
-                rows = parts.sample_index.shape[0] or program.nominal_rows
-                if not factored.pays(rows, parts.weights.shape[0]):
-                    return run(parts.values(), parts.program_index(), inputs, parts.sample_index)
-                samples = tf.shape(parts.data)[0]
-                initial = kernel.ground_states(samples) if inputs is None else inputs.states  # <complex64>[B, 2**n]
-                return factored(parts, initial)
-            run.by_parts = by_parts
+
+        @functools.cache
+        def factored() -> Factored | None:  # built where rows by parts first pay
+            return Factored.of(program)
+
+        @tf.autograph.experimental.do_not_convert
+        def by_parts(parts: RowParts, inputs: Inputs | None = None) -> tf.Tensor:
+            """<float32>[R, n_ops] the rows of `parts`: by parts where that `factored.pays` for this many rows (if
+            known when traced, else at Keras' default batch size) and the programs split, else row by row."""
+            rows = parts.sample_index.shape[0] or program.nominal_rows
+            if not (pays(kernel, rows, parts.weights.shape[0]) and factored()):
+                return run(parts.values(), parts.program_index(), inputs, parts.sample_index)
+            samples = tf.shape(parts.data)[0]
+            initial = kernel.ground_states(samples) if inputs is None else inputs.states  # <complex64>[B, 2**n]
+            return factored()(parts, initial)
+        run.by_parts = by_parts
         return run
 
     def prepare(self, circuits: tf.Tensor, qubits: Sequence[cirq.Qid]) -> Inputs:

@@ -82,14 +82,16 @@ def benchmark_kernel(n_qubits: int) -> Kernel:
     return Kernel(circuit, [cirq.Z(q) for q in qubits], names, qubits)
 
 
-@pytest.mark.parametrize("n_qubits,rows,expected", [
-    (4, 512, True),  # dense, batch 64, 8 experts: 1.7x faster measured
-    (4, 256, True),  # batch 32: 1.26x
-    (4, 64, False),  # top-1, batch 64: 8 x 16 basis states are more than the rows
-    (6, 4096, False),  # a row's 64 x 64 product costs more than its steps (dense 1.5x slower measured)
+@pytest.mark.parametrize("n_qubits,samples,rows,expected", [
+    (4, 64, 512, True),  # dense, batch 64, 8 experts: 2.0x faster measured
+    (4, 16, 128, True),  # batch 16: as many rows as basis states, 1.17x
+    (4, 8, 64, False),  # batch 8: 16% slower
+    (4, 64, 64, False),  # top-1, batch 64: 17% slower
+    (4, 1024, 1024, False),  # top-1, batch 1024: a product for all 8 experts per row outweighs its 3 steps
+    (6, 512, 4096, False),  # a pair's 64 x 64 product costs more than a row's 3 steps (level at batch 64)
 ])
-def test_parts_are_used_where_they_were_measured_faster(n_qubits, rows, expected):
-    assert pays(benchmark_kernel(n_qubits), rows, 8) is expected
+def test_parts_are_used_where_they_were_measured_faster(n_qubits, samples, rows, expected):
+    assert pays(benchmark_kernel(n_qubits), samples, rows, 8) is expected
 
 
 class Recording(StatevectorExecutor):
@@ -116,7 +118,7 @@ def test_a_dense_layer_by_parts_matches_tfq_in_outputs_and_gradients():
             loss = tf.reduce_sum(outputs * tf.range(1.0, 5.0))
         gradients = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, layer.trainable_variables)]
         results.append((outputs.numpy(), gradients))
-    assert pays(recording.kernels[8], 32 * 8, 8)  # the experts' 256 rows ran by parts
+    assert pays(recording.kernels[8], 32, 32 * 8, 8)  # the experts' 256 rows ran by parts
     (outputs, gradients), (tfq_outputs, tfq_gradients) = results
     np.testing.assert_allclose(outputs, tfq_outputs, atol=1e-5)
     for mine, theirs in zip(gradients, tfq_gradients):

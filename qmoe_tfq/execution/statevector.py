@@ -19,7 +19,7 @@ from tensorflow_quantum.core.serialize import serializer
 
 from qmoe_tfq.execution.factored import Factored, pays
 from qmoe_tfq.execution.kernel import Kernel
-from qmoe_tfq.execution.program import Inputs, Program, RowParts, Run, decode_strings
+from qmoe_tfq.execution.program import NOMINAL_BATCH, Inputs, Program, RowParts, Run, decode_strings
 from qmoe_tfq.execution.xla import under_xla
 
 
@@ -63,10 +63,11 @@ class StatevectorExecutor:
 
         @tf.autograph.experimental.do_not_convert
         def by_parts(parts: RowParts, inputs: Inputs | None = None) -> tf.Tensor:
-            """<float32>[R, n_ops] the rows of `parts`: by parts where that `factored.pays` for this many rows (if
-            known when traced, else at Keras' default batch size) and the programs split, else row by row."""
-            rows = parts.sample_index.shape[0] or program.nominal_rows
-            if not (pays(kernel, rows, parts.weights.shape[0]) and factored()):
+            """<float32>[R, n_ops] the rows of `parts`: by parts where that `factored.pays` for this many samples and
+            rows (if known when traced, else at Keras' default batch size) and the programs split, else row by row."""
+            samples = parts.data.shape[0] or NOMINAL_BATCH
+            rows = parts.sample_index.shape[0] or round(program.rows_per_sample * samples)
+            if not (pays(kernel, samples, rows, parts.weights.shape[0]) and factored()):
                 return run(parts.values(), parts.program_index(), inputs, parts.sample_index)
             samples = tf.shape(parts.data)[0]
             initial = kernel.ground_states(samples) if inputs is None else inputs.states  # <complex64>[B, 2**n]

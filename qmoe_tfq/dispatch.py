@@ -109,20 +109,19 @@ def weight_matrix(table: ExpertTable, weights: Sequence[tf.Tensor | None]) -> tf
                      for cols, w in zip(table.weight_columns, weights)])
 
 
-def row_values(table: ExpertTable, rows: Rows, angles: tf.Tensor, weights: Sequence[tf.Tensor | None],
-               input_scaling: tf.Tensor | None = None) -> tf.Tensor:
-    """<float32>[R, D + S] each row's values: its sample's data angles, then its expert's weights.
+def reuploaded_values(table: ExpertTable, rows: Rows, angles: tf.Tensor, weights: Sequence[tf.Tensor | None],
+                      input_scaling: tf.Tensor) -> tf.Tensor:
+    """<float32>[R, L * F + S] each re-uploading row's values: its sample's angles scaled by its expert per layer
+    (the table's data symbols are the L uploads), then its expert's weights.
 
     Args:
         angles: <float32>[B, F] data symbol values per sample.
         weights: per expert, its weights (None for a classical expert).
-        input_scaling: <float32>[E, L, F] for re-uploading experts: row data becomes the angles
-            scaled per layer, [R, L * F] (the table's data symbols are the L uploads).
+        input_scaling: <float32>[E, L, F] each expert's scaling of each upload.
     """
     data = tf.gather(angles, rows.sample_index)  # <float32>[R, F]
-    if input_scaling is not None:
-        scaling = tf.gather(input_scaling, rows.expert_index)  # <float32>[R, L, F]
-        data = tf.reshape(scaling * data[:, None, :], [tf.shape(data)[0], -1])  # <float32>[R, L * F]
+    scaling = tf.gather(input_scaling, rows.expert_index)  # <float32>[R, L, F]
+    data = tf.reshape(scaling * data[:, None, :], [tf.shape(data)[0], -1])  # <float32>[R, L * F]
     return table.program.values(data, tf.gather(weight_matrix(table, weights), rows.expert_index))
 
 
@@ -149,18 +148,26 @@ def select(rows: Rows, mask: tf.Tensor) -> Rows:
     return Rows(*(tf.boolean_mask(t, mask) for t in rows))
 
 
-def run_experts(run: Run, table: ExpertTable, rows: Rows, row_values: tf.Tensor,
-                inputs: Inputs | None) -> tf.Tensor:
-    """<float32>[R, n_readouts]: every row on its expert's program, in ONE executor call.
+def run_experts(run: Run, table: ExpertTable, rows: Rows, angles: tf.Tensor, weights: Sequence[tf.Tensor | None],
+                inputs: Inputs | None, input_scaling: tf.Tensor | None = None) -> tf.Tensor:
+    """<float32>[R, n_readouts]: every row on its expert's program, in ONE executor call (by parts where the run
+    offers it: each row is its sample's angles and its expert's weights).
 
     Args:
         run: the executor's compiled run of ``table.program``.
-        row_values: <float32>[R, D + S] values laid out as ``table.program.symbol_names``.
+        angles: <float32>[B, D] data symbol values per sample.
+        weights: per expert, its weights (None for a classical expert).
         inputs: the batch's input circuits that each row's program follows, or None when the
             programs encode the data themselves.
+        input_scaling: <float32>[E, L, F] for re-uploading experts, whose rows' data differ per expert: row by row.
     """
-    program_index = tf.gather(table.program_index, rows.expert_index)  # <int32>[R]
-    return run(row_values, program_index, inputs, rows.sample_index)
+    if input_scaling is not None:
+        values = reuploaded_values(table, rows, angles, weights, input_scaling)  # <float32>[R, L * F + S]
+        return run(values, tf.gather(table.program_index, rows.expert_index), inputs, rows.sample_index)
+    parts = RowParts(angles, weight_matrix(table, weights), table.program_index, rows.sample_index, rows.expert_index)
+    if hasattr(run, "by_parts"):
+        return run.by_parts(parts, inputs)
+    return run(parts.values(), parts.program_index(), inputs, rows.sample_index)
 
 
 def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:
@@ -191,14 +198,8 @@ class ExpertBank:
             quantum = rows if all(self.quantum) else select(
                 rows, tf.gather(tf.constant(self.quantum), rows.expert_index))
             weights = [e.parameters if q else None for q, e in zip(self.quantum, self.experts)]
-            if self.input_scaling is None and hasattr(self.run, "by_parts"):  # the executor may share work
-                parts = RowParts(batch.angles, weight_matrix(self.table, weights), self.table.program_index,
-                                 quantum.sample_index, quantum.expert_index)
-                readouts = self.run.by_parts(parts, batch.inputs)  # <float32>[R, n_readouts]
-            else:
-                # <float32>[R, D + S]
-                values = row_values(self.table, quantum, batch.angles, weights, self.input_scaling)
-                readouts = run_experts(self.run, self.table, quantum, values, batch.inputs)  # <float32>[R, n_readouts]
+            readouts = run_experts(self.run, self.table, quantum, batch.angles, weights, batch.inputs,
+                                   self.input_scaling)  # <float32>[R, n_readouts]
             outputs += combine(readouts, quantum, size)
         for index, expert in enumerate(self.experts):
             if not self.quantum[index]:  # only the samples routed to this expert go through it

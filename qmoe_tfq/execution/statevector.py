@@ -65,9 +65,9 @@ class StatevectorExecutor:
         def by_parts(parts: RowParts, inputs: Inputs | None = None) -> tf.Tensor:
             """<float32>[R, n_ops] the rows of `parts`: by parts where that `factored.pays` for this many samples and
             rows (if known when traced, else at Keras' default batch size) and the programs split, else row by row."""
-            samples = parts.data.shape[0] or NOMINAL_BATCH
-            rows = parts.sample_index.shape[0] or round(program.rows_per_sample * samples)
-            if not (pays(kernel, samples, rows, parts.weights.shape[0]) and factored()):
+            batch = parts.data.shape[0] or NOMINAL_BATCH  # as known when traced
+            rows = parts.sample_index.shape[0] or round(program.rows_per_sample * batch)
+            if not (pays(kernel, batch, rows, parts.weights.shape[0]) and factored()):
                 return run(parts.values(), parts.program_index(), inputs, parts.sample_index)
             samples = tf.shape(parts.data)[0]
             initial = kernel.ground_states(samples) if inputs is None else inputs.states  # <complex64>[B, 2**n]

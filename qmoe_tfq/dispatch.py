@@ -167,7 +167,7 @@ def run_experts(run: Run, table: ExpertTable, rows: Rows, angles: tf.Tensor, wei
     parts = RowParts(angles, weight_matrix(table, weights), table.program_index, rows.sample_index, rows.expert_index)
     if hasattr(run, "by_parts"):
         return run.by_parts(parts, inputs)
-    return run(parts.values(), parts.program_index(), inputs, rows.sample_index)
+    return parts.row_by_row(run, inputs)
 
 
 def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:

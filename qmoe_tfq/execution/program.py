@@ -92,6 +92,10 @@ class RowParts(NamedTuple):
         """<int32>[R] every row's program."""
         return tf.gather(self.unit_program, self.unit_index)
 
+    def row_by_row(self, run: Run, inputs: Inputs | None = None) -> tf.Tensor:
+        """<float32>[R, n_observables] the rows on `run` one by one: what ``run.by_parts(self, inputs)`` equals."""
+        return run(self.values(), self.program_index(), inputs, self.sample_index)
+
 
 class Run(Protocol):
     """A compiled program: ``run(values, program_index, inputs, sample_index) -> <float32>[R, n_observables]``.

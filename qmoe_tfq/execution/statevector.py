@@ -68,7 +68,7 @@ class StatevectorExecutor:
             batch = parts.data.shape[0] or NOMINAL_BATCH  # as known when traced
             rows = parts.sample_index.shape[0] or round(program.rows_per_sample * batch)
             if not (pays(kernel, batch, rows, parts.weights.shape[0]) and factored()):
-                return run(parts.values(), parts.program_index(), inputs, parts.sample_index)
+                return parts.row_by_row(run, inputs)
             samples = tf.shape(parts.data)[0]
             initial = kernel.ground_states(samples) if inputs is None else inputs.states  # <complex64>[B, 2**n]
             return factored()(parts, initial)

@@ -13,7 +13,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
-from qmoe_tfq.execution import kernel, xla
+from qmoe_tfq.execution import apply, kernel, xla
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.ops import UnsupportedGate
 
@@ -119,6 +119,33 @@ def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_va
         losses = [tf.reduce_sum(out * [1.0, -2.0, 0.5]) for out in (mine, eager)]
     np.testing.assert_allclose(mine.numpy(), eager.numpy(), atol=1e-5)
     np.testing.assert_allclose(*(tape.gradient(loss, values).numpy() for loss in losses), atol=1e-4)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_take_gathers_with_a_gathers_gradient_and_no_scatter_loop_under_xla(shared):
+    rng = np.random.default_rng(0)
+    params = tf.constant(rng.normal(size=(5, 7, 2, 2)) + 1j * rng.normal(size=(5, 7, 2, 2)), tf.complex64)
+    indices = np.array([[3, 0, 3]]) if shared else rng.integers(7, size=(5, 3))
+    upstream = tf.constant(rng.normal(size=(5, 3, 2, 2)) + 1j * rng.normal(size=(5, 3, 2, 2)), tf.complex64)
+
+    def gather(p):
+        return tf.gather(p, indices[0], axis=1) if shared else tf.gather(p, indices, axis=1, batch_dims=1)
+
+    def backward(function):
+        def run(p):
+            with tf.GradientTape() as tape:
+                tape.watch(p)
+                outputs = function(p)
+            return outputs, tf.convert_to_tensor(tape.gradient(outputs, p, output_gradients=upstream))
+        return run
+
+    ours, ours_gradient = backward(lambda p: apply.take(p, indices))(params)
+    theirs, their_gradient = backward(gather)(params)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_allclose(ours_gradient.numpy(), their_gradient.numpy(), rtol=1e-6, atol=1e-6)
+    hlo = {name: tf.function(backward(f), jit_compile=True).experimental_get_compiler_ir(params)(stage="optimized_hlo")
+           for name, f in (("take", lambda p: apply.take(p, indices)), ("gather", gather))}
+    assert " while(" in hlo["gather"] and " while(" not in hlo["take"]
 
 
 @pytest.mark.parametrize("rows,size", [(0, 0), (1, 1), (4, 4), (5, 5), (9, 10), (17, 20), (64, 64), (65, 80)])

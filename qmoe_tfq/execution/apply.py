@@ -66,8 +66,26 @@ def apply_general(state: tf.Tensor, matrix: tf.Tensor, axes: Sequence[int], n: i
     return tf.reshape(updated, [-1, 2 ** n])
 
 
-def take(params: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-    """Per row r, ``params[r, indices[r]]``; `indices` <int32>[1, ...] (one program) serve every row."""
-    if indices.shape[0] == 1:
-        return tf.gather(params, indices[0], axis=1)
-    return tf.gather(params, indices, axis=1, batch_dims=1)
+def take(params: tf.Tensor, indices: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Per row r, ``params[r, indices[r]]``; `indices` <int32>[1, ...] (one program) serve every row.
+
+    Its gradient contracts the upstream gradient with the indices' one-hot rather than scattering it:
+    XLA on CPU runs a scatter as a loop with one iteration per index, whose per-iteration dispatch
+    cost more than the rest of a 4-qubit backward pass.
+    """
+    return _take(params, tf.convert_to_tensor(indices, tf.int32))
+
+
+@tf.custom_gradient
+def _take(params: tf.Tensor, indices: tf.Tensor):
+    shared = indices.shape[0] == 1
+    taken = tf.gather(params, indices[0], axis=1) if shared else tf.gather(params, indices, axis=1, batch_dims=1)
+
+    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, None]:
+        flat = tf.reshape(indices, [tf.shape(indices)[0], -1])  # <int32>[1 or R, K]
+        one_hot = tf.cast(tf.one_hot(flat, tf.shape(params)[1]), upstream.dtype)  # [1 or R, K, N]
+        per_index = tf.reshape(upstream, [tf.shape(upstream)[0], tf.shape(flat)[1], -1])  # [R, K, M]
+        spread = (tf.einsum("kn,rkm->rnm", one_hot[0], per_index) if shared
+                  else tf.einsum("rkn,rkm->rnm", one_hot, per_index))  # [R, N, M]
+        return tf.reshape(spread, tf.shape(params)), None
+    return taken, gradient

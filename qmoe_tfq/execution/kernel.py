@@ -188,13 +188,13 @@ class Kernel:
         """
         rows = tf.shape(values)[0]
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
-        angle = tf.gather(padded, self._columns, axis=1)[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
+        angle = take(padded, self._columns[None])[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
         phases = tf.complex(tf.cos(angle), tf.sin(angle))  # <complex64>[R, G, J]
         # Summed term by term over the J eigencomponents: XLA ran a reduce over that short axis slower.
         terms = (phases[:, :, j, None, None] * self._projectors[:, j] for j in range(self._projectors.shape[1]))
         matrices = sum(terms, tf.constant(self._fixed))  # <complex64>[R, G, 2, 2]
         identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [rows, 1, 2, 2])
-        stacked = tf.gather(tf.concat([matrices, identity], axis=1), self._fusion, axis=1)  # <complex64>[R, S+1, K, 2, 2]
+        stacked = take(tf.concat([matrices, identity], axis=1), self._fusion[None])  # <complex64>[R, S+1, K, 2, 2]
         fused = stacked[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
         for k in range(1, self._fusion.shape[1]):
             gate = stacked[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]
@@ -239,7 +239,7 @@ class Kernel:
     def evolve(self, values: tf.Tensor, initial: tf.Tensor | None = None,
                program_index: tf.Tensor | None = None) -> tf.Tensor:
         """<complex64>[R, 2**n] the rows' states after their programs (arguments as `__call__`'s)."""
-        values = tf.gather(tf.cast(values, tf.float32), self.columns, axis=1)  # <float32>[R, C]
+        values = take(tf.cast(values, tf.float32), np.array(self.columns, np.int32)[None])  # <float32>[R, C]
         rows = tf.shape(values)[0]
         if self.n_programs > 1 and program_index is None:
             raise ValueError(f"a kernel of {self.n_programs} programs needs each row's program_index.")
@@ -267,5 +267,5 @@ class Kernel:
                 readouts += tf.matmul(probabilities, signs[0])  # <float32>[R, n_ops]
             else:
                 every = tf.einsum("rd,pdo->rpo", probabilities, signs)  # <float32>[R, P, n_ops]
-                readouts += tf.gather(every, program_index, axis=1, batch_dims=1)
+                readouts += take(every, program_index[:, None])[:, 0]
         return readouts

@@ -103,10 +103,26 @@ def expert_table(experts: Sequence[keras.layers.Layer], data_circuit: cirq.Circu
 
 
 def weight_matrix(table: ExpertTable, weights: Sequence[tf.Tensor | None]) -> tf.Tensor:
-    """<float32>[E, S] each expert's weights in its own columns, zero elsewhere (and for classical experts)."""
-    size = [table.n_weight_symbols]
-    return tf.stack([tf.zeros(size) if cols is None else tf.scatter_nd(cols[:, None], w, size)
-                     for cols, w in zip(table.weight_columns, weights)])
+    """<float32>[E, S] each expert's weights in its own columns, zero elsewhere (and for classical experts).
+
+    One gather from all weights end to end (two ops, and one in the gradient, however many experts).
+    """
+    sizes = [0 if cols is None else len(cols) for cols in table.weight_columns]
+    index = np.full([len(sizes), table.n_weight_symbols], sum(sizes))  # the zero after every weight by default
+    for expert, (cols, start) in enumerate(zip(table.weight_columns, np.cumsum([0] + sizes))):
+        if cols is not None:
+            index[expert, cols] = start + np.arange(len(cols))
+    every = tf.concat([w for w in weights if w is not None] + [tf.zeros([1])], axis=0)  # <float32>[sum(sizes) + 1]
+    return _gather_dense(every, tf.constant(index, tf.int32))
+
+
+@tf.custom_gradient
+def _gather_dense(params: tf.Tensor, index: tf.Tensor):
+    """``params[index]`` with a dense gradient: a gather's is `tf.IndexedSlices`, which the gradient of
+    `tf.concat` splits in ~10 ops per input and the optimizer then applies as sparse updates."""
+    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, None]:
+        return tf.math.unsorted_segment_sum(tf.convert_to_tensor(upstream), index, tf.shape(params)[0]), None
+    return tf.gather(params, index), gradient
 
 
 def reuploaded_values(table: ExpertTable, rows: Rows, angles: tf.Tensor, weights: Sequence[tf.Tensor | None],
@@ -125,17 +141,23 @@ def reuploaded_values(table: ExpertTable, rows: Rows, angles: tf.Tensor, weights
     return table.program.values(data, tf.gather(weight_matrix(table, weights), rows.expert_index))
 
 
-def routed_rows(route: Routing) -> Rows:
-    """One row per dispatched (sample, expert) pair that fits its expert's capacity."""
-    batch, slots = tf.shape(route.expert_index)[0], tf.shape(route.expert_index)[1]
-    kept = tf.reshape(route.kept, [-1])  # <bool>[B * k]
-    return select(Rows(tf.repeat(tf.range(batch), slots), tf.reshape(route.expert_index, [-1]),
-                       tf.reshape(route.combine_weights, [-1])), kept)
+def sample_of_each(batch: tf.Tensor, slots: int | tf.Tensor) -> tf.Tensor:
+    """<int32>[B * slots] 0, 0, ..., 1, 1, ...: the sample of each of `slots` rows per sample, in sample order.
+    (`tf.repeat` takes 13 ops to do this.)"""
+    return tf.reshape(tf.broadcast_to(tf.range(batch)[:, None], tf.stack([batch, slots])), [-1])
+
+
+def routed_rows(route: Routing, drops: bool) -> Rows:
+    """One row per dispatched (sample, expert) pair that fits its expert's capacity; `drops` says whether a
+    capacity can have left pairs out (`RoutingPolicy.drops`: otherwise every pair is a row)."""
+    rows = Rows(sample_of_each(tf.shape(route.expert_index)[0], tf.shape(route.expert_index)[1]),
+                tf.reshape(route.expert_index, [-1]), tf.reshape(route.combine_weights, [-1]))
+    return select(rows, tf.reshape(route.kept, [-1])) if drops else rows
 
 
 def shared_rows(batch: tf.Tensor, first: int, count: int) -> Rows:
     """Every sample on each of the `count` shared experts ``first, first + 1, ...``, with weight 1."""
-    return Rows(tf.repeat(tf.range(batch), count), tf.tile(tf.range(first, first + count), [batch]),
+    return Rows(sample_of_each(batch, count), tf.tile(tf.range(first, first + count), [batch]),
                 tf.ones([batch * count]))
 
 

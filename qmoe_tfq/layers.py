@@ -216,7 +216,8 @@ class QMoELayer(MixtureLayer):
             self._enter_xla()
         batch = self._inputs.read(inputs)  # checked once; circuits prepared once for the executor
         route = self.gate(self._router.logits(batch), training=training)  # expert_index, combine_weights [B, k]
-        return self._bank.outputs(dispatch.routed_rows(route), batch)  # <float32>[B, n_readouts]
+        rows = dispatch.routed_rows(route, self.gate.policy.drops)
+        return self._bank.outputs(rows, batch)  # <float32>[B, n_readouts]
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""

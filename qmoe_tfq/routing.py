@@ -106,6 +106,11 @@ class RoutingPolicy:
         return (self.capacity_factor or 2.0) * (self.top_k or 1) if self.routing == "expert_choice" else k
 
     @property
+    def drops(self) -> bool:
+        """Whether a capacity can leave routed (sample, expert) pairs out (expert choice, or top-k with a capacity)."""
+        return self.routing == "expert_choice" or self.capacity_factor is not None
+
+    @property
     def balance_loss(self) -> bool:
         """Whether the Switch load-balancing loss is added (token choice with balance='aux_loss')."""
         return self.routing == "top_k" and self.balance == "aux_loss" and self.load_balance_weight > 0

@@ -6,7 +6,7 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from conftest import RowCounter
-from qmoe_tfq import routing, routing_terms
+from qmoe_tfq import dispatch, routing, routing_terms
 
 LOGITS = tf.constant([[2.0, 1.0, 0.0, -1.0],
                       [0.0, 3.0, 1.0, 0.5],
@@ -208,3 +208,34 @@ def test_unnamed_layers_are_called_qmoe_and_so_are_their_metrics(qubits, feature
     model.compile("adam", "mse")
     logs = model.train_on_batch(features, np.zeros((len(features), 3)), return_dict=True)
     assert f"{first.name}_routing_entropy" in logs and first.name.startswith("qmoe")  # was q_mo_e_layer_...
+
+
+@pytest.mark.parametrize("policy, drops", [(routing.RoutingPolicy(4, top_k=1), False),
+                                           (routing.RoutingPolicy(4), False),
+                                           (routing.RoutingPolicy(4, top_k=2, capacity_factor=1.0), True),
+                                           (routing.RoutingPolicy(4, routing="expert_choice"), True)])
+def test_a_policy_says_whether_its_capacity_drops_pairs(policy, drops):
+    assert policy.drops is drops
+
+
+def test_routed_rows_are_every_pair_unless_a_capacity_drops_some():
+    route = routing.Routing(LOGITS[:2], tf.nn.softmax(LOGITS[:2]), tf.constant([[1, 0], [2, 1]]),
+                            tf.constant([[0.6, 0.0], [0.7, 0.3]]), tf.constant([[True, False], [True, True]]))
+    every = dispatch.routed_rows(route, drops=False)
+    assert every.sample_index.numpy().tolist() == [0, 0, 1, 1]
+    assert every.expert_index.numpy().tolist() == [1, 0, 2, 1]
+    kept = dispatch.routed_rows(route, drops=True)
+    assert kept.sample_index.numpy().tolist() == [0, 1, 1] and kept.expert_index.numpy().tolist() == [1, 2, 1]
+    np.testing.assert_allclose(kept.weight.numpy(), [0.6, 0.7, 0.3])
+
+
+def test_weight_matrix_places_each_experts_weights_and_gives_them_dense_gradients():
+    table = dispatch.ExpertTable(None, None, (np.array([2, 0]), None, np.array([1, 3, 4])), 5)
+    weights = [tf.Variable([1.0, 2.0]), None, tf.Variable([3.0, 4.0, 5.0])]
+    with tf.GradientTape() as tape:
+        matrix = dispatch.weight_matrix(table, weights)  # <float32>[3, 5]
+        loss = tf.reduce_sum(matrix * np.arange(15.0).reshape(3, 5))
+    assert matrix.numpy().tolist() == [[2, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 3, 0, 4, 5]]
+    first, third = tape.gradient(loss, [weights[0], weights[2]])
+    assert isinstance(first, tf.Tensor) and isinstance(third, tf.Tensor)  # not IndexedSlices: dense optimizer steps
+    assert first.numpy().tolist() == [2.0, 0.0] and third.numpy().tolist() == [11.0, 13.0, 14.0]

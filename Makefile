@@ -40,7 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/calibrate.py
 	$(PY) benchmarks/user_models.py
 	$(PY) benchmarks/peers.py --widths 4 6 8 10 12
-	$(PY) benchmarks/peers.py --widths 16 --batch 4 --steps 64 --rounds 3  # batch 4: TC-NG's dense step took 3.2 GB there, growing with the batch
+	$(PY) benchmarks/peers.py --widths 16 --batch 4 --rounds 3  # batch 4: TC-NG's dense step took 3.2 GB there, growing with the batch
 	$(PY) benchmarks/peers.py --widths 4 6 8 10 12 16 --write-only
 	$(PY) benchmarks/throughput.py
 

@@ -3,7 +3,8 @@
 The model is `qmoe-tfq bench`'s: float features angle-encoded with ry, a router PQC (logits =
 3 x readouts), 8 experts of 3 layers of ry/rz + a CZ ring reading Z on every qubit, a Dense(2)
 head, Adam and cross-entropy, batch 64. Each model runs in its own process (fresh XLA caches, its own
-peak memory): a first step, then rounds of `fit` and `predict` over many batches, printed as the
+peak memory): a first step, then rounds of `fit` and `predict` over as many batches as make a training
+round last about a second, printed as the
 median with the rounds' spread, first with Keras's defaults (one batch per call of the step
 function), then compiled again with ``steps_per_execution=16``: Keras's own cost per call, ~0.8 ms
 here, is then paid once per 16 batches, by every peer alike. This process then writes
@@ -20,7 +21,7 @@ Peers, all the same model and the same data:
                  routed expert's weights), the fastest way to write this model there.
 
     make bench                                   # installs requirements-bench.txt first
-    python benchmarks/peers.py [--widths 4 8] [--rounds 5] [--steps 16]
+    python benchmarks/peers.py [--widths 4 8] [--rounds 5] [--round-seconds 1]
 """
 from __future__ import annotations
 
@@ -107,15 +108,19 @@ def labels(width: int, statevector_max: int, xla_step_max: int) -> list[str]:
                                    for name in [f"qmoe {b}" for b in backends] + ["TC-NG"]]
 
 
-def steps_per_round(width: int, steps: int) -> int:
-    """`steps` batches per round up to 8 qubits, halved for each two qubits above (at least 1): a round stays
-    a few seconds long where a step takes longer."""
-    return max(1, steps >> max(0, (width - 8) // 2))
+def batches_per_round(seconds_per_batch: float, round_seconds: float, most: int) -> int:
+    """Batches that make a training round last about `round_seconds`: at least 4, at most `most`, and from 16 on
+    a multiple of 16 (whole calls of 16 batches). Keras's own cost per `fit` or `predict` call (~5 ms here) is
+    then a small share of every peer's round, whatever its speed; with a fixed 16 batches it was up to a third
+    of a 4-qubit round and narrowed every ratio towards 1."""
+    batches = min(most, max(4, round(round_seconds / seconds_per_batch)))
+    return batches if batches < 16 else min(most, -(-batches // 16) * 16)
 
 
 def one_model(args: argparse.Namespace) -> dict:
-    """Model `args.model` at `args.width` qubits, in this process: the first step, then `args.rounds` rounds of
-    training (`fit`, one epoch of the round's batches) and of inference (`predict` on them)."""
+    """Model `args.model` at `args.width` qubits, in this process: the first step, a timed warm-up of 4 batches
+    that sets the batches per round, then `args.rounds` rounds of training (`fit`, one epoch of the round's
+    batches) and of inference (`predict` on them)."""
     import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
     import resource
     import time
@@ -130,15 +135,14 @@ def one_model(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(0)
     name, kind = args.model.split(", ")
     qubits = cirq.GridQubit.rect(1, args.width)
-    steps = steps_per_round(args.width, args.steps)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(steps * args.batch, args.width)).astype(np.float32)
+    x = rng.uniform(0, 1, size=(args.max_batches * args.batch, args.width)).astype(np.float32)
     y = (x[:, 0] > 0.5).astype(np.int32)
     options = tf.data.Options()
     # tf.data's autotuning made a step last a multiple of ~5 ms on this 2-core machine (runs snapped between
     # 3.2k, 6.5k and 13k samples/s), whatever the model; off, each runs at its own pace.
     options.autotune.enabled = False
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).cache().with_options(options)
+    every_batch = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).cache().with_options(options)
     if name == "TC-NG":
         model = tc_model(args.width, args.experts, args.layers, kind == "top1")
     elif name == "TFQ naive":
@@ -149,19 +153,24 @@ def one_model(args: argparse.Namespace) -> dict:
     else:
         model = build(kind, qubits, args.experts, args.layers, True, name.split()[1])
     start = time.perf_counter()
-    model.fit(data.take(1), verbose=0)
+    model.fit(every_batch.take(1), verbose=0)
     first = time.perf_counter() - start
-    model.predict(data.take(1), verbose=0)
+    model.predict(every_batch.take(1), verbose=0)
+    start = time.perf_counter()
+    model.fit(every_batch.take(4), verbose=0)
+    batches = batches_per_round((time.perf_counter() - start) / 4, args.round_seconds, args.max_batches)
+    data = every_batch.take(batches)
+    samples = batches * args.batch
 
     def rounds() -> tuple[list[float], list[float]]:
         train, infer = [], []
         for _ in range(args.rounds):
             start = time.perf_counter()
             model.fit(data, verbose=0)
-            train.append(len(y) / (time.perf_counter() - start))
+            train.append(samples / (time.perf_counter() - start))
             start = time.perf_counter()
             model.predict(data, verbose=0)
-            infer.append(len(y) / (time.perf_counter() - start))
+            infer.append(samples / (time.perf_counter() - start))
         return train, infer
 
     train, infer = rounds()
@@ -173,7 +182,7 @@ def one_model(args: argparse.Namespace) -> dict:
     train_per_call, infer_per_call = rounds()
     moe = [layer for layer in model.layers if isinstance(layer, qmoe.QMoELayer)]
     return {"train": train, "infer": infer, "train_per_call": train_per_call, "infer_per_call": infer_per_call,
-            "first_step": first, "simulator": moe[0].simulator if moe else "",
+            "first_step": first, "batches": batches, "simulator": moe[0].simulator if moe else "",
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -228,9 +237,11 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
     lines = ["# qmoe-tfq against its peers", "",
              f"`python benchmarks/peers.py` (`make bench`): {args.experts} experts, {args.layers} layers of ry/rz + CZ "
              f"ring, ry angle encoding, float features, one process per model, 2-core CPU, no GPU. "
-             "After a first step (`fit` on one batch, compilation included), rounds of `fit` (one epoch of the round's "
-             "batches) and of `predict` on the same batches; batch size, batches per round and rounds per width: "
-             + ", ".join(f"{r['width']} qubits {r['batch']} x {r['batches']} x {r['rounds']}" for r in results)
+             "After a first step (`fit` on one batch, compilation included) and a timed warm-up of 4 batches, "
+             "rounds of `fit` (one epoch of the round's batches) and of `predict` on the same batches, as many "
+             f"batches per round as make a training round last about {args.round_seconds:g} s (4 to "
+             f"{args.max_batches}; the tables' batches column); rounds per width: "
+             + ", ".join(f"{r['width']} qubits {r['rounds']}" for r in results)
              + ". Then the same rounds with the model compiled again with "
              f"`steps_per_execution={per_call}` (\"{per_call} per call\": Keras runs up to {per_call} batches in one "
              "call of its step function). Samples/s: the median of the rounds (± half their range, as % of the "
@@ -250,7 +261,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
     lines.append("")
     for kind in KINDS:
         lines += [f"## {'top_k=1' if kind == 'top1' else 'dense'}", "",
-                  "| qubits | batch | model | ran on | first step s | train samples/s | inference samples/s | train vs TC-NG | "
+                  "| qubits | batch x batches | model | ran on | first step s | train samples/s | inference samples/s | train vs TC-NG | "
                   f"inference vs TC-NG | train, {per_call} per call | inference, {per_call} per call | train vs TC-NG, "
                   f"{per_call} per call | inference vs TC-NG, {per_call} per call | peak MB |",
                   "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -263,7 +274,8 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
                 measured += [ratio(rows, label, f"TC-NG, {kind}", key) for key in ("train", "infer")]
                 measured += [summary(row[key]) if key in row else "n/a" for key in ("train_per_call", "infer_per_call")]
                 measured += [ratio(rows, label, f"TC-NG, {kind}", key) for key in ("train_per_call", "infer_per_call")]
-                lines.append(f"| {result['width']} | {result['batch']} | {label} | {row['simulator']} | "
+                lines.append(f"| {result['width']} | {result['batch']} x {row.get('batches', result.get('batches'))} | "
+                             f"{label} | {row['simulator']} | "
                              f"{row['first_step']:.1f} | " + " | ".join(measured) + f" | {row['peak_mb']:.0f} |")
         lines.append("")
     lines += ["## How close to the flop limit", "",
@@ -310,7 +322,9 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=8)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=16, help="batches per round up to 8 qubits")
+    parser.add_argument("--round-seconds", type=float, default=1.0,
+                        help="about how long a training round lasts (sets each model's batches per round)")
+    parser.add_argument("--max-batches", type=int, default=512, help="most batches per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps-per-execution", type=int, default=16,
                         help="batches per call in the second set of rounds (Keras's compile argument)")
@@ -324,12 +338,12 @@ def main() -> None:
         print(json.dumps(one_model(args)))
         return
     for width in args.widths if not args.write_only else []:
-        result = {"width": width, "batch": args.batch, "batches": steps_per_round(width, args.steps),
-                  "rounds": args.rounds, "rows": {}}
+        result = {"width": width, "batch": args.batch, "rounds": args.rounds, "rows": {}}
         for label in labels(width, args.statevector_max, args.xla_step_max):
             command = [sys.executable, __file__, "--width", str(width), "--model", label] + [
                 f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-                if key in ("experts", "layers", "batch", "steps", "rounds", "steps_per_execution")]
+                if key in ("experts", "layers", "batch", "round_seconds", "max_batches", "rounds",
+                           "steps_per_execution")]
             child = subprocess.run(command, capture_output=True, text=True,
                                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
             if child.returncode:  # e.g. killed for memory: the width keeps what else it measured
@@ -337,7 +351,8 @@ def main() -> None:
                       f"{child.stderr.strip().splitlines()[-1:]}", flush=True)
                 continue
             row = result["rows"][label] = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"{width:>3} qubits  {label:<24} first step {row['first_step']:5.1f} s  train "
+            print(f"{width:>3} qubits  {label:<24} first step {row['first_step']:5.1f} s  {row['batches']:>3} "
+                  f"batches per round  train "
                   f"{summary(row['train'])} samples/s  inference {summary(row['infer'])}; {args.steps_per_execution} "
                   f"per call {summary(row['train_per_call'])}, {summary(row['infer_per_call'])}  "
                   f"{row['peak_mb']:.0f} MB", flush=True)

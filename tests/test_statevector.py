@@ -148,6 +148,18 @@ def test_take_gathers_with_a_gathers_gradient_and_no_scatter_loop_under_xla(shar
     assert " while(" in hlo["gather"] and " while(" not in hlo["take"]
 
 
+def test_take_contracts_a_one_hot_only_up_to_its_size_limit(monkeypatch):
+    params = tf.constant(np.arange(12.0).reshape(2, 6), tf.float32)
+    indices = np.array([[5, 1, 5]])  # 3 indices into 6 columns: a one-hot of 18
+    contracted = []
+    monkeypatch.setattr(apply, "_take", lambda p, i: contracted.append(i.shape) or apply.gather_rows(p, i))
+    apply.take(params, indices)
+    monkeypatch.setattr(apply, "ONE_HOT_MAX", 17)
+    taken = apply.take(params, indices)  # tf.gather and its own gradient
+    assert contracted == [tf.TensorShape([1, 3])]
+    assert taken.numpy().tolist() == [[5.0, 1.0, 5.0], [11.0, 7.0, 11.0]]
+
+
 @pytest.mark.parametrize("rows,size", [(0, 0), (1, 1), (4, 4), (5, 5), (9, 10), (17, 20), (64, 64), (65, 80)])
 def test_row_buckets_add_at_most_a_quarter(rows, size):
     assert int(xla.bucket(tf.constant(rows))) == size

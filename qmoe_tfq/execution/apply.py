@@ -66,26 +66,41 @@ def apply_general(state: tf.Tensor, matrix: tf.Tensor, axes: Sequence[int], n: i
     return tf.reshape(updated, [-1, 2 ** n])
 
 
+# A gather's gradient through the indices' one-hot costs (indices x gathered size) multiply-adds per row and
+# element; a scatter costs one XLA:CPU loop iteration (~1-2 us of dispatch) per index. Up to this product
+# the one-hot is cheaper: the benchmark ansatz's gathers at 4-12 qubits are 10**3-10**4, an 8-qubit QCNN
+# expert's fused matrices 10**5-10**6 (its 290 stages of 600 gates' matrices).
+ONE_HOT_MAX = 2 ** 15
+
+
 def take(params: tf.Tensor, indices: tf.Tensor | np.ndarray) -> tf.Tensor:
     """Per row r, ``params[r, indices[r]]``; `indices` <int32>[1, ...] (one program) serve every row.
 
-    Its gradient contracts the upstream gradient with the indices' one-hot rather than scattering it:
-    XLA on CPU runs a scatter as a loop with one iteration per index, whose per-iteration dispatch
-    cost more than the rest of a 4-qubit backward pass.
+    Where indices x ``params.shape[1]`` is at most `ONE_HOT_MAX`, its gradient contracts the upstream
+    gradient with the indices' one-hot instead of scattering it: XLA:CPU runs a scatter as a loop of
+    separately dispatched iterations, one per index (~100 per 4-qubit backward pass of the kernel).
     """
-    return _take(params, tf.convert_to_tensor(indices, tf.int32))
+    indices = tf.convert_to_tensor(indices, tf.int32)
+    size, count = params.shape[1], indices.shape[1:].num_elements()
+    if size is None or count is None or size * count > ONE_HOT_MAX:
+        return gather_rows(params, indices)
+    return _take(params, indices)
+
+
+def gather_rows(params: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """[R, K...] per row r, ``params[r, indices[r]]`` (or ``params[r, indices[0]]`` for shared indices)."""
+    if indices.shape[0] == 1:
+        return tf.gather(params, indices[0], axis=1)
+    return tf.gather(params, indices, axis=1, batch_dims=1)
 
 
 @tf.custom_gradient
 def _take(params: tf.Tensor, indices: tf.Tensor):
-    shared = indices.shape[0] == 1
-    taken = tf.gather(params, indices[0], axis=1) if shared else tf.gather(params, indices, axis=1, batch_dims=1)
-
     def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, None]:
         flat = tf.reshape(indices, [tf.shape(indices)[0], -1])  # <int32>[1 or R, K]
         one_hot = tf.cast(tf.one_hot(flat, tf.shape(params)[1]), upstream.dtype)  # [1 or R, K, N]
         per_index = tf.reshape(upstream, [tf.shape(upstream)[0], tf.shape(flat)[1], -1])  # [R, K, M]
-        spread = (tf.einsum("kn,rkm->rnm", one_hot[0], per_index) if shared
+        spread = (tf.einsum("kn,rkm->rnm", one_hot[0], per_index) if indices.shape[0] == 1
                   else tf.einsum("rkn,rkm->rnm", one_hot, per_index))  # [R, N, M]
         return tf.reshape(spread, tf.shape(params)), None
-    return taken, gradient
+    return gather_rows(params, indices), gradient

@@ -68,21 +68,23 @@ def apply_general(state: tf.Tensor, matrix: tf.Tensor, axes: Sequence[int], n: i
 
 # A gather's gradient through the indices' one-hot costs (indices x gathered size) multiply-adds per row and
 # element; a scatter costs one XLA:CPU loop iteration (~1-2 us of dispatch) per index. Up to this product
-# the one-hot is cheaper: the benchmark ansatz's gathers at 4-12 qubits are 10**3-10**4, an 8-qubit QCNN
-# expert's fused matrices 10**5-10**6 (its 290 stages of 600 gates' matrices).
+# the one-hot is cheaper: the benchmark ansatz's gathers at 4-12 qubits are 10**3-10**4; eight 8-qubit
+# experts with CNOT rings gather their fused matrices at 1172 indices into 641 (7.5 * 10**5).
 ONE_HOT_MAX = 2 ** 15
 
 
 def take(params: tf.Tensor, indices: tf.Tensor | np.ndarray) -> tf.Tensor:
     """Per row r, ``params[r, indices[r]]``; `indices` <int32>[1, ...] (one program) serve every row.
 
-    Where indices x ``params.shape[1]`` is at most `ONE_HOT_MAX`, its gradient contracts the upstream
-    gradient with the indices' one-hot instead of scattering it: XLA:CPU runs a scatter as a loop of
-    separately dispatched iterations, one per index (~100 per 4-qubit backward pass of the kernel).
+    Where the indices are shared and indices x ``params.shape[1]`` is at most `ONE_HOT_MAX`, its gradient
+    contracts the upstream gradient with the indices' one-hot instead of scattering it: XLA:CPU runs a
+    scatter as a loop of separately dispatched iterations, one per index (~100 per 4-qubit backward pass
+    of the kernel). Per-row indices (several programs) keep the gather's own gradient: their one-hot,
+    made anew in every step of the kernel's loop, made an 8-qubit QCNN model's training ~20% slower.
     """
     indices = tf.convert_to_tensor(indices, tf.int32)
     size, count = params.shape[1], indices.shape[1:].num_elements()
-    if size is None or count is None or size * count > ONE_HOT_MAX:
+    if indices.shape[0] != 1 or size is None or count is None or size * count > ONE_HOT_MAX:
         return gather_rows(params, indices)
     return _take(params, indices)
 
@@ -96,11 +98,11 @@ def gather_rows(params: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
 
 @tf.custom_gradient
 def _take(params: tf.Tensor, indices: tf.Tensor):
+    """`gather_rows` of shared `indices` <int32>[1, ...], differentiated through their one-hot."""
     def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, None]:
-        flat = tf.reshape(indices, [tf.shape(indices)[0], -1])  # <int32>[1 or R, K]
-        one_hot = tf.cast(tf.one_hot(flat, tf.shape(params)[1]), upstream.dtype)  # [1 or R, K, N]
-        per_index = tf.reshape(upstream, [tf.shape(upstream)[0], tf.shape(flat)[1], -1])  # [R, K, M]
-        spread = (tf.einsum("kn,rkm->rnm", one_hot[0], per_index) if indices.shape[0] == 1
-                  else tf.einsum("rkn,rkm->rnm", one_hot, per_index))  # [R, N, M]
+        flat = tf.reshape(indices, [-1])  # <int32>[K]
+        one_hot = tf.cast(tf.one_hot(flat, tf.shape(params)[1]), upstream.dtype)  # [K, N]
+        per_index = tf.reshape(upstream, [tf.shape(upstream)[0], tf.shape(flat)[0], -1])  # [R, K, M]
+        spread = tf.einsum("kn,rkm->rnm", one_hot, per_index)  # [R, N, M]
         return tf.reshape(spread, tf.shape(params)), None
     return gather_rows(params, indices), gradient

@@ -4,10 +4,9 @@ The model is `qmoe-tfq bench`'s: float features angle-encoded with ry, a router 
 3 x readouts), 8 experts of 3 layers of ry/rz + a CZ ring reading Z on every qubit, a Dense(2)
 head, Adam and cross-entropy, batch 64. Each model runs in its own process (fresh XLA caches, its own
 peak memory): a first step, then rounds of `fit` and `predict` over as many batches as make a training
-round last about a second, printed as the
-median with the rounds' spread, first with Keras's defaults (one batch per call of the step
-function), then compiled again with ``steps_per_execution=16``: Keras's own cost per call, ~0.8 ms
-here, is then paid once per 16 batches, by every peer alike. This process then writes
+round last about a second, printed as the median with the rounds' spread, first with Keras's defaults
+(one batch per call of the step function), then compiled again with ``steps_per_execution=16``: Keras's
+own cost per call, ~0.8 ms here, is then paid once per 16 batches, by every peer alike. This process then writes
 benchmarks/results.md and benchmarks/peers.png with the ratios to TensorCircuit-NG.
 
 Peers, all the same model and the same data:
@@ -274,8 +273,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
                 measured += [ratio(rows, label, f"TC-NG, {kind}", key) for key in ("train", "infer")]
                 measured += [summary(row[key]) if key in row else "n/a" for key in ("train_per_call", "infer_per_call")]
                 measured += [ratio(rows, label, f"TC-NG, {kind}", key) for key in ("train_per_call", "infer_per_call")]
-                lines.append(f"| {result['width']} | {result['batch']} x {row.get('batches', result.get('batches'))} | "
-                             f"{label} | {row['simulator']} | "
+                lines.append(f"| {result['width']} | {result['batch']} x {row['batches']} | {label} | {row['simulator']} | "
                              f"{row['first_step']:.1f} | " + " | ".join(measured) + f" | {row['peak_mb']:.0f} |")
         lines.append("")
     lines += ["## How close to the flop limit", "",

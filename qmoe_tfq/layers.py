@@ -193,7 +193,7 @@ class QMoELayer(MixtureLayer):
             return f"runs its circuits on {self.simulator!r}, with TFQ's ops"
         if not all(self._quantum):
             return "has classical experts, each run on the rows routed to it: a count known only at run time"
-        if policy.routing == "expert_choice" or policy.capacity_factor is not None:
+        if policy.drops:
             return "routes with a capacity, which keeps a number of rows known only at run time"
         return None
 

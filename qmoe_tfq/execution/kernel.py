@@ -267,5 +267,5 @@ class Kernel:
                 readouts += tf.matmul(probabilities, signs[0])  # <float32>[R, n_ops]
             else:
                 every = tf.einsum("rd,pdo->rpo", probabilities, signs)  # <float32>[R, P, n_ops]
-                readouts += take(every, program_index[:, None])[:, 0]
+                readouts += tf.gather(every, program_index, axis=1, batch_dims=1)
         return readouts

@@ -161,8 +161,13 @@ class Gate(keras.layers.Layer):
         """
         if not self.built:
             self.build(route.probabilities.shape)
+        self.add_terms(routing_terms.measure(route, self.policy), training)
+        return route
+
+    def add_terms(self, terms: routing_terms.RoutingTerms, training: bool | None = None) -> None:
+        """Adds the policy's losses and metrics for a routing's `terms` (and moves the selection bias when
+        training): `observe`'s second half, for a layer that measured its routing where it routed (in XLA)."""
         policy = self.policy
-        terms = routing_terms.measure(route, policy)
         if policy.balance_loss:
             self.add_loss(policy.load_balance_weight * terms.load_balance)
         if policy.z_loss_weight > 0:
@@ -173,7 +178,6 @@ class Gate(keras.layers.Layer):
             self._report(terms, bool(training))
         if training and policy.balance == "bias":
             self.expert_bias.assign_add(routing_terms.bias_update(terms.fractions, policy.bias_rate))
-        return route
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")

@@ -18,17 +18,18 @@ import cirq
 import tensorflow as tf
 import tf_keras as keras
 
-from qmoe_tfq import dispatch, routing
+from qmoe_tfq import dispatch, routing, routing_terms
 from qmoe_tfq.circuits import EXPERT_PREFIX, Ansatz, Observable
 from qmoe_tfq.coherent import CoherentQMoELayer, coherent_arguments
 from qmoe_tfq.encoding import AngleEncoder, FeatureEncoder
 from qmoe_tfq.execution import Executor
 from qmoe_tfq.execution.backends import Backend, Execution
 from qmoe_tfq.execution.program import decode_strings
+from qmoe_tfq.execution.xla import on_padded_batch
 from qmoe_tfq.experts import (QUANTUM, ExpertPQC, Part, check_output_widths, deserialize_part, expert_list,
                               make_experts, serialize_entries, shared_list)
 from qmoe_tfq.gating import Gate
-from qmoe_tfq.inputs import InputReader, feeds_features
+from qmoe_tfq.inputs import Batch, InputReader, feeds_features
 from qmoe_tfq.mixture import MixtureLayer
 from qmoe_tfq.qcnn import BUILTINS, QCNN
 from qmoe_tfq.routers import QuantumRouter, RouterLogits, deserialize_router
@@ -95,6 +96,9 @@ class QMoELayer(MixtureLayer):
     QMoE+ coherent aggregation (one circuit holds router and experts) is `CoherentQMoELayer`. Under
     ``model.compile(..., jit_compile=True)`` the layer runs when it takes float features on the statevector
     kernel with quantum experts and no capacity (its input checks then do not run); otherwise it raises saying why.
+    Such a layer whose router is quantum without a head infers (``training=False``: `predict`, `evaluate`) as one
+    XLA computation after its input checks, on batches padded to a few sizes per octave; it trains in TF's ops
+    around the kernel's XLA calls, which measured faster than a backward pass under XLA.
     """
 
     def __init__(self, qubits: Sequence[cirq.Qid], n_experts: int | None = None, *,
@@ -182,6 +186,10 @@ class QMoELayer(MixtureLayer):
         self._router = RouterLogits(self.router, self.router_head, scale, self._executor, data_circuit, data_names,
                                     self.qubits, self.noise)
         self.gate.build(tf.TensorShape([None, self.n_experts]))
+        self._inference = None  # inference as one XLA computation, where every part of the step is ours and compiles
+        if self._xla_refusal() is None and self.quantum_router and self.router_head is None:
+            self._inference = on_padded_batch(
+                lambda features, angles, valid: self._step(Batch(None, features, angles), False, valid))
         super().build(input_shape)
 
     def _xla_refusal(self) -> str | None:
@@ -215,9 +223,20 @@ class QMoELayer(MixtureLayer):
         if tf.__internal__.get_enclosing_xla_context() is not None:  # traced for jit_compile=True
             self._enter_xla()
         batch = self._inputs.read(inputs)  # checked once; circuits prepared once for the executor
-        route = self.gate(self._router.logits(batch), training=training)  # expert_index, combine_weights [B, k]
+        if training or self._inference is None:
+            outputs, terms = self._step(batch, training)
+        else:
+            outputs, terms = self._inference(batch.features, batch.angles)
+        self.gate.add_terms(terms, training)  # losses, metrics, the selection bias's step
+        return outputs  # <float32>[B, n_readouts]
+
+    def _step(self, batch: Batch, training: bool | None,
+              valid: tf.Tensor | None = None) -> tuple[tf.Tensor, routing_terms.RoutingTerms]:
+        """Router, gate and experts on a read batch: outputs <float32>[B, n_readouts] and the routing's terms
+        (over the `valid` <bool>[B] samples of a padded batch)."""
+        route = self.gate.select(self._router.logits(batch), training)  # expert_index, combine_weights [B, k]
         rows = dispatch.routed_rows(route, self.gate.policy.drops)
-        return self._bank.outputs(rows, batch)  # <float32>[B, n_readouts]
+        return self._bank.outputs(rows, batch), routing_terms.measure(route, self.gate.policy, valid)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""

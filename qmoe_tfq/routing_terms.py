@@ -27,34 +27,40 @@ class RoutingTerms(NamedTuple):
     information: tf.Tensor  # <float32>[] mutual information between sample and expert, as a share of log E
 
 
-def measure(route: Routing, policy: RoutingPolicy) -> RoutingTerms:
+def measure(route: Routing, policy: RoutingPolicy, valid: tf.Tensor | None = None) -> RoutingTerms:
     """Balance loss, z-loss, routing information and the router's health for `route`.
 
     Dense routing dispatches to every expert; usage and balance are then measured on each sample's
-    top choice.
+    top choice. `valid` <bool>[B] marks the rows that are samples when a batch was padded (to a shape
+    XLA compiled for); the others count for nothing.
     """
     if policy.routing == "top_k" and policy.top_k is None:
         assigned = tf.argmax(route.probabilities, axis=-1, output_type=tf.int32)[:, None]  # <int32>[B, 1]
         kept = tf.ones_like(assigned, dtype=tf.bool)
     else:
         assigned, kept = route.expert_index, route.kept  # <int32>[B, k], <bool>[B, k]
+    if valid is not None:
+        kept = tf.logical_and(kept, valid[:, None])  # <bool>[B, k]
     usage = expert_usage(assigned, policy.n_experts, kept)  # <float32>[E]
     fractions = usage / tf.maximum(tf.reduce_sum(usage), 1.0)
     probabilities = route.probabilities
-    entropy = batch_mean(_entropy(probabilities))
+    entropy = batch_mean(_entropy(probabilities), valid)
     if policy.routing == "expert_choice":
-        dropped = batch_mean(tf.cast(tf.logical_not(tf.reduce_any(route.kept, axis=1)), tf.float32))
+        dropped = batch_mean(tf.cast(tf.logical_not(tf.reduce_any(route.kept, axis=1)), tf.float32), valid)
     else:
-        dropped = batch_mean(1.0 - tf.reduce_mean(tf.cast(route.kept, tf.float32), axis=1))
-    return RoutingTerms(load_balancing_loss(probabilities, fractions), router_z_loss(route.logits), usage, fractions,
-                        entropy, batch_mean(tf.reduce_max(probabilities, axis=-1)), dropped,
-                        routing_information(probabilities, entropy))
+        dropped = batch_mean(1.0 - tf.reduce_mean(tf.cast(route.kept, tf.float32), axis=1), valid)
+    return RoutingTerms(load_balancing_loss(probabilities, fractions, valid), router_z_loss(route.logits, valid), usage,
+                        fractions, entropy, batch_mean(tf.reduce_max(probabilities, axis=-1), valid), dropped,
+                        routing_information(probabilities, entropy, valid))
 
 
-def batch_mean(values: tf.Tensor) -> tf.Tensor:
-    """The mean of `values` over the batch (axis 0); 0 for an empty batch, which a replica of a
-    distributed step can get (a plain mean would make the step's loss NaN)."""
-    return tf.math.divide_no_nan(tf.reduce_sum(values, axis=0), tf.cast(tf.shape(values)[0], values.dtype))
+def batch_mean(values: tf.Tensor, valid: tf.Tensor | None = None) -> tf.Tensor:
+    """The mean of `values` over the batch (axis 0), or over its `valid` <bool>[B] rows; 0 for an empty batch,
+    which a replica of a distributed step can get (a plain mean would make the step's loss NaN)."""
+    if valid is None:
+        return tf.math.divide_no_nan(tf.reduce_sum(values, axis=0), tf.cast(tf.shape(values)[0], values.dtype))
+    weights = tf.reshape(tf.cast(valid, values.dtype), [-1] + [1] * (values.shape.rank - 1))  # <float32>[B, 1...]
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights, axis=0), tf.reduce_sum(weights))
 
 
 def bias_update(fractions: tf.Tensor, rate: float) -> tf.Tensor:
@@ -72,13 +78,13 @@ def expert_usage(expert_index: tf.Tensor, n_experts: int, kept: tf.Tensor) -> tf
     return tf.reduce_sum(one_hot * tf.cast(kept, tf.float32)[..., None], axis=[0, 1])
 
 
-def load_balancing_loss(probabilities: tf.Tensor, fractions: tf.Tensor) -> tf.Tensor:
+def load_balancing_loss(probabilities: tf.Tensor, fractions: tf.Tensor, valid: tf.Tensor | None = None) -> tf.Tensor:
     """Switch Transformer's balance loss: E * sum_i fraction_routed_i * mean_probability_i.
 
     Equals 1 when routing is uniform and grows to E when one expert takes everything.
     """
     n_experts = probabilities.shape[-1]
-    return float(n_experts) * tf.reduce_sum(fractions * batch_mean(probabilities))
+    return float(n_experts) * tf.reduce_sum(fractions * batch_mean(probabilities, valid))
 
 
 def _entropy(probabilities: tf.Tensor) -> tf.Tensor:
@@ -86,24 +92,25 @@ def _entropy(probabilities: tf.Tensor) -> tf.Tensor:
     return -tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-9), axis=-1)
 
 
-def routing_information(probabilities: tf.Tensor, entropy: tf.Tensor | None = None) -> tf.Tensor:
+def routing_information(probabilities: tf.Tensor, entropy: tf.Tensor | None = None,
+                        valid: tf.Tensor | None = None) -> tf.Tensor:
     """The mutual information between a batch's samples and their experts, as a share of log E.
 
     I = H(mean gate) - mean H(gate): the information-maximising clustering objective (Krause et al.
     2010; Mod-Squad's expert-task loss without task labels). It is 1 when every sample is sure of its
     expert and the experts share the batch evenly, 0 when every sample gets the same gates. `entropy`
-    is the mean of H(gate) when already computed.
+    is the mean of H(gate) when already computed; `valid` as for `batch_mean`.
 
     >>> [round(float(routing_information(tf.constant(gates))), 3) for gates in ([[1.0, 0.0], [0.0, 1.0]],
     ...                                                                        [[0.9, 0.1], [0.9, 0.1]])]
     [1.0, 0.0]
     """
     if entropy is None:
-        entropy = batch_mean(_entropy(probabilities))
+        entropy = batch_mean(_entropy(probabilities), valid)
     log_experts = math.log(max(probabilities.shape[-1], 2))
-    return (_entropy(batch_mean(probabilities)) - entropy) / log_experts
+    return (_entropy(batch_mean(probabilities, valid)) - entropy) / log_experts
 
 
-def router_z_loss(logits: tf.Tensor) -> tf.Tensor:
+def router_z_loss(logits: tf.Tensor, valid: tf.Tensor | None = None) -> tf.Tensor:
     """ST-MoE's z-loss: mean over samples of logsumexp(logits)^2; keeps logits small."""
-    return batch_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)))
+    return batch_mean(tf.square(tf.reduce_logsumexp(logits, axis=-1)), valid)

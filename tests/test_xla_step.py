@@ -8,6 +8,7 @@ import pytest
 import tf_keras as keras
 
 import qmoe_tfq as qmoe
+from qmoe_tfq import routing_terms
 
 QUBITS = cirq.GridQubit.rect(1, 2)
 
@@ -51,3 +52,37 @@ def test_a_layer_that_cannot_compile_says_why_when_traced_for_xla(settings, reas
     x, y = data()
     with pytest.raises(ValueError, match=rf"cannot run in an XLA-compiled step .*: it {reason}"):
         classifier(True, **settings).fit(x, y, batch_size=8, verbose=0)
+
+
+def softmax_ops(step) -> int:
+    """Softmax ops in the graph of a model's step function: its gate's, unless the gate runs inside XLA."""
+    graph = step._list_all_concrete_functions()[0].graph
+    return sum(op.type == "Softmax" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("settings", [{"top_k": 1}, {"top_k": None, "shared_experts": 1},
+                                      {"gate": qmoe.TopK(2, information_weight=0.5), "reuploading": True,
+                                       "encoder": qmoe.AngleEncoder(QUBITS)}])
+def test_inference_runs_as_one_xla_computation_with_the_outputs_losses_and_metrics_of_the_graph_path(settings):
+    model = classifier(False, backend="statevector", **settings)
+    layer = model.layers[1]
+    x, y = data()
+    x, y = x[:13], y[:13]  # padded to 14 samples in XLA: the terms must leave the padding out
+    metrics = model.evaluate(x, y, batch_size=13, verbose=0, return_dict=True)
+    assert softmax_ops(model.test_function) == 0  # the gate's softmax is inside the XLA computation
+    inference = layer(x, training=False)
+    inference_losses = [float(loss) for loss in layer.losses]
+    training = layer(x, training=True)  # the same step in TF's ops around the kernel (no router noise here)
+    np.testing.assert_allclose(inference, training, atol=1e-5)
+    np.testing.assert_allclose(inference_losses, [float(loss) for loss in layer.losses], rtol=1e-5)
+    terms = routing_terms.measure(layer.route(x), layer.gate.policy)  # of the 13 samples, in TF's ops
+    for metric, term in (("routing_entropy", terms.entropy), ("router_confidence", terms.confidence),
+                         ("load_balance", terms.load_balance), ("z_loss", terms.z_loss)):
+        np.testing.assert_allclose(metrics[f"{layer.name}_{metric}"], term, rtol=1e-5)
+
+
+def test_a_layer_with_a_keras_part_in_its_step_infers_in_tf_ops():
+    model = classifier(False, backend="statevector", top_k=1,
+                       router=qmoe.QuantumRouter(head=keras.layers.Dense(3)))
+    model.predict(data()[0], verbose=0)
+    assert softmax_ops(model.predict_function) == 1

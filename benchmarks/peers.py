@@ -32,6 +32,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qmoe_tfq.benchmark import spread
+
 HERE = Path(__file__).parent
 KINDS = ("top1", "dense")
 
@@ -129,7 +131,7 @@ def one_model(args: argparse.Namespace) -> dict:
     import tensorflow as tf
     import tf_keras as keras
 
-    from qmoe_tfq.benchmark import build
+    from qmoe_tfq.benchmark import build, timed_rounds
 
     keras.utils.set_random_seed(0)
     name, kind = args.model.split(", ")
@@ -161,24 +163,13 @@ def one_model(args: argparse.Namespace) -> dict:
     data = every_batch.take(batches)
     samples = batches * args.batch
 
-    def rounds() -> tuple[list[float], list[float]]:
-        train, infer = [], []
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            model.fit(data, verbose=0)
-            train.append(samples / (time.perf_counter() - start))
-            start = time.perf_counter()
-            model.predict(data, verbose=0)
-            infer.append(samples / (time.perf_counter() - start))
-        return train, infer
-
-    train, infer = rounds()
+    train, infer = timed_rounds(model, data, samples, args.rounds)
     # Then Keras running several batches per call (steps_per_execution), traced in an untimed round.
     model.compile(model.optimizer, model.loss, jit_compile=name == "qmoe xla step",
                   steps_per_execution=args.steps_per_execution)
     model.fit(data, verbose=0)
     model.predict(data, verbose=0)
-    train_per_call, infer_per_call = rounds()
+    train_per_call, infer_per_call = timed_rounds(model, data, samples, args.rounds)
     moe = [layer for layer in model.layers if isinstance(layer, qmoe.QMoELayer)]
     return {"train": train, "infer": infer, "train_per_call": train_per_call, "infer_per_call": infer_per_call,
             "first_step": first, "batches": batches, "simulator": moe[0].simulator if moe else "",
@@ -188,11 +179,6 @@ def one_model(args: argparse.Namespace) -> dict:
 def rate(value: float) -> str:
     """Samples/s to three significant figures below 100 (16 qubits runs at a few per second), else whole."""
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def spread(values: list[float]) -> float:
-    """Half the range as a share of the median."""
-    return (max(values) - min(values)) / 2 / statistics.median(values)
 
 
 def summary(values: list[float]) -> str:

@@ -12,16 +12,18 @@ All models are built and timed in this one process, on the same data, as the sam
 
 Two input kinds: float features (the naive model angle-encodes them with `AngleEncoder` in front
 of its PQCs; `QMoELayer(encoder=...)` feeds the angles straight to the simulator), and quantum
-data (serialized circuits, the same for all three). A sweep over n_experts (float input) at
-top_k=1 and dense shows how time per sample scales. Writes benchmarks/throughput.md and
-benchmarks/scaling.png.
+data (serialized circuits, the same for all three). Sweeps over the number of experts and over the
+batch size (float input, top_k=1 and dense) show how the time per sample scales. Every model is timed
+in rounds of `fit` and `predict` (the median and spread of the rounds). Writes
+benchmarks/throughput.md and benchmarks/scaling.png.
 
     qmoe-tfq bench                 # or python benchmarks/throughput.py; 8 qubits, 3 layers, batch 64
-    qmoe-tfq bench --quick         # smoke run: 3 qubits, 1 layer, 2 experts, 1 step
+    qmoe-tfq bench --quick         # smoke run: 3 qubits, 1 layer, 2 experts, 1 round of 1 batch
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import qmoe_tfq as qmoe  # noqa: F401  (sets up tf_keras before TensorFlow loads)
@@ -94,96 +96,157 @@ def build(kind: str, qubits, n_experts: int, n_layers: int, float_input: bool, b
     return model
 
 
-def throughput(model: keras.Model, x, y, steps: int) -> tuple[float, float]:
-    """(training samples/s, inference samples/s), after one warm-up step of each."""
-    batch = len(y)
-    predict = tf.function(lambda inputs: model(inputs, training=False))
-    model.train_on_batch(x, y)
-    predict(x)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    train = steps * batch / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for _ in range(steps):
-        predict(x).numpy()
-    infer = steps * batch / (time.perf_counter() - start)
+def spread(values: list[float]) -> float:
+    """Half the range of repeated measurements as a share of their median."""
+    return (max(values) - min(values)) / 2 / statistics.median(values)
+
+
+def repeated(inputs: np.ndarray | tf.Tensor, y: np.ndarray, batches: int) -> tf.data.Dataset:
+    """`batches` copies of the batch (`inputs`, `y`), as `fit` and `predict` read it."""
+    options = tf.data.Options()
+    # tf.data's autotuning made steps of a few milliseconds last a multiple of ~5 ms on a 2-core machine
+    options.autotune.enabled = False
+    return tf.data.Dataset.from_tensors((inputs, y)).repeat(batches).cache().with_options(options)
+
+
+def timed_rounds(model: keras.Model, data: tf.data.Dataset, samples: int,
+                 rounds: int) -> tuple[list[float], list[float]]:
+    """Training and inference samples/s of each of `rounds` rounds: one `fit` epoch over `data` (`samples` samples),
+    then one `predict` over it. `fit` and `predict` rather than `train_on_batch`, which spends ~6 ms per call in
+    Keras itself, more than a step of most models measured here."""
+    train, infer = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        model.fit(data, verbose=0)
+        train.append(samples / (time.perf_counter() - start))
+        start = time.perf_counter()
+        model.predict(data, verbose=0)
+        infer.append(samples / (time.perf_counter() - start))
     return train, infer
+
+
+def throughput(model: keras.Model, inputs: np.ndarray | tf.Tensor, y: np.ndarray, batches: int,
+               rounds: int) -> tuple[list[float], list[float]]:
+    """`timed_rounds` over `batches` copies of one batch, after an untimed batch of each (the compilations)."""
+    data = repeated(inputs, y, batches)
+    model.fit(data.take(1), verbose=0)
+    model.predict(data.take(1), verbose=0)
+    return timed_rounds(model, data, batches * len(y), rounds)
+
+
+def cell(values: list[float]) -> str:
+    """The rounds' median and spread, as tabled."""
+    return f"{statistics.median(values):.1f} (±{spread(values):.0%})"
+
+
+def per_sample(values: list[float]) -> float:
+    """Median samples/s as milliseconds per sample."""
+    return 1000.0 / statistics.median(values)
 
 
 def run(args: argparse.Namespace) -> None:
     """Runs the benchmark and writes the table and the plot."""
     if args.quick:
-        args.qubits, args.layers, args.batch, args.steps, args.sweep = 3, 1, 16, 1, [1, 2]
+        args.qubits, args.layers, args.batch, args.steps, args.rounds = 3, 1, 16, 1, 1
+        args.sweep, args.batch_sweep = [1, 2], [8, 16]
         args.experts = min(args.experts, 2)
 
     qubits = cirq.GridQubit.rect(1, args.qubits)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(args.batch, args.qubits)).astype(np.float32)
-    y = (x[:, 0] > 0.5).astype(np.int32)
+
+    def batch_of(size: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.uniform(0, 1, size=(size, args.qubits)).astype(np.float32)  # <float32>[size, qubits]
+        return x, (x[:, 0] > 0.5).astype(np.int32)  # <int32>[size]
+
+    x, y = batch_of(args.batch)
     circuits = qmoe.encode(x, qubits)
-    setting = (f"{args.qubits} qubits, {args.layers} layers, batch {args.batch}, "
-               f"{args.experts} experts, {args.steps} timed steps, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
+    setting = (f"{args.qubits} qubits, {args.layers} layers, batch {args.batch}, {args.experts} experts; "
+               f"{args.rounds} rounds of `fit` and `predict` over {args.steps} batches, after an untimed batch; "
+               f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
     print(f"throughput: {setting}")
 
     labels = {"naive": "(a) naive PQC composition, dense", "dense": "(b) QMoELayer dense",
               "top1": "(c) QMoELayer top_k=1", "dense_het": "(d) dense, heterogeneous experts",
               "top1_het": "(e) top_k=1, heterogeneous experts"}
-    tables = {}
-    for float_input, inputs in ((True, x), (False, circuits)):
-        rows = tables["float features" if float_input else "quantum data (circuits)"] = {}
-        for kind, label in labels.items():
-            model = build(kind, qubits, args.experts, args.layers, float_input)
-            rows[kind] = throughput(model, inputs, y, args.steps)
-            print(f"{'float' if float_input else 'circuits':<9}{label:<36} train {rows[kind][0]:8.1f} "
-                  f"samples/s   inference {rows[kind][1]:8.1f} samples/s")
 
-    sweep = {"top1": [], "dense": []}
-    for n_experts in args.sweep:
-        for kind in sweep:
-            model = build(kind, qubits, n_experts, args.layers, float_input=True)
-            train, _ = throughput(model, x, y, args.steps)
-            sweep[kind].append(1000.0 / train)
-            print(f"sweep n_experts={n_experts:<3} {kind:<6} {sweep[kind][-1]:7.2f} ms per training sample")
+    def measure(kind: str, n_experts: int, float_input: bool, inputs: np.ndarray | tf.Tensor, targets: np.ndarray,
+                batches: int) -> tuple[list[float], list[float]]:
+        result = throughput(build(kind, qubits, n_experts, args.layers, float_input), inputs, targets, batches,
+                            args.rounds)
+        print(f"{'float' if float_input else 'circuits':<9}{kind:<10}{n_experts:>3} experts, batch {len(targets):<5} "
+              f"train {cell(result[0])} samples/s   inference {cell(result[1])} samples/s")
+        return result
+
+    features = {}  # (kind, n_experts, batch size) -> training and inference samples/s of the rounds, float input
+
+    def on_features(kind: str, n_experts: int, size: int) -> tuple[list[float], list[float]]:
+        """Measured once: the sweeps' points at --experts and --batch are the table's models."""
+        if (kind, n_experts, size) not in features:
+            batches = max(1, args.steps * args.batch // size)  # the same samples per round at every batch size
+            features[kind, n_experts, size] = measure(kind, n_experts, True,
+                                                      *((x, y) if size == args.batch else batch_of(size)), batches)
+        return features[kind, n_experts, size]
+
+    tables = {"float features": {kind: on_features(kind, args.experts, args.batch) for kind in labels},
+              "quantum data (circuits)": {kind: measure(kind, args.experts, False, circuits, y, args.steps)
+                                          for kind in labels}}
+
+    # ms per sample (training, inference) of top-1 and dense on float features, against experts and against batch
+    by_experts = {kind: [on_features(kind, n, args.batch) for n in args.sweep] for kind in ("top1", "dense")}
+    by_batch = {kind: [on_features(kind, args.experts, size) for size in args.batch_sweep]
+                for kind in ("top1", "dense")}
 
     lines = ["# QMoE throughput", "",
-             f"Measured by `python benchmarks/throughput.py` ({setting}), CPU only."]
+             f"Measured by `python benchmarks/throughput.py` ({setting}), CPU only. Samples/s: the median of the "
+             "rounds (± half their range, as % of the median); ratios are of medians."]
     for input_kind, rows in tables.items():
-        base_train, base_infer = rows["naive"]
+        base_train, base_infer = map(statistics.median, rows["naive"])
         lines += ["", f"Input: {input_kind}.", "",
                   "| model | train samples/s | inference samples/s | train vs (a) | inference vs (a) |",
                   "|---|---:|---:|---:|---:|"]
         for kind, label in labels.items():
             train, infer = rows[kind]
-            lines.append(f"| {label} | {train:.1f} | {infer:.1f} | {train / base_train:.2f}x | "
-                         f"{infer / base_infer:.2f}x |")
+            lines.append(f"| {label} | {cell(train)} | {cell(infer)} | {statistics.median(train) / base_train:.2f}x | "
+                         f"{statistics.median(infer) / base_infer:.2f}x |")
     lines += ["", "Heterogeneous experts against the same model with identical ones (train / inference):", ""]
     for input_kind, rows in tables.items():
         for kind in ("dense", "top1"):
-            (train, infer), (het_train, het_infer) = rows[kind], rows[f"{kind}_het"]
-            lines.append(f"- {input_kind}, {'dense' if kind == 'dense' else 'top_k=1'}: "
-                         f"{het_train / train:.2f}x / {het_infer / infer:.2f}x")
-    lines += ["", "Time per training sample (ms, float input) against the number of experts:", "",
-              "| n_experts | " + " | ".join(str(n) for n in args.sweep) + " |",
-              "|---|" + "---:|" * len(args.sweep)]
-    for kind, times in sweep.items():
-        lines.append(f"| {'top_k=1' if kind == 'top1' else 'dense'} | " + " | ".join(f"{t:.2f}" for t in times) + " |")
-    growth = sweep["top1"][-1] / sweep["top1"][args.sweep.index(2)] if 2 in args.sweep else float("nan")
-    lines += ["", f"top_k=1 time per sample grows {growth:.2f}x from 2 to {args.sweep[-1]} experts; "
-              f"dense grows {sweep['dense'][-1] / sweep['dense'][args.sweep.index(2)]:.2f}x."
-              if 2 in args.sweep else ""]
+            same, het = rows[kind], rows[f"{kind}_het"]
+            lines.append(f"- {input_kind}, {'dense' if kind == 'dense' else 'top_k=1'}: " + " / ".join(
+                f"{statistics.median(h) / statistics.median(s):.2f}x" for s, h in zip(same, het)))
+    for title, column, values, points in (
+            ("the number of experts", "n_experts", args.sweep, by_experts),
+            (f"the batch size ({args.experts} experts, {args.steps * args.batch} samples per round)", "batch",
+             args.batch_sweep, by_batch)):
+        lines += ["", f"Milliseconds per sample (float input) against {title}, training / inference:", "",
+                  f"| {column} | " + " | ".join(str(v) for v in values) + " |", "|---|" + "---:|" * len(values)]
+        for kind, measured in points.items():
+            lines.append(f"| {'top_k=1' if kind == 'top1' else 'dense'} | " + " | ".join(
+                f"{per_sample(train):.3f} / {per_sample(infer):.3f}" for train, infer in measured) + " |")
+    if 2 in args.sweep and args.sweep[-1] > 2:
+        growth = {kind: per_sample(points[-1][0]) / per_sample(points[args.sweep.index(2)][0])
+                  for kind, points in by_experts.items()}
+        lines += ["", f"From 2 to {args.sweep[-1]} experts the training time per sample grows {growth['top1']:.2f}x "
+                      f"with top_k=1 and {growth['dense']:.2f}x dense."]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.md").write_text(text)
-    figure, axis = plt.subplots(figsize=(5, 3.5))
-    for kind, times in sweep.items():
-        axis.plot(args.sweep, times, marker="o", label="top_k=1" if kind == "top1" else "dense")
-    axis.set(xlabel="number of experts", ylabel="ms per training sample", xscale="log",
-             title=f"QMoE training cost, {args.qubits} qubits, batch {args.batch}")
-    axis.set_xticks(args.sweep, [str(n) for n in args.sweep])
-    axis.legend()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, values, points, label in ((axes[0], args.sweep, by_experts, "number of experts"),
+                                        (axes[1], args.batch_sweep, by_batch, "batch size")):
+        for color, (kind, measured) in enumerate(points.items()):
+            name = "top_k=1" if kind == "top1" else "dense"
+            axis.plot(values, [per_sample(train) for train, _ in measured], color=f"C{color}", marker="o",
+                      label=f"{name}, training")
+            axis.plot(values, [per_sample(infer) for _, infer in measured], "--", color=f"C{color}", marker="s",
+                      label=f"{name}, inference")
+        axis.set(xlabel=label, ylabel="ms per sample", xscale="log", yscale="log")
+        axis.set_xticks(values, [str(v) for v in values])
+        axis.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
+        axis.legend(fontsize=7)
+    figure.suptitle(f"QMoE cost per sample, {args.qubits} qubits, {args.layers} layers")
     figure.tight_layout()
     figure.savefig(args.out / "scaling.png", dpi=120)
     print(f"wrote {args.out / 'throughput.md'} and {args.out / 'scaling.png'}")

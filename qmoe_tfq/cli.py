@@ -203,10 +203,15 @@ def bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=positive_int, default=3)
     parser.add_argument("--batch", type=positive_int, default=64)
     parser.add_argument("--experts", type=positive_int, default=8)
-    parser.add_argument("--steps", type=positive_int, default=8)
-    parser.add_argument("--sweep", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--steps", type=positive_int, default=16, help="batches per timed round")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="timed rounds per model")
+    parser.add_argument("--sweep", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16, 32],
+                        help="numbers of experts to time")
+    parser.add_argument("--batch-sweep", type=positive_int, nargs="+", default=[16, 64, 256, 1024],
+                        help="batch sizes to time (at --experts experts, --steps x --batch samples per round)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 3 qubits, 1 layer, 2 experts, batch 16, 1 step, sweep 1 2")
+                        help="a smoke run: 3 qubits, 1 layer, 2 experts, batch 16, 1 round of 1 batch, sweeps 1 2 "
+                             "experts and batch 8 16")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="where throughput.md and scaling.png go")
     return parser
 

@@ -105,8 +105,19 @@ def test_train_errors(tmp_path, capsys, args, message):
 def test_bench_quick_writes_table_and_plot(tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "throughput.md").read_text()
-    ratios = [float(r) for r in re.findall(r"\| ([\d.]+)x \|", table)]
-    assert len(ratios) == 10 and ratios[0] == 1.0 and all(r > 0 for r in ratios)  # 5 models x 2 inputs
+    rows = [tuple(map(float, row)) for row in re.findall(
+        r"^\| \([a-e]\) [^|]+ \| ([\d.]+) \(±\d+%\) \| ([\d.]+) \(±\d+%\) \| ([\d.]+)x \| ([\d.]+)x \|$",
+        table, re.M)]
+    assert len(rows) == 10  # 5 models x 2 inputs
+    for first in (0, 5):  # each input's ratios are to its naive model (a)
+        base_train, base_infer = rows[first][:2]
+        for train, infer, train_ratio, infer_ratio in rows[first:first + 5]:
+            assert train_ratio == pytest.approx(train / base_train, abs=0.01)
+            assert infer_ratio == pytest.approx(infer / base_infer, abs=0.01)
+    assert "| n_experts | 1 | 2 |" in table and "| batch | 8 | 16 |" in table  # --quick's sweeps
+    sweeps = re.findall(r"^\| (top_k=1|dense) \| ([\d.]+) / ([\d.]+) \| ([\d.]+) / ([\d.]+) \|$", table, re.M)
+    assert [kind for kind, *_ in sweeps] == ["top_k=1", "dense"] * 2
+    assert all(float(ms) > 0 for _, *cells in sweeps for ms in cells)
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -22,8 +22,10 @@ $(STAMP): $(PY) requirements.txt requirements-dev.txt setup.py
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# tests/ and the package's docstring examples (pytest.ini) on two worker processes; the slowest 15 are listed, to
+# keep the suite within its ~10 minutes
 test: $(STAMP)
-	$(PY) -m pytest -n 2  # tests/ and the package's docstring examples (pytest.ini), on two worker processes
+	$(PY) -m pytest -n 2 --durations=15
 
 $(VENV312)/.installed: requirements.txt requirements-dev.txt setup.py
 	@test -n "$(PYTHON312)" || { echo "no Python 3.12 found: give PYTHON312=/path/to/python3.12"; exit 1; }

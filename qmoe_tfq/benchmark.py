@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # Rotations then a CZ ring: the circuits of every recorded measurement and of the TensorCircuit-NG peer.
 RECORDED = Ansatz(entangler="ring", entangle_first=False)
+ROUTING = {"top1": "top_k=1", "dense": "dense"}  # the models' kinds as tabled
 
 
 class NaiveMoE(keras.layers.Layer):
@@ -192,9 +193,8 @@ def run(args: argparse.Namespace) -> None:
                                           for kind in labels}}
 
     # ms per sample (training, inference) of top-1 and dense on float features, against experts and against batch
-    by_experts = {kind: [on_features(kind, n, args.batch) for n in args.sweep] for kind in ("top1", "dense")}
-    by_batch = {kind: [on_features(kind, args.experts, size) for size in args.batch_sweep]
-                for kind in ("top1", "dense")}
+    by_experts = {kind: [on_features(kind, n, args.batch) for n in args.sweep] for kind in ROUTING}
+    by_batch = {kind: [on_features(kind, args.experts, size) for size in args.batch_sweep] for kind in ROUTING}
 
     lines = ["# QMoE throughput", "",
              f"Measured by `python benchmarks/throughput.py` ({setting}), CPU only. Samples/s: the median of the "
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> None:
     for input_kind, rows in tables.items():
         for kind in ("dense", "top1"):
             same, het = rows[kind], rows[f"{kind}_het"]
-            lines.append(f"- {input_kind}, {'dense' if kind == 'dense' else 'top_k=1'}: " + " / ".join(
+            lines.append(f"- {input_kind}, {ROUTING[kind]}: " + " / ".join(
                 f"{statistics.median(h) / statistics.median(s):.2f}x" for s, h in zip(same, het)))
     for title, column, values, points in (
             ("the number of experts", "n_experts", args.sweep, by_experts),
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> None:
         lines += ["", f"Milliseconds per sample (float input) against {title}, training / inference:", "",
                   f"| {column} | " + " | ".join(str(v) for v in values) + " |", "|---|" + "---:|" * len(values)]
         for kind, measured in points.items():
-            lines.append(f"| {'top_k=1' if kind == 'top1' else 'dense'} | " + " | ".join(
+            lines.append(f"| {ROUTING[kind]} | " + " | ".join(
                 f"{per_sample(train):.3f} / {per_sample(infer):.3f}" for train, infer in measured) + " |")
     if 2 in args.sweep and args.sweep[-1] > 2:
         growth = {kind: per_sample(points[-1][0]) / per_sample(points[args.sweep.index(2)][0])
@@ -237,11 +237,10 @@ def run(args: argparse.Namespace) -> None:
     for axis, values, points, label in ((axes[0], args.sweep, by_experts, "number of experts"),
                                         (axes[1], args.batch_sweep, by_batch, "batch size")):
         for color, (kind, measured) in enumerate(points.items()):
-            name = "top_k=1" if kind == "top1" else "dense"
             axis.plot(values, [per_sample(train) for train, _ in measured], color=f"C{color}", marker="o",
-                      label=f"{name}, training")
+                      label=f"{ROUTING[kind]}, training")
             axis.plot(values, [per_sample(infer) for _, infer in measured], "--", color=f"C{color}", marker="s",
-                      label=f"{name}, inference")
+                      label=f"{ROUTING[kind]}, inference")
         axis.set(xlabel=label, ylabel="ms per sample", xscale="log", yscale="log")
         axis.set_xticks(values, [str(v) for v in values])
         axis.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)

@@ -65,7 +65,7 @@ class ShareLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         layer = self.model.get_layer("qmoe")
         self.shares.append(expert_shares(layer, self.x))
-        counts = layer.gate.usage.counts.numpy()  # pairs per expert since the epoch began (reset by fit)
+        counts = layer.gate.health.counts.numpy()  # pairs per expert since the epoch began (reset by fit)
         self.trained.append(counts / counts.sum())
 
 

@@ -19,42 +19,87 @@ from qmoe_tfq import routing, routing_terms
 from qmoe_tfq.routing import EXPERT_CHOICE_CAPACITY, Routing, RoutingPolicy
 
 
-class ExpertUsage(keras.metrics.Metric):
-    """Experts that received no (sample, expert) pair since the last reset (each epoch, in ``fit``).
+# The routing terms a gate reports, as (metric suffix, `RoutingTerms` field), and when.
+_REPORTED = (("load_balance", "load_balance", lambda policy: policy.balance_loss),
+             ("z_loss", "z_loss", lambda policy: policy.z_loss_weight > 0),
+             ("routing_information", "information", lambda policy: policy.information_weight > 0),
+             ("routing_entropy", "entropy", lambda policy: True),
+             ("router_confidence", "confidence", lambda policy: True),
+             ("dropped_fraction", "dropped", lambda policy: True))
 
-    Its result is the number of unused experts. When Keras resets it (the next epoch, validation,
-    or ``evaluate``) after a training epoch in which some expert got nothing, it warns once per
-    layer, if `warn` (sparse routing: under dense routing every expert runs on every sample, and
-    "unused" only means never the top choice). Stretches of inference (validation, ``evaluate``)
-    count for the metric but do not warn.
+
+class RouterHealth(keras.metrics.Metric):
+    """A gate's router health since the last reset (each epoch, in ``fit``): one metric with many results.
+
+    Its result is a dict, which Keras logs key by key: the mean per step of each routing term `policy`
+    reports (``<layer>_load_balance`` if it trains with the balance loss, ``<layer>_z_loss`` and
+    ``<layer>_routing_information`` if their weight is > 0, ``<layer>_routing_entropy``,
+    ``<layer>_router_confidence``, ``<layer>_dropped_fraction``, and ``<layer>_expert_<i>_fraction``
+    with ``metrics="per_expert"``) and ``<layer>_unused_experts``, the number of experts that received
+    no (sample, expert) pair. A step updates one vector of sums and the usage counts; a Keras ``Mean``
+    per term would update two variables each.
+
+    >>> gate = TopK(1, z_loss_weight=0.0, name="moe")
+    >>> route = gate(tf.constant([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]]))
+    >>> sorted(gate.health.result())
+    ['moe_dropped_fraction', 'moe_load_balance', 'moe_router_confidence', 'moe_routing_entropy', 'moe_unused_experts']
+    >>> float(gate.health.result()["moe_unused_experts"])
+    0.0
+
+    When Keras resets it (the next epoch, validation, or ``evaluate``) after a training epoch in
+    which some expert got nothing, it warns once per layer if `policy` routes sparsely (under dense
+    routing every expert runs on every sample, and "unused" only means never the top choice).
+    Stretches of inference (validation, ``evaluate``) count but do not warn.
     """
 
-    def __init__(self, n_experts: int, layer: str, warn: bool = True, **kwargs) -> None:
-        super().__init__(name=f"{layer}_unused_experts", **kwargs)
-        self.layer, self.warn = layer, warn
-        self.counts = self.add_weight("counts", shape=(n_experts,), initializer="zeros")
-        self._add_training_flag()
+    def __init__(self, policy: RoutingPolicy, layer: str, **kwargs) -> None:
+        super().__init__(name=f"{layer}_router_health", **kwargs)
+        self.layer = layer
+        self.warn = policy.top_k is not None or policy.routing == "expert_choice"
+        self.reported = [(f"{layer}_{suffix}", field) for suffix, field, when in _REPORTED if when(policy)]
+        self.per_expert = policy.n_experts if policy.metrics == "per_expert" else 0
+        # The one Keras weight: files written before the sums and the flag existed hold `counts` alone.
+        self.counts = self.add_weight("counts", shape=(policy.n_experts,), initializer="zeros")
+        self._add_state(len(self.reported) + self.per_expert + 1)
         self.warned = False
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def _add_training_flag(self) -> None:
-        # > 0 once a training step counted. Not a Keras weight (files written before it existed hold `counts`
-        # alone), but tracked, so that a SavedModel reaches it.
-        self.trained = tf.Variable(0.0, trainable=False, name="trained", aggregation=tf.VariableAggregation.SUM,
+    def _add_state(self, sums: int) -> None:
+        # Not Keras weights (see `counts`), but tracked, so that a SavedModel reaches them.
+        def state(name: str, shape: tuple) -> tf.Variable:
+            variable = tf.Variable(tf.zeros(shape), trainable=False, name=name,
+                                   aggregation=tf.VariableAggregation.SUM,
                                    synchronization=tf.VariableSynchronization.ON_READ)
-        self._track_trackable(self.trained, name="trained")
+            self._track_trackable(variable, name=name)
+            return variable
+        self.sums = state("sums", (sums,))  # each reported term's sum over steps, then the number of steps
+        self.trained = state("trained", ())  # > 0 once a training step counted
 
-    def update_state(self, usage: tf.Tensor, training: bool = False) -> None:
+    def update_state(self, terms: routing_terms.RoutingTerms, training: bool = False) -> None:
         # Building a functional model inside a distribution strategy's scope calls the layer in
         # cross-replica context, where there is no batch to count and SUM variables cannot be updated.
         if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
             return
-        self.counts.assign_add(usage)
+        step = [tf.stack([getattr(terms, field) for _, field in self.reported] + [tf.ones([])])]  # <float32>[R + 1]
+        if self.per_expert:
+            step.insert(0, terms.fractions)  # <float32>[E]
+        self.sums.assign_add(tf.concat(step, axis=0))
+        self.counts.assign_add(terms.usage)
         if training:
             self.trained.assign(1.0)
 
-    def result(self) -> tf.Tensor:
-        return tf.reduce_sum(tf.cast(tf.equal(self.counts, 0.0), tf.float32))
+    def result(self) -> dict[str, tf.Tensor]:
+        means = tf.unstack(tf.math.divide_no_nan(self.sums[:-1], self.sums[-1]))  # [E'] + R scalars
+        names = [f"{self.layer}_expert_{index}_fraction" for index in range(self.per_expert)]
+        names += [name for name, _ in self.reported]
+        unused = tf.reduce_sum(tf.cast(tf.equal(self.counts, 0.0), tf.float32))  # <float32>[]
+        return {**dict(zip(names, means)), f"{self.layer}_unused_experts": unused}
+
+    def load_own_variables(self, store) -> None:
+        # A `.keras` file keeps a metric's weights under its class's name: one written before this class
+        # existed holds ExpertUsage's counts, which this one does not look for. An epoch's tally, it restarts.
+        if len(store.keys()):
+            super().load_own_variables(store)
 
     def reset_state(self) -> None:
         counts = self.counts.numpy() if tf.executing_eagerly() else None
@@ -64,8 +109,8 @@ class ExpertUsage(keras.metrics.Metric):
             warnings.warn(f"{self.layer}: experts {[int(i) for i in (counts == 0).nonzero()[0]]} received no "
                           "sample in the last training epoch; consider balance='bias', routing='expert_choice' "
                           "or a larger load_balance_weight.", RuntimeWarning, stacklevel=2)
-        self.counts.assign(tf.zeros_like(self.counts))
-        self.trained.assign(0.0)
+        for variable in (self.counts, self.sums, self.trained):
+            variable.assign(tf.zeros_like(variable))
 
 
 class Gate(keras.layers.Layer):
@@ -105,9 +150,8 @@ class Gate(keras.layers.Layer):
             # Selection only: moved by `routing_terms.bias_update` after each training step, never by gradients.
             self.expert_bias = self.add_weight("expert_bias", shape=(self.policy.n_experts,), initializer="zeros",
                                                trainable=False, aggregation=tf.VariableAggregation.MEAN)
-        sparse = self.policy.top_k is not None or self.policy.routing == "expert_choice"
         if self.policy.metrics != "none":
-            self.usage = ExpertUsage(self.policy.n_experts, self.prefix, warn=sparse)
+            self.health = RouterHealth(self.policy, self.prefix)
         super().build(input_shape)
 
     def get_build_config(self) -> None:
@@ -132,23 +176,6 @@ class Gate(keras.layers.Layer):
             self.build(logits.shape)
         bias = self.expert_bias if self.policy.balance == "bias" else None
         return routing.gate(logits, self.policy, training, bias)
-
-    def _report(self, terms: routing_terms.RoutingTerms, training: bool) -> None:
-        """Router health as metrics ``<prefix>_...``: the aux losses in use, entropy, confidence, drops, usage."""
-        policy, prefix = self.policy, self.prefix
-        if policy.balance_loss:
-            self.add_metric(terms.load_balance, name=f"{prefix}_load_balance")
-        if policy.z_loss_weight > 0:
-            self.add_metric(terms.z_loss, name=f"{prefix}_z_loss")
-        if policy.information_weight > 0:
-            self.add_metric(terms.information, name=f"{prefix}_routing_information")
-        self.add_metric(terms.entropy, name=f"{prefix}_routing_entropy")
-        self.add_metric(terms.confidence, name=f"{prefix}_router_confidence")
-        self.add_metric(terms.dropped, name=f"{prefix}_dropped_fraction")
-        self.usage.update_state(terms.usage, training)
-        if policy.metrics == "per_expert":
-            for index in range(policy.n_experts):
-                self.add_metric(terms.fractions[index], name=f"{prefix}_expert_{index}_fraction")
 
     def call(self, logits: tf.Tensor, training: bool | None = None) -> Routing:
         return self.observe(self.select(logits, training), training)
@@ -175,7 +202,7 @@ class Gate(keras.layers.Layer):
         if policy.information_weight > 0:
             self.add_loss(policy.information_weight * (1.0 - terms.information))
         if policy.metrics != "none":
-            self._report(terms, bool(training))
+            self.health.update_state(terms, bool(training))
         if training and policy.balance == "bias":
             self.expert_bias.assign_add(routing_terms.bias_update(terms.fractions, policy.bias_rate))
 

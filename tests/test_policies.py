@@ -1,4 +1,5 @@
 """MoE policies: expert choice, shared experts, loss-free (bias) balancing, router health metrics."""
+import dataclasses
 import warnings
 
 import cirq
@@ -11,7 +12,7 @@ import qmoe_tfq as qmoe
 from configurations import settings_config
 from conftest import RowCounter
 from qmoe_tfq import routing, routing_terms
-from qmoe_tfq.gating import ExpertUsage
+from qmoe_tfq.gating import RouterHealth
 
 QUBITS = cirq.GridQubit.rect(1, 3)
 SMALL = {"expert_layers": 1, "router_layers": 1}
@@ -117,22 +118,49 @@ def test_router_metrics_can_be_turned_off_and_the_aux_losses_still_train():
     assert len(model.get_layer("qmoe").losses) == 2  # load balance and z-loss
 
 
+def health(policy: qmoe.gating.Gate, n_experts: int = 3) -> RouterHealth:
+    return RouterHealth(dataclasses.replace(policy.policy, n_experts=n_experts), "moe")
+
+
+def terms(usage: list[float], entropy: float = 0.5) -> routing_terms.RoutingTerms:
+    usage = tf.constant(usage)  # <float32>[E]
+    scalar = lambda value: tf.constant(value, tf.float32)  # noqa: E731
+    return routing_terms.RoutingTerms(load_balance=scalar(1.0), z_loss=scalar(0.25), usage=usage,
+                                      fractions=usage / tf.reduce_sum(usage), entropy=scalar(entropy),
+                                      confidence=scalar(0.75), dropped=scalar(0.0), information=scalar(0.5))
+
+
+def test_router_health_logs_each_term_as_its_mean_over_steps():
+    metric = health(qmoe.TopK(1, information_weight=0.1, metrics="per_expert"), n_experts=2)
+    metric.update_state(terms([3.0, 1.0], entropy=0.2), training=True)
+    metric.update_state(terms([1.0, 1.0], entropy=0.6), training=True)
+    result = {name: round(float(value), 6) for name, value in metric.result().items()}
+    assert result == {"moe_expert_0_fraction": 0.625, "moe_expert_1_fraction": 0.375, "moe_load_balance": 1.0,
+                      "moe_z_loss": 0.25, "moe_routing_information": 0.5, "moe_routing_entropy": 0.4,
+                      "moe_router_confidence": 0.75, "moe_dropped_fraction": 0.0, "moe_unused_experts": 0.0}
+    metric.reset_state()
+    assert float(metric.result()["moe_routing_entropy"]) == 0.0 and float(metric.result()["moe_unused_experts"]) == 2
+    summary = health(qmoe.DenseGate(z_loss_weight=0.0)).result()  # only the terms the policy uses
+    assert sorted(summary) == ["moe_dropped_fraction", "moe_load_balance", "moe_router_confidence",
+                               "moe_routing_entropy", "moe_unused_experts"]
+
+
 def test_an_expert_unused_for_a_training_epoch_warns_once():
-    usage = ExpertUsage(3, "moe")
-    usage.update_state(tf.constant([2.0, 0.0, 1.0]))  # inference (validation, evaluate): counted, no warning
-    assert float(usage.result()) == 1.0
+    usage = health(qmoe.TopK(1))
+    usage.update_state(terms([2.0, 0.0, 1.0]))  # inference (validation, evaluate): counted, no warning
+    assert float(usage.result()["moe_unused_experts"]) == 1.0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         usage.reset_state()
     assert caught == []
-    usage.update_state(tf.constant([2.0, 0.0, 1.0]), training=True)
+    usage.update_state(terms([2.0, 0.0, 1.0]), training=True)
     with pytest.warns(RuntimeWarning, match=r"moe: experts \[1\] received no sample in the last training epoch"):
         usage.reset_state()
-    usage.update_state(tf.constant([0.0, 0.0, 1.0]), training=True)
+    usage.update_state(terms([0.0, 0.0, 1.0]), training=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         usage.reset_state()  # once per layer
-    assert caught == [] and float(usage.result()) == 3.0
+    assert caught == [] and float(usage.result()["moe_unused_experts"]) == 3.0
 
 
 def test_evaluate_does_not_warn_of_unused_experts_and_fit_does_once():
@@ -155,8 +183,8 @@ def test_evaluate_does_not_warn_of_unused_experts_and_fit_does_once():
 
 def test_dense_routing_does_not_warn_of_unused_experts():
     # every expert runs on every sample; "unused" only means never the top choice
-    usage = ExpertUsage(3, "moe", warn=False)
-    usage.update_state(tf.constant([2.0, 0.0, 1.0]), training=True)
+    usage = health(qmoe.DenseGate())
+    usage.update_state(terms([2.0, 0.0, 1.0]), training=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         usage.reset_state()

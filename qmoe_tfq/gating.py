@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping
 
 import tensorflow as tf
 import tf_keras as keras
@@ -95,7 +96,7 @@ class RouterHealth(keras.metrics.Metric):
         unused = tf.reduce_sum(tf.cast(tf.equal(self.counts, 0.0), tf.float32))  # <float32>[]
         return {**dict(zip(names, means)), f"{self.layer}_unused_experts": unused}
 
-    def load_own_variables(self, store) -> None:
+    def load_own_variables(self, store: Mapping[str, tf.Tensor]) -> None:
         # A `.keras` file keeps a metric's weights under its class's name: one written before this class
         # existed holds ExpertUsage's counts, which this one does not look for. An epoch's tally, it restarts.
         if len(store.keys()):

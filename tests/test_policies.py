@@ -118,8 +118,9 @@ def test_router_metrics_can_be_turned_off_and_the_aux_losses_still_train():
     assert len(model.get_layer("qmoe").losses) == 2  # load balance and z-loss
 
 
-def health(policy: qmoe.gating.Gate, n_experts: int = 3) -> RouterHealth:
-    return RouterHealth(dataclasses.replace(policy.policy, n_experts=n_experts), "moe")
+def health(gate: qmoe.gating.Gate, n_experts: int = 3) -> RouterHealth:
+    """The health metric of `gate`'s policy bound to `n_experts`, for a layer named "moe"."""
+    return RouterHealth(dataclasses.replace(gate.policy, n_experts=n_experts), "moe")
 
 
 def terms(usage: list[float], entropy: float = 0.5) -> routing_terms.RoutingTerms:

@@ -40,6 +40,11 @@ class Rows(NamedTuple):
     sample_index: tf.Tensor  # <int32>[R]
     expert_index: tf.Tensor  # <int32>[R]
     weight: tf.Tensor  # <float32>[R] combine weight
+    per_sample: int | None = None  # when known: every sample has this many rows, consecutive, in sample order
+
+    @property
+    def pairs(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        return self.sample_index, self.expert_index, self.weight
 
 
 def single_program(circuit: cirq.Circuit, observables: Sequence[cirq.PauliSum], symbol_names: Sequence[str],
@@ -151,23 +156,32 @@ def routed_rows(route: Routing, drops: bool) -> Rows:
     """One row per dispatched (sample, expert) pair that fits its expert's capacity; `drops` says whether a
     capacity can have left pairs out (`RoutingPolicy.drops`: otherwise every pair is a row)."""
     rows = Rows(sample_of_each(tf.shape(route.expert_index)[0], tf.shape(route.expert_index)[1]),
-                tf.reshape(route.expert_index, [-1]), tf.reshape(route.combine_weights, [-1]))
+                tf.reshape(route.expert_index, [-1]), tf.reshape(route.combine_weights, [-1]),
+                route.expert_index.shape[1])
     return select(rows, tf.reshape(route.kept, [-1])) if drops else rows
 
 
 def shared_rows(batch: tf.Tensor, first: int, count: int) -> Rows:
     """Every sample on each of the `count` shared experts ``first, first + 1, ...``, with weight 1."""
     return Rows(sample_of_each(batch, count), tf.tile(tf.range(first, first + count), [batch]),
-                tf.ones([batch * count]))
+                tf.ones([batch * count]), count)
 
 
 def concat(first: Rows, second: Rows) -> Rows:
-    return Rows(*(tf.concat([a, b], axis=0) for a, b in zip(first, second)))
+    """Both sets of rows: sample by sample where each has a known number per sample (so has the result), else
+    one set after the other."""
+    if first.per_sample is None or second.per_sample is None:
+        return Rows(*(tf.concat([a, b], axis=0) for a, b in zip(first.pairs, second.pairs)))
+
+    def interleave(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:  # [B * (k1 + k2)]
+        return tf.reshape(tf.concat([tf.reshape(a, [-1, first.per_sample]), tf.reshape(b, [-1, second.per_sample])],
+                                    axis=1), [-1])
+    return Rows(*(interleave(a, b) for a, b in zip(first.pairs, second.pairs)), first.per_sample + second.per_sample)
 
 
 def select(rows: Rows, mask: tf.Tensor) -> Rows:
     """The rows where `mask` <bool>[R] holds."""
-    return Rows(*(tf.boolean_mask(t, mask) for t in rows))
+    return Rows(*(tf.boolean_mask(t, mask) for t in rows.pairs))
 
 
 def run_experts(run: Run, table: ExpertTable, rows: Rows, angles: tf.Tensor, weights: Sequence[tf.Tensor | None],
@@ -194,7 +208,10 @@ def run_experts(run: Run, table: ExpertTable, rows: Rows, angles: tf.Tensor, wei
 
 def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:
     """<float32>[B, n_readouts]: each sample's rows' readouts, weighted and summed."""
-    return tf.math.unsorted_segment_sum(readouts * rows.weight[:, None], rows.sample_index, batch)
+    weighted = readouts * rows.weight[:, None]  # <float32>[R, n_readouts]
+    if rows.per_sample is not None:  # XLA:CPU runs a segment sum as a loop of one dispatched iteration per row
+        return tf.reduce_sum(tf.reshape(weighted, [batch, rows.per_sample, -1]), axis=1)
+    return tf.math.unsorted_segment_sum(weighted, rows.sample_index, batch)
 
 
 class ExpertBank:

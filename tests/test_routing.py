@@ -227,6 +227,20 @@ def test_routed_rows_are_every_pair_unless_a_capacity_drops_some():
     kept = dispatch.routed_rows(route, drops=True)
     assert kept.sample_index.numpy().tolist() == [0, 1, 1] and kept.expert_index.numpy().tolist() == [1, 2, 1]
     np.testing.assert_allclose(kept.weight.numpy(), [0.6, 0.7, 0.3])
+    assert (every.per_sample, kept.per_sample) == (2, None)
+
+
+def test_routed_and_shared_rows_combine_sample_by_sample_as_by_index():
+    route = routing.Routing(LOGITS[:2], tf.nn.softmax(LOGITS[:2]), tf.constant([[1, 0], [2, 1]]),
+                            tf.constant([[0.6, 0.4], [0.7, 0.3]]), tf.constant([[True, True], [True, True]]))
+    rows = dispatch.concat(dispatch.routed_rows(route, drops=False), dispatch.shared_rows(2, 3, 1))
+    assert rows.per_sample == 3 and rows.sample_index.numpy().tolist() == [0, 0, 0, 1, 1, 1]
+    assert rows.expert_index.numpy().tolist() == [1, 0, 3, 2, 1, 3]
+    readouts = tf.reshape(tf.range(12, dtype=tf.float32), [6, 2])  # <float32>[R, 2]
+    by_index = dispatch.combine(readouts, dispatch.Rows(*rows.pairs), 2)  # the segment sum
+    np.testing.assert_allclose(dispatch.combine(readouts, rows, 2).numpy(), by_index.numpy())
+    np.testing.assert_allclose(by_index.numpy(), [[0.4 * 2 + 4, 0.6 + 0.4 * 3 + 5], [0.7 * 6 + 0.3 * 8 + 10,
+                                                                                    0.7 * 7 + 0.3 * 9 + 11]])
 
 
 def test_weight_matrix_places_each_experts_weights_and_gives_them_dense_gradients():

@@ -210,7 +210,7 @@ def combine(readouts: tf.Tensor, rows: Rows, batch: tf.Tensor) -> tf.Tensor:
     """<float32>[B, n_readouts]: each sample's rows' readouts, weighted and summed."""
     weighted = readouts * rows.weight[:, None]  # <float32>[R, n_readouts]
     if rows.per_sample is not None:  # XLA:CPU runs a segment sum as a loop of one dispatched iteration per row
-        return tf.reduce_sum(tf.reshape(weighted, [batch, rows.per_sample, -1]), axis=1)
+        return tf.reduce_sum(tf.reshape(weighted, [batch, rows.per_sample, readouts.shape[1] or -1]), axis=1)
     return tf.math.unsorted_segment_sum(weighted, rows.sample_index, batch)
 
 

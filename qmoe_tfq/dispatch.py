@@ -44,6 +44,7 @@ class Rows(NamedTuple):
 
     @property
     def pairs(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The three per-row tensors (what `concat` and `select` act on)."""
         return self.sample_index, self.expert_index, self.weight
 
 

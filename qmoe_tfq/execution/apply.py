@@ -14,7 +14,8 @@ import tensorflow as tf
 CHUNK_QUBITS = 3
 # Up to this many qubits a layer's chunks act as broadcast products summed, which XLA fuses into one loop, rather
 # than batched matmuls, which XLA:CPU runs as one tiny product per row: at 4 qubits the benchmark model inferred
-# 0.89x and trained 0.85x the time (top-1, with the combine's reshape); at 5 qubits 1.06x and 0.99x, at 6 1.26x.
+# 0.89x and trained 0.85x the time (top-1, with the combine's reshape); at 5 qubits 1.06x and 0.99x, at 6 1.26x
+# and 1.17x, at 8 1.58x and 1.72x (one process, the model built twice, alternating rounds).
 BROADCAST_MAX_QUBITS = 4
 
 

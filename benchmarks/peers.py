@@ -3,11 +3,13 @@
 The model is `qmoe-tfq bench`'s: float features angle-encoded with ry, a router PQC (logits =
 3 x readouts), 8 experts of 3 layers of ry/rz + a CZ ring reading Z on every qubit, a Dense(2)
 head, Adam and cross-entropy, batch 64. Each model runs in its own process (fresh XLA caches, its own
-peak memory): a first step, then rounds of `fit` and `predict` over as many batches as make a training
-round last about a second, printed as the median with the rounds' spread, first with Keras's defaults
-(one batch per call of the step function), then compiled again with ``steps_per_execution=16``: Keras's
-own cost per call, ~0.8 ms here, is then paid once per 16 batches, by every peer alike. This process then writes
-benchmarks/results.md and benchmarks/peers.png with the ratios to TensorCircuit-NG.
+peak memory), in turns with the models of its routing (`qmoe_tfq.benchmark.Turns`): a first step, then
+rounds of `fit` and `predict` over as many batches as make a training round last about a second, round r
+of every model before round r + 1 of any, printed as the median with the rounds' spread; first with
+Keras's defaults (one batch per call of the step function), then compiled again with
+``steps_per_execution=16``: Keras's own cost per call, ~0.8 ms here, is then paid once per 16 batches,
+by every peer alike. This process then writes benchmarks/results.md and benchmarks/peers.png with the
+ratios to TensorCircuit-NG, each the median of the rounds' ratios.
 
 Peers, all the same model and the same data:
   TFQ naive      n_experts separate tfq.layers.PQC and a router PQC, combined densely;
@@ -28,11 +30,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
+import time
 from pathlib import Path
 
-from qmoe_tfq.benchmark import spread
+from qmoe_tfq.benchmark import Turns, build, serve, spread, timed_rounds
 
 HERE = Path(__file__).parent
 KINDS = ("top1", "dense")
@@ -118,62 +120,91 @@ def batches_per_round(seconds_per_batch: float, round_seconds: float, most: int)
     return batches if batches < 16 else min(most, -(-batches // 16) * 16)
 
 
-def one_model(args: argparse.Namespace) -> dict:
-    """Model `args.model` at `args.width` qubits, in this process: the first step, a timed warm-up of 4 batches
-    that sets the batches per round, then `args.rounds` rounds of training (`fit`, one epoch of the round's
-    batches) and of inference (`predict` on them)."""
-    import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
-    import resource
-    import time
+class Measured:
+    """Model `args.model` at `args.width` qubits, in this process, measured when `Turns` says (`serve`): "start"
+    (the first step, then a timed warm-up of 4 batches that sets the batches per round), "round" (one `fit` epoch of
+    the round's batches, then `predict` on them), "per call" (compiled again with `args.steps_per_execution` and
+    traced in an untimed round), "end" (which executor ran, peak memory)."""
 
-    import cirq
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras as keras
+    def __init__(self, args: argparse.Namespace) -> None:
+        import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
+        import cirq
+        import numpy as np
+        import tensorflow as tf
+        import tf_keras as keras
 
-    from qmoe_tfq.benchmark import build, timed_rounds
+        keras.utils.set_random_seed(0)
+        self.args = args
+        self.name, kind = args.model.split(", ")
+        qubits = cirq.GridQubit.rect(1, args.width)
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 1, size=(args.max_batches * args.batch, args.width)).astype(np.float32)  # [samples, width]
+        y = (x[:, 0] > 0.5).astype(np.int32)  # [samples]
+        options = tf.data.Options()
+        # tf.data's autotuning made a step last a multiple of ~5 ms on this 2-core machine (runs snapped between
+        # 3.2k, 6.5k and 13k samples/s), whatever the model; off, each runs at its own pace.
+        options.autotune.enabled = False
+        self.every_batch = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).cache().with_options(options)
+        if self.name == "TC-NG":
+            self.model = tc_model(args.width, args.experts, args.layers, kind == "top1")
+        elif self.name == "TFQ naive":
+            self.model = build("naive", qubits, args.experts, args.layers, True)
+        elif self.name == "qmoe xla step":
+            self.model = build(kind, qubits, args.experts, args.layers, True, "statevector")
+            self.model.compile(self.model.optimizer, self.model.loss, jit_compile=True)
+        else:
+            self.model = build(kind, qubits, args.experts, args.layers, True, self.name.split()[1])
+        self.moe = [layer for layer in self.model.layers if isinstance(layer, qmoe.QMoELayer)]
 
-    keras.utils.set_random_seed(0)
-    name, kind = args.model.split(", ")
-    qubits = cirq.GridQubit.rect(1, args.width)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(args.max_batches * args.batch, args.width)).astype(np.float32)
-    y = (x[:, 0] > 0.5).astype(np.int32)
-    options = tf.data.Options()
-    # tf.data's autotuning made a step last a multiple of ~5 ms on this 2-core machine (runs snapped between
-    # 3.2k, 6.5k and 13k samples/s), whatever the model; off, each runs at its own pace.
-    options.autotune.enabled = False
-    every_batch = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).cache().with_options(options)
-    if name == "TC-NG":
-        model = tc_model(args.width, args.experts, args.layers, kind == "top1")
-    elif name == "TFQ naive":
-        model = build("naive", qubits, args.experts, args.layers, True)
-    elif name == "qmoe xla step":
-        model = build(kind, qubits, args.experts, args.layers, True, "statevector")
-        model.compile(model.optimizer, model.loss, jit_compile=True)
-    else:
-        model = build(kind, qubits, args.experts, args.layers, True, name.split()[1])
-    start = time.perf_counter()
-    model.fit(every_batch.take(1), verbose=0)
-    first = time.perf_counter() - start
-    model.predict(every_batch.take(1), verbose=0)
-    start = time.perf_counter()
-    model.fit(every_batch.take(4), verbose=0)
-    batches = batches_per_round((time.perf_counter() - start) / 4, args.round_seconds, args.max_batches)
-    data = every_batch.take(batches)
-    samples = batches * args.batch
+    def start(self) -> dict:
+        start = time.perf_counter()
+        self.model.fit(self.every_batch.take(1), verbose=0)
+        first = time.perf_counter() - start
+        self.model.predict(self.every_batch.take(1), verbose=0)
+        start = time.perf_counter()
+        self.model.fit(self.every_batch.take(4), verbose=0)
+        self.batches = batches_per_round((time.perf_counter() - start) / 4, self.args.round_seconds,
+                                         self.args.max_batches)
+        self.data = self.every_batch.take(self.batches)
+        return {"first_step": first, "batches": self.batches}
 
-    train, infer = timed_rounds(model, data, samples, args.rounds)
-    # Then Keras running several batches per call (steps_per_execution), traced in an untimed round.
-    model.compile(model.optimizer, model.loss, jit_compile=name == "qmoe xla step",
-                  steps_per_execution=args.steps_per_execution)
-    model.fit(data, verbose=0)
-    model.predict(data, verbose=0)
-    train_per_call, infer_per_call = timed_rounds(model, data, samples, args.rounds)
-    moe = [layer for layer in model.layers if isinstance(layer, qmoe.QMoELayer)]
-    return {"train": train, "infer": infer, "train_per_call": train_per_call, "infer_per_call": infer_per_call,
-            "first_step": first, "batches": batches, "simulator": moe[0].simulator if moe else "",
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    def round(self) -> dict:
+        (train,), (infer,) = timed_rounds(self.model, self.data, self.batches * self.args.batch, 1)
+        return {"train": train, "infer": infer}
+
+    def per_call(self) -> dict:
+        self.model.compile(self.model.optimizer, self.model.loss, jit_compile=self.name == "qmoe xla step",
+                           steps_per_execution=self.args.steps_per_execution)
+        self.model.fit(self.data, verbose=0)
+        self.model.predict(self.data, verbose=0)
+        return {}
+
+    def end(self) -> dict:
+        import resource
+
+        return {"simulator": self.moe[0].simulator if self.moe else "",
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def measure_in_turns(width: int, labels: list[str], args: argparse.Namespace) -> dict[str, dict]:
+    """The rows of `labels` at `width` qubits, each model in its own process, in turns (`Turns`): first steps one
+    after another, then `args.rounds` rounds with Keras's defaults and as many with `args.steps_per_execution`."""
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
+               if key in ("experts", "layers", "batch", "round_seconds", "max_batches", "steps_per_execution")]
+    commands = {label: [sys.executable, __file__, "--width", str(width), "--model", label] + options
+                for label in labels}
+    with Turns(commands, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}) as turns:
+        rows = turns.start("start")
+        default = turns.rounds("round", args.rounds)
+        turns.rounds("per call", 1)
+        per_call = turns.rounds("round", args.rounds)
+        for label, (answer,) in turns.rounds("end", 1).items():
+            rows[label].update(answer)
+            for key, answers in (("", default[label]), ("_per_call", per_call[label])):
+                rows[label].update({measure + key: [a[measure] for a in answers] for measure in ("train", "infer")})
+    for label, failure in turns.failed.items():  # e.g. killed for memory: the width keeps what else it measured
+        print(f"{width:>3} qubits  {label:<24} ended with {failure}", flush=True)
+    return {label: row for label, row in rows.items() if label not in turns.failed}
 
 
 def rate(value: float) -> str:
@@ -198,18 +229,27 @@ def flops(width: int, experts: int, layers: int, dense: bool) -> float:
     return 3 * rows * per_row
 
 
-def speedup(rows: dict, label: str, peer: str, key: str) -> float | None:
-    """Model `label`'s median samples/s over `peer`'s, for `key` ("train", "infer", "train_per_call"...), or None
-    where either was not measured."""
+def round_ratios(rows: dict, label: str, peer: str, key: str) -> list[float]:
+    """Model `label`'s samples/s over `peer`'s, round by round (`key`: "train", "infer", "train_per_call"...): the
+    two ran in the same turns, so each round's pair shares the machine's state at the time. Empty where either was
+    not measured."""
     if key not in rows.get(label, {}) or key not in rows.get(peer, {}):
-        return None
-    return statistics.median(rows[label][key]) / statistics.median(rows[peer][key])
+        return []
+    return [mine / theirs for mine, theirs in zip(rows[label][key], rows[peer][key])]
 
 
-def ratio(rows: dict, label: str, peer: str, key: str) -> str:
-    """`speedup` as tabled."""
-    value = speedup(rows, label, peer, key)
-    return "n/a" if value is None else f"{value:.2f}x"
+def speedup(rows: dict, label: str, peer: str, key: str) -> float | None:
+    """The median of `round_ratios`, or None where either model was not measured."""
+    ratios = round_ratios(rows, label, peer, key)
+    return statistics.median(ratios) if ratios else None
+
+
+def ratio(rows: dict, label: str, peer: str, key: str, with_spread: bool = False) -> str:
+    """`speedup` as tabled, with the round ratios' spread if `with_spread`."""
+    ratios = round_ratios(rows, label, peer, key)
+    if not ratios:
+        return "n/a"
+    return f"{statistics.median(ratios):.2f}x" + (f" (±{spread(ratios):.0%})" if with_spread else "")
 
 
 def write(results: list[dict], args: argparse.Namespace) -> None:
@@ -221,8 +261,9 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
     per_call = args.steps_per_execution
     lines = ["# qmoe-tfq against its peers", "",
              f"`python benchmarks/peers.py` (`make bench`): {args.experts} experts, {args.layers} layers of ry/rz + CZ "
-             f"ring, ry angle encoding, float features, one process per model, 2-core CPU, no GPU. "
-             "After a first step (`fit` on one batch, compilation included) and a timed warm-up of 4 batches, "
+             f"ring, ry angle encoding, float features, 2-core CPU, no GPU. Each model runs in its own process, in turns "
+             "with the other models of its routing: first steps one at a time, then round r of every model before "
+             "round r + 1 of any. After a first step (`fit` on one batch, compilation included) and a timed warm-up of 4 batches, "
              "rounds of `fit` (one epoch of the round's batches) and of `predict` on the same batches, as many "
              f"batches per round as make a training round last about {args.round_seconds:g} s (4 to "
              f"{args.max_batches}; the tables' batches column); rounds per width: "
@@ -230,8 +271,9 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
              + ". Then the same rounds with the model compiled again with "
              f"`steps_per_execution={per_call}` (\"{per_call} per call\": Keras runs up to {per_call} batches in one "
              "call of its step function). Samples/s: the median of the rounds (± half their range, as % of the "
-             "median); ratios are of medians, to TensorCircuit-NG 1.10 (TF backend, vmapped and jitted) for the same "
-             "routing and the same setting.", "",
+             "median); a ratio is the median of the rounds' ratios (round r against round r, run minutes apart at most; "
+             "± half their range in the first table), to TensorCircuit-NG 1.10 (TF backend, vmapped and jitted) for "
+             "the same routing and the same setting.", "",
              f"## `auto` against TC-NG", "",
              "| qubits | `auto` ran | top-1 train | dense train | top-1 inference | dense inference | "
              f"top-1 train, {per_call} per call | dense train, {per_call} per call | "
@@ -239,7 +281,7 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for result in results:
         rows = result["rows"]
-        cells = [ratio(rows, f"qmoe auto, {kind}", f"TC-NG, {kind}", key)
+        cells = [ratio(rows, f"qmoe auto, {kind}", f"TC-NG, {kind}", key, with_spread=True)
                  for key in ("train", "infer", "train_per_call", "infer_per_call") for kind in KINDS]
         ran = rows.get("qmoe auto, top1", {}).get("simulator", "")
         lines.append(f"| {result['width']} | {ran} | " + " | ".join(cells) + " |")
@@ -319,28 +361,23 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.model is not None:
-        print(json.dumps(one_model(args)))
+        measured = Measured(args)
+        serve({"start": measured.start, "round": measured.round, "per call": measured.per_call, "end": measured.end})
         return
     for width in args.widths if not args.write_only else []:
-        result = {"width": width, "batch": args.batch, "rounds": args.rounds, "rows": {}}
-        for label in labels(width, args.statevector_max, args.xla_step_max):
-            command = [sys.executable, __file__, "--width", str(width), "--model", label] + [
-                f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-                if key in ("experts", "layers", "batch", "round_seconds", "max_batches", "rounds",
-                           "steps_per_execution")]
-            child = subprocess.run(command, capture_output=True, text=True,
-                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            if child.returncode:  # e.g. killed for memory: the width keeps what else it measured
-                print(f"{width:>3} qubits  {label:<24} ended with exit code {child.returncode}: "
-                      f"{child.stderr.strip().splitlines()[-1:]}", flush=True)
-                continue
-            row = result["rows"][label] = json.loads(child.stdout.strip().splitlines()[-1])
+        every = labels(width, args.statevector_max, args.xla_step_max)
+        rows = {}
+        for kind in KINDS:  # each model in turns with those its ratios compare it with: the same routing
+            rows.update(measure_in_turns(width, [label for label in every if label.endswith(kind)], args))
+        result = {"width": width, "batch": args.batch, "rounds": args.rounds,
+                  "rows": {label: rows[label] for label in every if label in rows}}
+        for label, row in result["rows"].items():
             print(f"{width:>3} qubits  {label:<24} first step {row['first_step']:5.1f} s  {row['batches']:>3} "
                   f"batches per round  train "
                   f"{summary(row['train'])} samples/s  inference {summary(row['infer'])}; {args.steps_per_execution} "
                   f"per call {summary(row['train_per_call'])}, {summary(row['infer_per_call'])}  "
                   f"{row['peak_mb']:.0f} MB", flush=True)
-            (args.out / f"peers-{width}.json").write_text(json.dumps(result))
+        (args.out / f"peers-{width}.json").write_text(json.dumps(result))
     results = [json.loads((args.out / f"peers-{w}.json").read_text()) for w in args.widths
                if (args.out / f"peers-{w}.json").exists()]
     write(results, args)

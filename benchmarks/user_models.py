@@ -5,8 +5,9 @@ within pi/2?). The QMoE has three experts the way a user would write them, each 
 program: the tutorial's convolution + pooling QCNN (``X**s``, ``Y**s``, ``Z**s``, ``ZZ**s``,
 ``YY**s``, ``XX**s``, CNOT, inverse selectors), a lighter ry/rz + CZ brickwork and a
 Heisenberg-style XX/YY/ZZ chain; the router is the layer's built-in one. Each (model, backend) runs
-in its own process: the first training step (compilation included), then rounds of training steps
-and of inference batches, and the process's peak memory.
+in its own process, in turns with the other backends of its routing (`qmoe_tfq.benchmark.Turns`): the
+first training step (compilation included), then rounds of training steps and of inference batches,
+round r of every backend before round r + 1 of any, and the process's peak memory.
 
     python benchmarks/user_models.py                  # writes benchmarks/user_models.md
     python benchmarks/user_models.py --rounds 2 --steps 4 --qubits 6
@@ -14,12 +15,14 @@ and of inference batches, and the process's peak memory.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import subprocess
+import statistics
 import sys
 import time
 from pathlib import Path
+
+import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
+from qmoe_tfq.benchmark import Turns, serve
 
 HERE = Path(__file__).parent
 BACKENDS = ("auto", "statevector", "noiseless")
@@ -78,52 +81,82 @@ def heisenberg(qubits, layers: int, prefix: str):
     return circuit
 
 
-def one_run(args: argparse.Namespace) -> dict:
-    """Times one model on one backend in this process."""
-    import qmoe_tfq as qmoe
-    import cirq
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_quantum as tfq
-    import tf_keras as keras
+class Measured:
+    """One model on one backend in this process, measured when `Turns` says (`serve`): "start" (the first training
+    step, compilation included), "round" (`args.steps` training steps, then as many inference batches), "end"
+    (which executor ran, peak memory)."""
 
-    keras.utils.set_random_seed(0)
-    qubits = cirq.GridQubit.rect(1, args.qubits)
-    from qmoe_tfq.quantum_data import excited_cluster_states
-    train, test, train_labels, test_labels = excited_cluster_states(qubits, 2 * args.batch * args.steps, seed=0,
-                                                                    test_size=0.5)
-    x = tfq.convert_to_tensor((train + test)[:args.batch * args.steps])
-    y = np.concatenate([train_labels, test_labels])[:args.batch * args.steps]
-    inputs = keras.Input(shape=(), dtype=tf.string)
-    moe = qmoe.QMoELayer(qubits, experts=[qcnn(qubits, "a"), brickwork(qubits, 3, "b"), heisenberg(qubits, 2, "c")],
-                         top_k=1 if args.mode == "top1" else None, backend=args.backend)
-    model = keras.Model(inputs, keras.layers.Dense(2)(moe(inputs)))
-    model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(y), args.batch)]
-    start = time.perf_counter()
-    model.train_on_batch(*batches[0])
-    first = time.perf_counter() - start
-    predict = tf.function(lambda circuits: model(circuits, training=False))
-    predict(batches[0][0])
-    train, infer = [], []
-    for _ in range(args.rounds):
+    def __init__(self, args: argparse.Namespace) -> None:
+        import cirq
+        import numpy as np
+        import tensorflow as tf
+        import tensorflow_quantum as tfq
+        import tf_keras as keras
+
+        from qmoe_tfq.quantum_data import excited_cluster_states
+
+        keras.utils.set_random_seed(0)
+        qubits = cirq.GridQubit.rect(1, args.qubits)
+        train, test, train_labels, test_labels = excited_cluster_states(qubits, 2 * args.batch * args.steps, seed=0,
+                                                                        test_size=0.5)
+        x = tfq.convert_to_tensor((train + test)[:args.batch * args.steps])  # <string>[samples]
+        y = np.concatenate([train_labels, test_labels])[:args.batch * args.steps]  # [samples]
+        inputs = keras.Input(shape=(), dtype=tf.string)
+        self.moe = qmoe.QMoELayer(qubits, experts=[qcnn(qubits, "a"), brickwork(qubits, 3, "b"),
+                                                   heisenberg(qubits, 2, "c")],
+                                  top_k=1 if args.mode == "top1" else None, backend=args.backend)
+        self.model = keras.Model(inputs, keras.layers.Dense(2)(self.moe(inputs)))
+        self.model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        self.batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(y), args.batch)]
+        self.samples = len(y)
+        self.predict = tf.function(lambda circuits: self.model(circuits, training=False))
+
+    def start(self) -> dict:
         start = time.perf_counter()
-        for batch in batches:
-            model.train_on_batch(*batch)
-        train.append(len(y) / (time.perf_counter() - start))
+        self.model.train_on_batch(*self.batches[0])
+        first = time.perf_counter() - start
+        self.predict(self.batches[0][0])
+        return {"first_step": first}
+
+    def round(self) -> dict:
         start = time.perf_counter()
-        for circuits, _ in batches:
-            predict(circuits).numpy()
-        infer.append(len(y) / (time.perf_counter() - start))
-    return {"first_step": first, "train": train, "infer": infer, "simulator": moe.simulator,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        for batch in self.batches:
+            self.model.train_on_batch(*batch)
+        train = self.samples / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for circuits, _ in self.batches:
+            self.predict(circuits).numpy()
+        return {"train": train, "infer": self.samples / (time.perf_counter() - start)}
+
+    def end(self) -> dict:
+        return {"simulator": self.moe.simulator, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def spread(values: list[float]) -> str:
     """Median, and the spread as (max - min) / median."""
-    import numpy as np
-    median = float(np.median(values))
+    median = statistics.median(values)
     return f"{median:.0f} (±{50 * (max(values) - min(values)) / median:.0f}%)"
+
+
+def measure_in_turns(mode: str, args: argparse.Namespace) -> dict[str, dict]:
+    """Every backend's row for routing `mode`, each in its own process, in turns (`Turns`): the first steps one
+    after another, then round r of every backend before round r + 1 of any."""
+    commands = {backend: [sys.executable, __file__, "--child", mode, backend, "--qubits", str(args.qubits),
+                          "--batch", str(args.batch), "--steps", str(args.steps)] for backend in BACKENDS}
+    with Turns(commands) as turns:
+        rows = turns.start("start")
+        rounds = turns.rounds("round", args.rounds)
+        for backend, (answer,) in turns.rounds("end", 1).items():
+            rows[backend].update(answer, **{key: [a[key] for a in rounds[backend]] for key in ("train", "infer")})
+    if turns.failed:
+        raise RuntimeError(f"{mode}: {turns.failed}")
+    return rows
+
+
+def to_best(rows: dict[str, dict], backend: str, key: str) -> str:
+    """`backend`'s samples/s over the best backend's (by median), the median of the rounds' ratios."""
+    best = max(rows.values(), key=lambda row: statistics.median(row[key]))
+    return f"{statistics.median(a / b for a, b in zip(rows[backend][key], best[key])):.2f}x"
 
 
 def main() -> None:
@@ -137,32 +170,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         args.mode, args.backend = args.child
-        print(json.dumps(one_run(args)))
+        measured = Measured(args)
+        serve({"start": measured.start, "round": measured.round, "end": measured.end})
         return
-    rows = []
-    for mode in MODES:
-        for backend in BACKENDS:
-            command = [sys.executable, __file__, "--child", mode, backend, "--qubits", str(args.qubits), "--batch",
-                       str(args.batch), "--steps", str(args.steps), "--rounds", str(args.rounds)]
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append((mode, backend, result))
-            print(mode, backend, result, flush=True)
     lines = ["# User-style models: QCNN experts on quantum data", "",
              f"`python benchmarks/user_models.py`: {args.qubits} qubits, three heterogeneous experts (QCNN, brickwork, "
              f"Heisenberg), built-in router, batch {args.batch}, {args.rounds} rounds of {args.steps} training steps "
-             "and as many inference batches, one process per row; median samples/s (± half the range, % of median).",
+             "and as many inference batches; each backend in its own process, in turns with the others of its "
+             "routing (round r of every backend before round r + 1 of any); median samples/s (± half the range, % "
+             "of median); ratios to the best backend are the median of the rounds' ratios.",
              "", "| routing | backend | ran on | first step s | train samples/s | inference samples/s | "
-             "train vs best | first step vs qsim | peak MB |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    import numpy as np
+             "train vs best | inference vs best | first step vs qsim | peak MB |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode in MODES:
-        mine = [(b, r) for m, b, r in rows if m == mode]
-        best = max(np.median(r["train"]) for _, r in mine)
-        qsim = next(r["first_step"] for b, r in mine if b == "noiseless")
-        for backend, r in mine:
+        rows = measure_in_turns(mode, args)
+        for backend, r in rows.items():
+            print(mode, backend, r, flush=True)
             lines.append(f"| {mode} | {backend} | {r['simulator']} | {r['first_step']:.1f} | {spread(r['train'])} | "
-                         f"{spread(r['infer'])} | {np.median(r['train']) / best:.2f}x | {r['first_step'] / qsim:.1f}x | "
-                         f"{r['peak_mb']:.0f} |")
+                         f"{spread(r['infer'])} | {to_best(rows, backend, 'train')} | {to_best(rows, backend, 'infer')} "
+                         f"| {r['first_step'] / rows['noiseless']['first_step']:.1f}x | {r['peak_mb']:.0f} |")
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

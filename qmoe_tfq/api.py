@@ -12,9 +12,10 @@ if tf.keras.layers.Layer is not tf_keras.layers.Layer:
         "TensorFlow Quantum layers cannot work with it. Import qmoe_tfq (or set the environment "
         "variable TF_USE_LEGACY_KERAS=1) before the first use of tf.keras.")
 
-from qmoe_tfq.compat import patch_seed_generator  # noqa: E402
+from qmoe_tfq.compat import patch_seed_generator, skip_autograph  # noqa: E402
 
 patch_seed_generator()  # Python 3.12: keras.utils.set_random_seed, then any initializer, crashed in tf_keras 2.18
+skip_autograph()  # transpiling this package's functions took ~2.2 s before a first step
 
 from qmoe_tfq.circuits import (  # noqa: E402
     Ansatz,

@@ -3,7 +3,7 @@
 The model is `qmoe-tfq bench`'s: float features angle-encoded with ry, a router PQC (logits =
 3 x readouts), 8 experts of 3 layers of ry/rz + a CZ ring reading Z on every qubit, a Dense(2)
 head, Adam and cross-entropy, batch 64. Each model runs in its own process (fresh XLA caches, its own
-peak memory), in turns with the models of its routing (`qmoe_tfq.benchmark.Turns`): a first step, then
+peak memory), in turns with the models of its routing (`qmoe_tfq.turns.Turns`): a first step, then
 rounds of `fit` and `predict` over as many batches as make a training round last about a second, round r
 of every model before round r + 1 of any, printed as the median with the rounds' spread; first with
 Keras's defaults (one batch per call of the step function), then compiled again with
@@ -34,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from qmoe_tfq.benchmark import Turns, build, serve, spread, timed_rounds
+from qmoe_tfq.benchmark import build, spread, timed_rounds
+from qmoe_tfq.turns import Turns, serve
 
 HERE = Path(__file__).parent
 KINDS = ("top1", "dense")

@@ -5,7 +5,7 @@ within pi/2?). The QMoE has three experts the way a user would write them, each 
 program: the tutorial's convolution + pooling QCNN (``X**s``, ``Y**s``, ``Z**s``, ``ZZ**s``,
 ``YY**s``, ``XX**s``, CNOT, inverse selectors), a lighter ry/rz + CZ brickwork and a
 Heisenberg-style XX/YY/ZZ chain; the router is the layer's built-in one. Each (model, backend) runs
-in its own process, in turns with the other backends of its routing (`qmoe_tfq.benchmark.Turns`): the
+in its own process, in turns with the other backends of its routing (`qmoe_tfq.turns.Turns`): the
 first training step (compilation included), then rounds of training steps and of inference batches,
 round r of every backend before round r + 1 of any, and the process's peak memory.
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
-from qmoe_tfq.benchmark import Turns, serve
+from qmoe_tfq.turns import Turns, serve
 
 HERE = Path(__file__).parent
 BACKENDS = ("auto", "statevector", "noiseless")

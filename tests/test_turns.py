@@ -2,7 +2,7 @@ import io
 import json
 import sys
 
-from qmoe_tfq.benchmark import ANSWER, Turns, serve
+from qmoe_tfq.turns import ANSWER, Turns, serve
 
 # A child that answers each word with its name, the word and when it answered; it fails on its second "round" if
 # its name is "fails".

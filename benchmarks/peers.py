@@ -128,7 +128,7 @@ class Measured:
     traced in an untimed round), "end" (which executor ran, peak memory)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
+        import qmoe_tfq as qmoe
         import cirq
         import numpy as np
         import tensorflow as tf

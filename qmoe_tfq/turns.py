@@ -51,6 +51,8 @@ class Turns:
                 child.kill()
         for child in self.children.values():
             child.wait()
+        for log in self.stderr.values():
+            log.close()
 
     def start(self, word: str) -> dict[str, dict]:
         """Starts the children one at a time, each answering `word` before the next starts (a first step timed
@@ -71,7 +73,7 @@ class Turns:
         for first in range(count):
             labels = list(self.children)
             for label in labels[first % len(labels):] + labels[:first % len(labels)]:
-                if label in self.children and (answer := self.ask(label, word)) is not None:
+                if (answer := self.ask(label, word)) is not None:
                     answers[label].append(answer)
         return answers
 

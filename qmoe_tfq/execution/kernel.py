@@ -18,7 +18,7 @@ compiled once, when the layer is built, into one `Kernel` acting on a batched st
 * other gates with a unitary (ISWAP and SWAP powers, controlled gates, fixed matrices) split the
   steps and apply their <complex64>[rows, 2**k, 2**k] matrix to their k axes, on their program's rows;
 * readouts: every Pauli string is a Z-string after a basis change, so each group of strings that
-  needs the same basis change costs one matmul of |amplitude|^2 with a sign matrix.
+  needs the same basis change costs one product of |amplitude|^2 with a sign matrix.
 
 Exponents may be ``coefficient * symbol + constant``, as TFQ allows. Gradients come from TF
 autodiff; no differentiator is involved.

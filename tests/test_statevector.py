@@ -82,16 +82,55 @@ def test_random_circuits_match_tfq_values_and_exact_gradients(n_qubits, seed):
                                            symbol_values=values, operators=observables)
         loss = tf.reduce_sum(mine * weights)
     np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-5)
-    # Exact gradients: central differences of Cirq's complex128 simulation (TFQ's Adjoint approximates
-    # some gate derivatives, e.g. HPowGate's, to ~1e-3).
-    step, grid = 1e-5, values.numpy().astype(np.float64)
+    np.testing.assert_allclose(tape.gradient(loss, values).numpy(),
+                               exact_gradient(circuit, observables, values.numpy(), weights.numpy()), atol=1e-4)
+
+
+def exact_gradient(circuit, observables, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """<float64>[R, n_symbols] the gradient of each row's readouts times `weights`: central differences of Cirq's
+    complex128 simulation (TFQ's Adjoint approximates some gate derivatives, e.g. HPowGate's, to ~1e-3)."""
+    step, grid = 1e-5, values.astype(np.float64)
     reference = np.zeros_like(grid)
     for column in range(len(NAMES)):
         shift = np.zeros_like(grid)
         shift[:, column] = step
         reference[:, column] = ((exact(circuit, observables, grid + shift) - exact(circuit, observables, grid - shift))
-                                @ weights.numpy()) / (2 * step)
-    np.testing.assert_allclose(tape.gradient(loss, values).numpy(), reference, atol=1e-4)
+                                @ weights) / (2 * step)
+    return reference
+
+
+def permuting_circuit(qubits, reverse: bool) -> cirq.Circuit:
+    """Rotations and a CZ power between a CNOT ring, SWAP, Toffoli, CSWAP, a controlled X and a CNOT ladder."""
+    a, b, c, d = SYMBOLS
+    order = qubits[::-1] if reverse else qubits
+    ring = [cirq.CNOT(order[i], order[(i + 1) % len(order)]) for i in range(len(order))]
+    return cirq.Circuit([cirq.ry(a * (i + 1))(q) for i, q in enumerate(qubits)], ring, cirq.CZ(*qubits[::2]) ** b,
+                        [cirq.rx(c)(q) for q in qubits], cirq.SWAP(qubits[0], qubits[3]), cirq.CCX(*order[:3]),
+                        cirq.CSWAP(*order[1:]), cirq.X(order[3]).controlled_by(order[0]), cirq.rz(d)(qubits[1]),
+                        [cirq.CNOT(order[i], order[i + 1]) for i in range(len(order) - 1)])
+
+
+def test_permutations_compose_into_a_step_each_and_match_exact_values_and_gradients():
+    qubits = cirq.GridQubit.rect(1, 4)
+    programs = [permuting_circuit(qubits, reverse) for reverse in (False, True)]
+    observables = readouts(qubits)
+    # ry + ring; CZ; rx + SWAP, CCX, CSWAP, CX; rz + ladder. As H, CZ, H every CNOT took a step of its own.
+    assert Kernel(programs[0], observables, NAMES).step_count == 4
+    values = tf.constant(np.random.default_rng(5).uniform(-3, 3, (4, len(NAMES))), tf.float32)
+    index = tf.constant([0, 1, 1, 0])
+    weights = np.array([1.0, -2.0, 0.5])
+    for compiled, program_index in ((Kernel(programs[0], observables, NAMES), None),
+                                    (Kernel(programs, [observables] * 2, NAMES), index)):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            mine = compiled(values, program_index=program_index)  # <float32>[4, 3]
+            loss = tf.reduce_sum(mine * weights)
+        gradient = tape.gradient(loss, values).numpy()
+        for p, circuit in enumerate(programs[:1] if program_index is None else programs):
+            rows = [r for r in range(4) if program_index is None or int(index[r]) == p]
+            grid = values.numpy()[rows]
+            np.testing.assert_allclose(mine.numpy()[rows], exact(circuit, observables, grid), atol=1e-5)
+            np.testing.assert_allclose(gradient[rows], exact_gradient(circuit, observables, grid, weights), atol=1e-4)
 
 
 def test_layers_applied_in_chunks_of_any_size_agree():

@@ -26,6 +26,17 @@ def full(local: np.ndarray, axes: Sequence[int], n: int) -> np.ndarray:
     return local[sum(b << (len(axes) - 1 - i) for i, b in enumerate(bits))]
 
 
+def full_source(local: np.ndarray, axes: Sequence[int], n: int) -> np.ndarray:
+    """<int>[2**n] the source of each basis state under a permutation of the basis states of `axes` that takes local
+    state ``local[j]`` to j (`local` <int>[2**k]); the other bits stay."""
+    moved = full(local, axes, n)  # <int>[2**n] each state's source, as a local index on `axes`
+    source = np.arange(2 ** n)
+    for i, axis in enumerate(axes):
+        bit = 1 << (n - 1 - axis)
+        source = source & ~bit | ((moved >> (len(axes) - 1 - i)) & 1) * bit
+    return source
+
+
 def chunks(n: int, chunk: int) -> list[tuple[int, int]]:
     """(first axis, size) of the balanced chunks of at most `chunk` axes that a layer on `n` qubits is applied in."""
     count = math.ceil(n / chunk)
@@ -114,3 +125,12 @@ def _take(params: tf.Tensor, indices: tf.Tensor):
         spread = tf.einsum("kn,rkm->rnm", one_hot, per_index)  # [R, N, M]
         return tf.reshape(spread, tf.shape(params)), None
     return gather_rows(params, indices), gradient
+
+
+@tf.custom_gradient
+def permute(state: tf.Tensor, source: tf.Tensor, inverse: tf.Tensor):
+    """`state` <complex64>[R, 2**n] with amplitude i taken from ``source[i]``, `source` and its `inverse` <int32>[1 or R,
+    2**n] shared or per row; differentiated as the gather at `inverse` (TF's own gradient would scatter)."""
+    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, None, None]:
+        return gather_rows(upstream, inverse), None, None
+    return gather_rows(state, source), gradient

@@ -5,17 +5,19 @@ than the simulation itself. Here the programs of a layer (every expert's, howeve
 compiled once, when the layer is built, into one `Kernel` acting on a batched state
 <complex64>[rows, 2**n] in which every row has its own program and symbol values:
 
-* gates are scheduled into stages (`gates.schedule`): single-qubit gates on a qubit fuse into one
+* gates are scheduled into stages (`ops.stages`): single-qubit gates on a qubit fuse into one
   2x2 matrix per row; diagonal gates (CZ, Rz, ZZ, controlled phases, ...) that can be moved next to
-  each other merge into one phase vector; CNOT, XX and YY become diagonal gates between
-  single-qubit basis changes, which fuse in turn;
-* stages are packed into *steps* of one shape (`gates.segments`): a layer of single-qubit matrices
+  each other merge into one phase vector; fixed gates that permute the basis states (SWAP, Toffoli,
+  CNOT where that saves steps, ...) compose into one permutation, so a CNOT ring costs one gather;
+  XX, YY and other CNOTs become diagonal gates between single-qubit basis changes, which fuse in turn;
+* stages are packed into *steps* of one shape (`ops.segments`): a layer of single-qubit matrices
   (the identity where a qubit has none), applied as Kronecker products over chunks of at most
-  `apply.CHUNK_QUBITS` qubits, then a phase ``exp(i (values[:, columns] . slopes + base))``. Every program
+  `apply.CHUNK_QUBITS` qubits, then a phase ``exp(i (values[:, columns] . slopes + base))``, then a
+  permutation of the amplitudes (where some step of the run has one). Every program
   becomes a table of steps, so the graph is one loop body however deep the circuits are and
   however many programs there are: building and compiling it costs about the same for a 10-gate
   and a 1000-gate circuit;
-* other gates with a unitary (ISWAP and SWAP powers, controlled gates, fixed matrices) split the
+* other gates with a unitary (ISWAP and SWAP powers, controlled rotations, fixed matrices) split the
   steps and apply their <complex64>[rows, 2**k, 2**k] matrix to their k axes, on their program's rows;
 * readouts: every Pauli string is a Z-string after a basis change, so each group of strings that
   needs the same basis change costs one product of |amplitude|^2 with a sign matrix.
@@ -26,9 +28,9 @@ autodiff; no differentiator is involved.
 >>> a = sympy.Symbol("a")
 >>> q0, q1 = cirq.LineQubit.range(2)
 >>> kernel = Kernel(cirq.Circuit(cirq.rx(a)(q0), cirq.CNOT(q0, q1)), [cirq.Z(q0) * cirq.Z(q1), cirq.Z(q1)], ["a"])
->>> kernel(tf.constant([[0.0], [np.pi / 2]])).numpy().round(3)
-array([[1., 1.],
-       [1., 0.]], dtype=float32)
+>>> kernel(tf.constant([[0.0], [np.pi / 3]])).numpy().round(3)
+array([[1. , 1. ],
+       [1. , 0.5]], dtype=float32)
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ import cirq
 import numpy as np
 import tensorflow as tf
 
-from qmoe_tfq.execution.apply import CHUNK_QUBITS, apply_general, apply_layer, apply_single, chunks, full, take
-from qmoe_tfq.execution.ops import Stage, Step, schedule, segments, unitaries
+from qmoe_tfq.execution.apply import (CHUNK_QUBITS, apply_general, apply_layer, apply_single, chunks, full,
+                                      full_source, permute, take)
+from qmoe_tfq.execution.ops import Stage, Step, segments, stages
 
 UNROLL_MAX_STEPS = 4  # runs of at most this many steps are unrolled; longer ones run as a loop
 MATMUL_MIN_QUBITS = 6  # readouts are a matrix product from here (summed products: level at 6, 4-7% slower at 8)
@@ -57,6 +60,12 @@ class StepTable(NamedTuple):
     columns: np.ndarray  # <int32>[P, T, G] value columns of each step's phase (the zero column pads)
     slopes: np.ndarray  # <float32>[P, T, G, 2**n] phase per unit of each column's value
     base: np.ndarray  # <float32>[P, T, 2**n] constant phase
+    source: np.ndarray  # <int32>[P, T, 2**n] where each amplitude comes from in the step's permutation
+
+    @property
+    def permutes(self) -> bool:
+        """Whether a step of some program permutes the basis states."""
+        return bool(np.any(self.source != np.arange(self.source.shape[2])))
 
 
 class Kernel:
@@ -88,14 +97,14 @@ class Kernel:
         self.n_programs = len(circuits)
         axes = {q: a for a, q in enumerate(self.qubits)}
         columns = {name: c for c, name in enumerate(symbol_names)}
-        stage_lists = [schedule(unitaries(c, axes, columns)) for c in circuits]
+        stage_lists = [stages(c, axes, columns) for c in circuits]
         every_gate = [g for stages in stage_lists for stage in stages for g in stage.gates]
         # The kernel reads only the columns its gates use, then a zero column that pads phases.
         self.columns = sorted({g.column for g in every_gate if g.column is not None})
         for g in every_gate:
             g.column = None if g.column is None else self.columns.index(g.column)
         self._single_tables([stage for stages in stage_lists for stage in stages if stage.kind == "single"])
-        runs = [segments(stages) for stages in stage_lists]
+        runs = [segments(scheduled) for scheduled in stage_lists]
         count = max(len(steps) for steps, _ in runs)
         self.runs = [self._step_table([steps[j] if j < len(steps) else [] for steps, _ in runs])
                      for j in range(count)]
@@ -112,9 +121,11 @@ class Kernel:
     @property
     def step_work(self) -> int:
         """Multiply-adds per amplitude of one step: the layer's Kronecker chunks, then each symbolic phase term
-        (gathered per row when the programs differ)."""
+        (gathered per row when the programs differ), then a permutation's gather where there is one."""
         terms = max(table.columns.shape[2] for table in self.runs)
-        return sum(2 ** size for _, size in chunks(self.n, self.chunk)) + terms * (2 if self.n_programs > 1 else 1)
+        permutes = any(table.permutes for table in self.runs)
+        return (sum(2 ** size for _, size in chunks(self.n, self.chunk)) + terms * (2 if self.n_programs > 1 else 1)
+                + permutes)
 
     def _single_tables(self, singles: Sequence[Stage]) -> None:
         """Every single-qubit gate as rows of one table, so all their matrices are made in a few ops."""
@@ -146,9 +157,12 @@ class Kernel:
         table = StepTable(np.full((len(programs), length, self.n), self.identity, np.int32),
                           np.full((len(programs), length, width), zero, np.int32),
                           np.zeros((len(programs), length, width, size), np.float32),
-                          np.zeros((len(programs), length, size), np.float32))
+                          np.zeros((len(programs), length, size), np.float32),
+                          np.tile(np.arange(size, dtype=np.int32), (len(programs), length, 1)))
         for p, steps in enumerate(programs):
             for t, step in enumerate(steps):
+                for gate in step.permutation.gates if step.permutation is not None else []:
+                    table.source[p, t] = table.source[p, t][full_source(gate.permutation(), gate.axes, self.n)]
                 for axis, stage in step.layer.items():
                     table.single[p, t, axis] = self.single_index[id(stage)]
                 slopes, table.base[p, t] = phases[p][t]
@@ -208,6 +222,7 @@ class Kernel:
              program_index: tf.Tensor) -> tf.Tensor:
         """`state` <complex64>[R, 2**n] after one run of steps; `values` <float32>[R, C + 1] end in the zero column."""
         length = table.single.shape[1]
+        inverse = np.argsort(table.source, axis=2).astype(np.int32)  # <int32>[P, T, 2**n]
 
         def at(array: np.ndarray, t: int | tf.Tensor) -> tf.Tensor:  # array[:, t] <[P, T, ...]> -> [1 or R, ...]
             step_of_each = tf.gather(tf.constant(array), t, axis=1)
@@ -219,7 +234,8 @@ class Kernel:
             if table.slopes.shape[2]:
                 used = take(values, at(table.columns, t))  # <float32>[R, G]
                 angle += tf.reduce_sum(used[:, :, None] * at(table.slopes, t), axis=1)
-            return state * tf.exp(tf.complex(tf.zeros_like(angle), angle))
+            state *= tf.exp(tf.complex(tf.zeros_like(angle), angle))
+            return permute(state, at(table.source, t), at(inverse, t)) if table.permutes else state
 
         if length <= UNROLL_MAX_STEPS:
             for t in range(length):

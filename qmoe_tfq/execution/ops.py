@@ -1,8 +1,8 @@
 """Circuits as the statevector kernel sees them: `Unitary`s (a matrix per row as a function of one symbol)
-scheduled into `Stage`s (fused single-qubit gates, merged diagonal gates, general gates).
+scheduled into `Stage`s (fused single-qubit gates, merged diagonal gates, composed permutations, general gates).
 
 A gate joins an earlier stage when everything between commutes with it, so a layer of CZs becomes
-one diagonal stage and a run of rotations on a qubit one single-qubit stage.
+one diagonal stage, a ring of CNOTs one permutation and a run of rotations on a qubit one single-qubit stage.
 """
 from __future__ import annotations
 
@@ -51,6 +51,16 @@ class Unitary:
         slope, offset = np.append(0.0, self.slope)[source], np.append(0.0, self.offset)[source]
         return slope, offset + np.angle(diagonals[0]) * (source == 0)
 
+    def permutation(self) -> np.ndarray | None:
+        """<int>[d] ``source``, with ``(U psi)[i] = psi[source[i]]``, if this is a fixed gate on two or more axes whose
+        matrix permutes the basis states (CNOT, SWAP, Toffoli, ...); else None."""
+        if self.column is not None or len(self.axes) < 2:
+            return None
+        ones = np.isclose(self.fixed, 1)  # <bool>[d, d]
+        if not (np.all(ones.sum(0) == 1) and np.all(ones.sum(1) == 1) and np.allclose(self.fixed[~ones], 0)):
+            return None
+        return ones.argmax(1)
+
     def controlled(self, axes: tuple[int, ...], active: np.ndarray) -> Unitary:
         """This gate under controls on `axes`, acting where the control bits' pattern is `active` <bool>[2**c]."""
         on = np.diag(active.astype(complex))
@@ -88,10 +98,12 @@ def _linear(value: object, columns: dict[str, int], op: cirq.Operation) -> tuple
     return columns[str(symbol)], float(coefficient), float(constant)
 
 
-def _rewrites(op: cirq.Operation) -> list[cirq.Operation] | None:
-    """CNOT, XX and YY powers as diagonal gates between basis changes, which then fuse and merge."""
+def _rewrites(op: cirq.Operation, permute_cnots: bool) -> list[cirq.Operation] | None:
+    """CNOT powers (CNOT itself too unless `permute_cnots`), XX and YY powers as diagonal gates between basis
+    changes, which then fuse and merge."""
     gate = op.gate
-    if type(gate) is cirq.CXPowGate:
+    if type(gate) is cirq.CXPowGate and not (permute_cnots and not cirq.is_parameterized(gate)
+                                             and Unitary((0, 1), cirq.unitary(op)).permutation() is not None):
         control, target = op.qubits
         return [cirq.H(target), cirq.CZPowGate(exponent=gate.exponent, global_shift=gate.global_shift)(control, target),
                 cirq.H(target)]
@@ -126,15 +138,17 @@ def _gate(op: cirq.Operation, axes: dict[cirq.Qid, int], columns: dict[str, int]
     return None
 
 
-def unitaries(circuit: cirq.AbstractCircuit, axes: dict[cirq.Qid, int], columns: dict[str, int]) -> list[Unitary]:
-    """Every operation of `circuit` as `Unitary`s, in order (identities and global phases dropped)."""
+def unitaries(circuit: cirq.AbstractCircuit, axes: dict[cirq.Qid, int], columns: dict[str, int],
+              permute_cnots: bool = False) -> list[Unitary]:
+    """Every operation of `circuit` as `Unitary`s, in order (identities and global phases dropped); CNOTs whole (a
+    permutation) if `permute_cnots`, else as H, CZ, H."""
     result = []
     pending = list(circuit.all_operations())[::-1]
     while pending:
         op = pending.pop()
         if isinstance(op.gate, (cirq.IdentityGate, cirq.GlobalPhaseGate)):
             continue
-        replaced = _rewrites(op) if op.gate is not None else None
+        replaced = _rewrites(op, permute_cnots) if op.gate is not None else None
         gate = None if replaced else _gate(op, axes, columns)
         if gate is None and not replaced:
             replaced = cirq.decompose_once(op, default=None)
@@ -151,7 +165,8 @@ def unitaries(circuit: cirq.AbstractCircuit, axes: dict[cirq.Qid, int], columns:
 
 @dataclass
 class Stage:
-    """Gates applied together: ``"single"`` (fused, one axis), ``"diagonal"`` (one phase vector), ``"general"``."""
+    """Gates applied together: ``"single"`` (fused, one axis), ``"diagonal"`` (one phase vector), ``"permutation"``
+    (of the basis states), ``"general"``."""
 
     kind: str
     axes: set[int]
@@ -163,34 +178,49 @@ def schedule(gate_list: Sequence[Unitary]) -> list[Stage]:
 
     A gate commutes with every later stage that does not touch its axes, so it can join the last
     stage touching them if that stage is of its kind (single-qubit gates on the same axis), or any
-    diagonal stage after the last non-diagonal one touching them when it is diagonal itself.
+    diagonal stage after the last non-diagonal one touching them when it is diagonal itself, or any
+    permutation stage after the last stage touching them when it is a permutation.
     """
     stages: list[Stage] = []
     for gate in gate_list:
         axes, diagonal = set(gate.axes), gate.phases() is not None
+        permutation = not diagonal and gate.permutation() is not None
         target = None
         for stage in reversed(stages):
             if len(axes) == 1 and stage.kind == "single" and stage.axes == axes:
                 target = stage
                 break
-            if diagonal and stage.kind == "diagonal":
+            if diagonal and stage.kind == "diagonal" or permutation and stage.kind == "permutation":
                 target = target or stage
             if stage.axes & axes and (stage.kind != "diagonal" or not diagonal):
                 break
         if target is None:
-            target = Stage("single" if len(axes) == 1 else "diagonal" if diagonal else "general", set(), [])
+            kind = "single" if len(axes) == 1 else "diagonal" if diagonal else "permutation" if permutation else "general"
+            target = Stage(kind, set(), [])
             stages.append(target)
         target.axes |= axes
         target.gates.append(gate)
     return stages
 
 
+def stages(circuit: cirq.AbstractCircuit, axes: dict[cirq.Qid, int], columns: dict[str, int]) -> list[Stage]:
+    """`circuit` scheduled with its CNOTs as permutations where that makes fewer kernel steps, else as H, CZ, H:
+    a ring or ladder of CNOTs is then one permutation instead of a step per CNOT, but a CNOT between gates that
+    need a step anyway (the QCNN's pooling) costs nothing as H, CZ, H and a gather per step as a permutation."""
+    def length(scheduled: list[Stage]) -> int:
+        runs, general = segments(scheduled)
+        return sum(len(steps) for steps in runs) + len(general)
+    return min((schedule(unitaries(circuit, axes, columns, permute)) for permute in (False, True)), key=length)
+
+
 @dataclass
 class Step:
-    """A layer of single-qubit stages on distinct axes, then at most one diagonal stage."""
+    """A layer of single-qubit stages on distinct axes, then at most one diagonal stage, then at most one
+    permutation stage."""
 
     layer: dict[int, Stage] = field(default_factory=dict)  # axis -> single stage
     diagonal: Stage | None = None
+    permutation: Stage | None = None
 
 
 def segments(stages: Sequence[Stage]) -> tuple[list[list[Step]], list[Unitary]]:
@@ -207,11 +237,16 @@ def segments(stages: Sequence[Stage]) -> tuple[list[list[Step]], list[Unitary]]:
         if stage.kind == "single" and next(iter(stage.axes)) not in step.layer:
             step.layer[next(iter(stage.axes))] = stage
             continue
-        if step.layer or stage.kind == "diagonal":
+        if stage.kind == "permutation" and not step.layer and runs[-1] and runs[-1][-1].permutation is None:
+            runs[-1][-1].permutation = stage  # after the last step's phase
+            continue
+        if step.layer or stage.kind in ("diagonal", "permutation"):
             runs[-1].append(step)
         step = Step()
         if stage.kind == "diagonal":
             runs[-1][-1].diagonal = stage
+        elif stage.kind == "permutation":
+            runs[-1][-1].permutation = stage
         elif stage.kind == "general":
             general.extend(stage.gates)
             runs.append([])

@@ -8,7 +8,7 @@ the states arrive as given and the noise acts on the models' router and expert c
 
     python examples/noise_study.py                  # digits 3 vs 5: 4 qubits, 160 training samples, 6 epochs
     python examples/noise_study.py --data mixture   # the quantum state families instead
-    python examples/noise_study.py --quick          # 3 qubits, 60 training samples, 4 epochs, 20 trajectories
+    python examples/noise_study.py --quick          # 3 qubits, 60 training samples, 8 epochs, 20 trajectories
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.qubits, args.samples, args.epochs, args.trajectories = 3, 86, 4, 20
+        args.qubits, args.samples, args.epochs, args.trajectories = 3, 86, 8, 20
 
     qubits = cirq.GridQubit.rect(1, args.qubits)
     if args.data == "digits":

@@ -98,12 +98,12 @@ class Kernel:
         axes = {q: a for a, q in enumerate(self.qubits)}
         columns = {name: c for c, name in enumerate(symbol_names)}
         stage_lists = [stages(c, axes, columns) for c in circuits]
-        every_gate = [g for stages in stage_lists for stage in stages for g in stage.gates]
+        every_gate = [g for scheduled in stage_lists for stage in scheduled for g in stage.gates]
         # The kernel reads only the columns its gates use, then a zero column that pads phases.
         self.columns = sorted({g.column for g in every_gate if g.column is not None})
         for g in every_gate:
             g.column = None if g.column is None else self.columns.index(g.column)
-        self._single_tables([stage for stages in stage_lists for stage in stages if stage.kind == "single"])
+        self._single_tables([stage for scheduled in stage_lists for stage in scheduled if stage.kind == "single"])
         runs = [segments(scheduled) for scheduled in stage_lists]
         count = max(len(steps) for steps, _ in runs)
         self.runs = [self._step_table([steps[j] if j < len(steps) else [] for steps, _ in runs])

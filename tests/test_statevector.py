@@ -116,21 +116,37 @@ def test_permutations_compose_into_a_step_each_and_match_exact_values_and_gradie
     observables = readouts(qubits)
     # ry + ring; CZ; rx + SWAP, CCX, CSWAP, CX; rz + ladder. As H, CZ, H every CNOT took a step of its own.
     assert Kernel(programs[0], observables, NAMES).step_count == 4
-    values = tf.constant(np.random.default_rng(5).uniform(-3, 3, (4, len(NAMES))), tf.float32)
-    index = tf.constant([0, 1, 1, 0])
+    values = np.random.default_rng(5).uniform(-3, 3, (4, len(NAMES)))
+    assert_rows_exact(Kernel(programs[0], observables, NAMES), programs[:1], observables, values)
+    assert_rows_exact(Kernel(programs, [observables] * 2, NAMES), programs, observables, values, [0, 1, 1, 0])
+
+
+def test_heterogeneous_programs_of_different_shapes_match_exact_values_and_gradients_row_by_row():
+    programs = [random_circuit(3, seed) for seed in (6, 7, 8)]
+    qubits = sorted(programs[0].all_qubits())
+    observables = readouts(qubits)
+    compiled = Kernel(programs, [observables] * 3, NAMES)
+    alone = [Kernel(circuit, observables, NAMES).identity for circuit in programs]  # each one's single-qubit stages
+    assert len(set(alone)) > 1 and compiled.identity == max(alone)  # a row makes only its own program's matrices
+    values = np.random.default_rng(9).uniform(-3, 3, (6, len(NAMES)))
+    assert_rows_exact(compiled, programs, observables, values, [2, 0, 1, 1, 2, 0])
+
+
+def assert_rows_exact(compiled: Kernel, programs, observables, values: np.ndarray, index=None) -> None:
+    """Each row's readouts, and the gradient of their sum with fixed weights, against Cirq's exact ones for the row's
+    program (`index`; None: the one program)."""
     weights = np.array([1.0, -2.0, 0.5])
-    for compiled, program_index in ((Kernel(programs[0], observables, NAMES), None),
-                                    (Kernel(programs, [observables] * 2, NAMES), index)):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            mine = compiled(values, program_index=program_index)  # <float32>[4, 3]
-            loss = tf.reduce_sum(mine * weights)
-        gradient = tape.gradient(loss, values).numpy()
-        for p, circuit in enumerate(programs[:1] if program_index is None else programs):
-            rows = [r for r in range(4) if program_index is None or int(index[r]) == p]
-            grid = values.numpy()[rows]
-            np.testing.assert_allclose(mine.numpy()[rows], exact(circuit, observables, grid), atol=1e-5)
-            np.testing.assert_allclose(gradient[rows], exact_gradient(circuit, observables, grid, weights), atol=1e-4)
+    rows_values = tf.constant(values, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(rows_values)
+        mine = compiled(rows_values, program_index=None if index is None else tf.constant(index))  # <float32>[R, 3]
+        loss = tf.reduce_sum(mine * weights)
+    gradient = tape.gradient(loss, rows_values).numpy()
+    for p, circuit in enumerate(programs):
+        rows = [r for r in range(len(values)) if index is None or index[r] == p]
+        grid = rows_values.numpy()[rows]
+        np.testing.assert_allclose(mine.numpy()[rows], exact(circuit, observables, grid), atol=1e-5)
+        np.testing.assert_allclose(gradient[rows], exact_gradient(circuit, observables, grid, weights), atol=1e-4)
 
 
 def test_layers_applied_in_chunks_of_any_size_agree():

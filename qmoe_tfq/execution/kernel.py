@@ -103,7 +103,7 @@ class Kernel:
         self.columns = sorted({g.column for g in every_gate if g.column is not None})
         for g in every_gate:
             g.column = None if g.column is None else self.columns.index(g.column)
-        self._single_tables([stage for scheduled in stage_lists for stage in scheduled if stage.kind == "single"])
+        self._single_tables([[stage for stage in scheduled if stage.kind == "single"] for scheduled in stage_lists])
         runs = [segments(scheduled) for scheduled in stage_lists]
         count = max(len(steps) for steps, _ in runs)
         self.runs = [self._step_table([steps[j] if j < len(steps) else [] for steps, _ in runs])
@@ -127,26 +127,43 @@ class Kernel:
         return (sum(2 ** size for _, size in chunks(self.n, self.chunk)) + terms * (2 if self.n_programs > 1 else 1)
                 + permutes)
 
-    def _single_tables(self, singles: Sequence[Stage]) -> None:
-        """Every single-qubit gate as rows of one table, so all their matrices are made in a few ops."""
-        self.single_index = {id(stage): i for i, stage in enumerate(singles)}
-        self.identity = len(singles)  # the fused table's last matrix
-        gate_list = [g for stage in singles for g in stage.gates]
-        width = max([len(g.projectors) for g in gate_list] + [1])  # eigencomponents J (2 for rotations)
-        pad = [width - len(g.projectors) for g in gate_list]
-        # Fixed gates read the zero column appended after the used ones, with slope 0.
-        self._columns = np.array([len(self.columns) if g.column is None else g.column for g in gate_list], np.int32)
-        self._slopes = np.array([np.pad(g.slope, (0, p)) for g, p in zip(gate_list, pad)], np.float32).reshape(-1, width)
-        self._offsets = np.array([np.pad(g.offset, (0, p)) for g, p in zip(gate_list, pad)], np.float32).reshape(
-            -1, width)
-        self._projectors = np.array([np.concatenate([g.projectors.reshape(-1, 2, 2), np.zeros((p, 2, 2))])
-                                     for g, p in zip(gate_list, pad)], np.complex64).reshape(-1, width, 2, 2)
-        self._fixed = np.array([g.fixed for g in gate_list], np.complex64).reshape(-1, 2, 2)
-        depth = max([len(stage.gates) for stage in singles] + [1])
-        starts = np.cumsum([0] + [len(stage.gates) for stage in singles])
-        # fusion[s, k]: the k-th gate of single stage s, or the identity appended after the G gates.
-        self._fusion = np.array([[starts[i] + k if k < len(stage.gates) else len(gate_list) for k in range(depth)]
-                                 for i, stage in enumerate(singles)] + [[len(gate_list)] * depth], np.int32)
+    def _single_tables(self, singles: Sequence[Sequence[Stage]]) -> None:
+        """Each program's single-qubit gates in the slots of one grid <[P, S + 1, K]>: its single stages by S, their
+        gates by K, the identity where a stage has fewer gates or a program fewer stages, and in the last slot. A row
+        makes only its own program's matrices from the grid, and fuses them along K.
+
+        One program keeps only its G gates' rows instead, and `_fusion` <int32>[S + 1, K] gathers their matrices into
+        the grid (G: the identity): it has no other program's matrices to skip, and empty slots cost one each (at 4
+        qubits, the benchmark ansatz's grid made inference ~12% slower)."""
+        self.single_index = {id(stage): s for program in singles for s, stage in enumerate(program)}
+        self.identity = max(len(program) for program in singles)  # the fused table's last matrix
+        gates = [g for program in singles for stage in program for g in stage.gates]
+        depth = max([len(stage.gates) for program in singles for stage in program] + [1])
+        width = max([len(g.projectors) for g in gates] + [1])  # eigencomponents J (2 for rotations)
+        grid = (self.n_programs, self.identity + 1, depth)
+        filled = np.zeros(grid, bool)
+        self._columns = np.full(grid, len(self.columns), np.int32)  # fixed gates and empty slots: the zero column
+        self._slopes = np.zeros(grid + (width,), np.float32)
+        self._offsets = np.zeros(grid + (width,), np.float32)
+        self._projectors = np.zeros(grid + (width, 2, 2), np.complex64)
+        self._fixed = np.tile(np.eye(2, dtype=np.complex64), grid + (1, 1))
+        for p, program in enumerate(singles):
+            for s, stage in enumerate(program):
+                for k, g in enumerate(stage.gates):
+                    terms = len(g.projectors)
+                    filled[p, s, k] = True
+                    self._columns[p, s, k] = len(self.columns) if g.column is None else g.column
+                    self._slopes[p, s, k, :terms], self._offsets[p, s, k, :terms] = g.slope, g.offset
+                    self._projectors[p, s, k, :terms] = g.projectors.reshape(-1, 2, 2)
+                    self._fixed[p, s, k] = g.fixed
+        if self.n_programs == 1:
+            slots = np.flatnonzero(filled)  # <int>[G] where each gate sits in the grid
+            self._fusion = np.full(filled.size, len(slots), np.int32)
+            self._fusion[slots] = np.arange(len(slots))
+            self._fusion = self._fusion.reshape(grid[1:])
+            self._columns, self._slopes, self._offsets, self._projectors, self._fixed = (
+                table.reshape(filled.size, *table.shape[3:])[slots]
+                for table in (self._columns, self._slopes, self._offsets, self._projectors, self._fixed))
 
     def _step_table(self, programs: Sequence[Sequence[Step]]) -> StepTable:
         """The steps of each program (one run of them) as arrays, padded to the longest program."""
@@ -196,25 +213,36 @@ class Kernel:
                     matrix[p, :, column] += np.real(term.coefficient) * signs
         return {basis: matrix.astype(np.float32) for basis, matrix in groups.items()}
 
-    def _fused(self, values: tf.Tensor) -> tf.Tensor:
-        """<complex64>[R, S + 1, 2, 2] each single stage's fused matrix per row, then the identity.
+    def _fused(self, values: tf.Tensor, program_index: tf.Tensor | None) -> tf.Tensor:
+        """<complex64>[R, S + 1, 2, 2] each single-stage slot's fused matrix per row, of the row's program (the last:
+        the identity); `values` <float32>[R, C + 1] end in the zero column.
 
         2x2 products are written out elementwise: as batched matmuls they cost more than the rest of a step.
         """
-        rows = tf.shape(values)[0]
-        padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
-        angle = take(padded, self._columns[None])[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
-        # exp, not cos and sin: XLA counts those cheap and fused them into the gather below, which then computed
+        if self.n_programs == 1:
+            angle = take(values, self._columns[None])[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
+            projectors, fixed = self._projectors, self._fixed  # shared
+        else:
+            grid = self._columns.shape  # (P, S + 1, K)
+            angle = take(values, self._columns.reshape(1, -1))  # <float32>[R, P * (S + 1) * K]
+            angle = tf.reshape(angle, [-1, *grid, 1]) * self._slopes + self._offsets  # <float32>[R, P, S + 1, K, J]
+            # Angles are cheap for every program; the complex matrices and their products only for the row's own.
+            own = tf.one_hot(program_index, self.n_programs)[:, :, None, None, None]  # <float32>[R, P, 1, 1, 1]
+            angle = tf.reduce_sum(own * angle, axis=1)  # <float32>[R, S + 1, K, J]
+            projectors = tf.gather(self._projectors, program_index)  # <complex64>[R, S + 1, K, J, 2, 2]
+            fixed = tf.gather(self._fixed, program_index)  # <complex64>[R, S + 1, K, 2, 2]
+        # exp, not cos and sin: XLA counts those cheap and fused them into a gather after them, which then computed
         # them once per element of the gathered matrices (~5.6x too often at 4 qubits); exp keeps a loop of its own.
-        phases = tf.exp(tf.complex(tf.zeros_like(angle), angle))  # <complex64>[R, G, J]
+        phases = tf.exp(tf.complex(tf.zeros_like(angle), angle))  # <complex64>[R, G, J] or [R, S + 1, K, J]
         # Summed term by term over the J eigencomponents: XLA ran a reduce over that short axis slower.
-        terms = (phases[:, :, j, None, None] * self._projectors[:, j] for j in range(self._projectors.shape[1]))
-        matrices = sum(terms, tf.constant(self._fixed))  # <complex64>[R, G, 2, 2]
-        identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [rows, 1, 2, 2])
-        stacked = take(tf.concat([matrices, identity], axis=1), self._fusion[None])  # <complex64>[R, S+1, K, 2, 2]
-        fused = stacked[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
-        for k in range(1, self._fusion.shape[1]):
-            gate = stacked[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]
+        terms = (phases[..., j, None, None] * projectors[..., j, :, :] for j in range(self._slopes.shape[-1]))
+        matrices = sum(terms, fixed)  # <complex64>[R, G, 2, 2] or [R, S + 1, K, 2, 2]
+        if self.n_programs == 1:
+            identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [tf.shape(values)[0], 1, 2, 2])
+            matrices = take(tf.concat([matrices, identity], axis=1), self._fusion[None])  # <complex64>[R, S + 1, K, 2, 2]
+        fused = matrices[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
+        for k in range(1, matrices.shape[2]):
+            gate = matrices[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]
             fused = gate[..., :, 0, None] * fused[..., None, 0, :] + gate[..., :, 1, None] * fused[..., None, 1, :]
         return fused
 
@@ -263,8 +291,8 @@ class Kernel:
         if self.n_programs > 1 and program_index is None:
             raise ValueError(f"a kernel of {self.n_programs} programs needs each row's program_index.")
         state = self.ground_states(rows) if initial is None else tf.cast(initial, tf.complex64)
-        fused = self._fused(values)
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
+        fused = self._fused(padded, program_index)
         for table, general in zip(self.runs, self.general):
             state = self._run(state, fused, padded, table, program_index)
             for program, gate in general:

@@ -6,8 +6,10 @@ program: the tutorial's convolution + pooling QCNN (``X**s``, ``Y**s``, ``Z**s``
 ``YY**s``, ``XX**s``, CNOT, inverse selectors), a lighter ry/rz + CZ brickwork and a
 Heisenberg-style XX/YY/ZZ chain; the router is the layer's built-in one. Each (model, backend) runs
 in its own process, in turns with the other backends of its routing (`qmoe_tfq.turns.Turns`): the
-first training step (compilation included), then rounds of training steps and of inference batches,
-round r of every backend before round r + 1 of any, and the process's peak memory.
+first training step (compilation included), then rounds of `fit` (one epoch of the round's batches)
+and `predict` over them, as the peers' benchmark times them (a `train_on_batch` call took 13-17 ms
+more than Keras's compiled training step of this model, ~24 ms; `fit` adds ~6 ms a batch), round r
+of every backend before round r + 1 of any, and the process's peak memory.
 
     python benchmarks/user_models.py                  # writes benchmarks/user_models.md
     python benchmarks/user_models.py --rounds 2 --steps 4 --qubits 6
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
+from qmoe_tfq.benchmark import timed_rounds
 from qmoe_tfq.turns import Turns, serve
 
 HERE = Path(__file__).parent
@@ -83,7 +86,7 @@ def heisenberg(qubits, layers: int, prefix: str):
 
 class Measured:
     """One model on one backend in this process, measured when `Turns` says (`serve`): "start" (the first training
-    step, compilation included), "round" (`args.steps` training steps, then as many inference batches), "end"
+    step, compilation included), "round" (`fit` over `args.steps` batches, then `predict` over them), "end"
     (which executor ran, peak memory)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
@@ -107,26 +110,21 @@ class Measured:
                                   top_k=1 if args.mode == "top1" else None, backend=args.backend)
         self.model = keras.Model(inputs, keras.layers.Dense(2)(self.moe(inputs)))
         self.model.compile(keras.optimizers.Adam(0.02), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        self.batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(y), args.batch)]
+        options = tf.data.Options()
+        options.autotune.enabled = False  # as the peers' benchmark: autotuning stretched steps of a few ms
+        self.data = tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch).cache().with_options(options)
         self.samples = len(y)
-        self.predict = tf.function(lambda circuits: self.model(circuits, training=False))
 
     def start(self) -> dict:
         start = time.perf_counter()
-        self.model.train_on_batch(*self.batches[0])
+        self.model.fit(self.data.take(1), verbose=0)
         first = time.perf_counter() - start
-        self.predict(self.batches[0][0])
+        self.model.predict(self.data.take(1), verbose=0)
         return {"first_step": first}
 
     def round(self) -> dict:
-        start = time.perf_counter()
-        for batch in self.batches:
-            self.model.train_on_batch(*batch)
-        train = self.samples / (time.perf_counter() - start)
-        start = time.perf_counter()
-        for circuits, _ in self.batches:
-            self.predict(circuits).numpy()
-        return {"train": train, "infer": self.samples / (time.perf_counter() - start)}
+        (train,), (infer,) = timed_rounds(self.model, self.data, self.samples, 1)
+        return {"train": train, "infer": infer}
 
     def end(self) -> dict:
         return {"simulator": self.moe.simulator, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -175,8 +173,8 @@ def main() -> None:
         return
     lines = ["# User-style models: QCNN experts on quantum data", "",
              f"`python benchmarks/user_models.py`: {args.qubits} qubits, three heterogeneous experts (QCNN, brickwork, "
-             f"Heisenberg), built-in router, batch {args.batch}, {args.rounds} rounds of {args.steps} training steps "
-             "and as many inference batches; each backend in its own process, in turns with the others of its "
+             f"Heisenberg), built-in router, batch {args.batch}, {args.rounds} rounds of `fit` over {args.steps} batches "
+             "and `predict` over them; each backend in its own process, in turns with the others of its "
              "routing (round r of every backend before round r + 1 of any); median samples/s (± half the range, % "
              "of median); ratios to the best backend are the median of the rounds' ratios.",
              "", "| routing | backend | ran on | first step s | train samples/s | inference samples/s | "

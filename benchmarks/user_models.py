@@ -173,8 +173,8 @@ def main() -> None:
         return
     lines = ["# User-style models: QCNN experts on quantum data", "",
              f"`python benchmarks/user_models.py`: {args.qubits} qubits, three heterogeneous experts (QCNN, brickwork, "
-             f"Heisenberg), built-in router, batch {args.batch}, {args.rounds} rounds of `fit` over {args.steps} batches "
-             "and `predict` over them; each backend in its own process, in turns with the others of its "
+             f"Heisenberg), built-in router, batch {args.batch}, {args.rounds} rounds of `fit` over {args.steps} "
+             "batches and `predict` over them; each backend in its own process, in turns with the others of its "
              "routing (round r of every backend before round r + 1 of any); median samples/s (± half the range, % "
              "of median); ratios to the best backend are the median of the rounds' ratios.",
              "", "| routing | backend | ran on | first step s | train samples/s | inference samples/s | "

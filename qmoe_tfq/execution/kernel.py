@@ -239,7 +239,7 @@ class Kernel:
         matrices = sum(terms, fixed)  # <complex64>[R, G, 2, 2] or [R, S + 1, K, 2, 2]
         if self.n_programs == 1:
             identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [tf.shape(values)[0], 1, 2, 2])
-            matrices = take(tf.concat([matrices, identity], axis=1), self._fusion[None])  # <complex64>[R, S + 1, K, 2, 2]
+            matrices = take(tf.concat([matrices, identity], axis=1), self._fusion[None])  # [R, S + 1, K, 2, 2]
         fused = matrices[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
         for k in range(1, matrices.shape[2]):
             gate = matrices[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]

@@ -234,6 +234,19 @@ def test_input_states_and_heterogeneous_programs_match_tfq():
     np.testing.assert_allclose(mine.numpy(), theirs.numpy(), atol=1e-5)
 
 
+def test_input_states_of_circuits_on_every_qubit_or_on_fewer_are_on_every_qubit():
+    qubits = cirq.GridQubit.rect(1, 3)
+    every = [cirq.Circuit(cirq.H.on_each(*qubits), cirq.rx(0.3)(qubits[2])),
+             cirq.Circuit(cirq.X(qubits[0]), cirq.I(qubits[1]), cirq.ry(0.7)(qubits[2]))]
+    fewer = [cirq.Circuit(cirq.X(qubits[1])), cirq.Circuit(cirq.H(qubits[0]), cirq.CNOT(qubits[0], qubits[2]))]
+    prepare = StatevectorExecutor().prepare
+    for batch in (every, every + fewer, fewer):
+        expected = [cirq.final_state_vector(circuit + cirq.I.on_each(*qubits), qubit_order=qubits) for circuit in batch]
+        for call in (prepare, tf.function(prepare)):  # eager and traced
+            states = call(tfq.convert_to_tensor(batch), qubits).states  # <complex64>[B, 8]
+            np.testing.assert_allclose(states.numpy(), expected, atol=1e-6)
+
+
 def test_a_noise_channel_is_refused_by_name():
     q = cirq.GridQubit(0, 0)
     with pytest.raises(UnsupportedGate, match=r"cannot run cirq\.depolarize\(p=0\.1\)"):

@@ -126,8 +126,8 @@ def test_heterogeneous_programs_of_different_shapes_match_exact_values_and_gradi
     qubits = sorted(programs[0].all_qubits())
     observables = readouts(qubits)
     compiled = Kernel(programs, [observables] * 3, NAMES)
-    alone = [Kernel(circuit, observables, NAMES).identity for circuit in programs]  # each one's single-qubit stages
-    assert len(set(alone)) > 1 and compiled.identity == max(alone)  # a row makes only its own program's matrices
+    alone = [Kernel(circuit, observables, NAMES).singles.identity for circuit in programs]  # each one's single stages
+    assert len(set(alone)) > 1 and compiled.singles.identity == max(alone)  # a row makes only its own program's
     values = np.random.default_rng(9).uniform(-3, 3, (6, len(NAMES)))
     assert_rows_exact(compiled, programs, observables, values, [2, 0, 1, 1, 2, 0])
 

@@ -44,6 +44,7 @@ import tensorflow as tf
 from qmoe_tfq.execution.apply import (CHUNK_QUBITS, apply_general, apply_layer, apply_single, chunks, full,
                                       full_source, permute, take)
 from qmoe_tfq.execution.ops import Stage, Step, segments, stages
+from qmoe_tfq.execution.singles import SingleMatrices
 
 UNROLL_MAX_STEPS = 4  # runs of at most this many steps are unrolled; longer ones run as a loop
 MATMUL_MIN_QUBITS = 6  # readouts are a matrix product from here (summed products: level at 6, 4-7% slower at 8)
@@ -103,7 +104,8 @@ class Kernel:
         self.columns = sorted({g.column for g in every_gate if g.column is not None})
         for g in every_gate:
             g.column = None if g.column is None else self.columns.index(g.column)
-        self._single_tables([[stage for stage in scheduled if stage.kind == "single"] for scheduled in stage_lists])
+        self.singles = SingleMatrices([[stage for stage in scheduled if stage.kind == "single"]
+                                       for scheduled in stage_lists], len(self.columns))
         runs = [segments(scheduled) for scheduled in stage_lists]
         count = max(len(steps) for steps, _ in runs)
         self.runs = [self._step_table([steps[j] if j < len(steps) else [] for steps, _ in runs])
@@ -127,51 +129,13 @@ class Kernel:
         return (sum(2 ** size for _, size in chunks(self.n, self.chunk)) + terms * (2 if self.n_programs > 1 else 1)
                 + permutes)
 
-    def _single_tables(self, singles: Sequence[Sequence[Stage]]) -> None:
-        """Each program's single-qubit gates in the slots of one grid <[P, S + 1, K]>: its single stages by S, their
-        gates by K, the identity where a stage has fewer gates or a program fewer stages, and in the last slot. A row
-        makes only its own program's matrices from the grid, and fuses them along K.
-
-        One program keeps only its G gates' rows instead, and `_fusion` <int32>[S + 1, K] gathers their matrices into
-        the grid (G: the identity): it has no other program's matrices to skip, and empty slots cost one each (at 4
-        qubits, the benchmark ansatz's grid made inference ~12% slower)."""
-        self.single_index = {id(stage): s for program in singles for s, stage in enumerate(program)}
-        self.identity = max(len(program) for program in singles)  # the fused table's last matrix
-        gates = [g for program in singles for stage in program for g in stage.gates]
-        depth = max([len(stage.gates) for program in singles for stage in program] + [1])
-        width = max([len(g.projectors) for g in gates] + [1])  # eigencomponents J (2 for rotations)
-        grid = (self.n_programs, self.identity + 1, depth)
-        filled = np.zeros(grid, bool)
-        self._columns = np.full(grid, len(self.columns), np.int32)  # fixed gates and empty slots: the zero column
-        self._slopes = np.zeros(grid + (width,), np.float32)
-        self._offsets = np.zeros(grid + (width,), np.float32)
-        self._projectors = np.zeros(grid + (width, 2, 2), np.complex64)
-        self._fixed = np.tile(np.eye(2, dtype=np.complex64), grid + (1, 1))
-        for p, program in enumerate(singles):
-            for s, stage in enumerate(program):
-                for k, g in enumerate(stage.gates):
-                    terms = len(g.projectors)
-                    filled[p, s, k] = True
-                    self._columns[p, s, k] = len(self.columns) if g.column is None else g.column
-                    self._slopes[p, s, k, :terms], self._offsets[p, s, k, :terms] = g.slope, g.offset
-                    self._projectors[p, s, k, :terms] = g.projectors.reshape(-1, 2, 2)
-                    self._fixed[p, s, k] = g.fixed
-        if self.n_programs == 1:
-            slots = np.flatnonzero(filled)  # <int>[G] where each gate sits in the grid
-            self._fusion = np.full(filled.size, len(slots), np.int32)
-            self._fusion[slots] = np.arange(len(slots))
-            self._fusion = self._fusion.reshape(grid[1:])
-            self._columns, self._slopes, self._offsets, self._projectors, self._fixed = (
-                table.reshape(filled.size, *table.shape[3:])[slots]
-                for table in (self._columns, self._slopes, self._offsets, self._projectors, self._fixed))
-
     def _step_table(self, programs: Sequence[Sequence[Step]]) -> StepTable:
         """The steps of each program (one run of them) as arrays, padded to the longest program."""
         size, zero = 2 ** self.n, len(self.columns)
         phases = [[self._phase(step.diagonal) for step in steps] for steps in programs]
         length = max(len(steps) for steps in programs)
         width = max([len(slopes) for steps in phases for slopes, _ in steps] + [0])
-        table = StepTable(np.full((len(programs), length, self.n), self.identity, np.int32),
+        table = StepTable(np.full((len(programs), length, self.n), self.singles.identity, np.int32),
                           np.full((len(programs), length, width), zero, np.int32),
                           np.zeros((len(programs), length, width, size), np.float32),
                           np.zeros((len(programs), length, size), np.float32),
@@ -181,7 +145,7 @@ class Kernel:
                 for gate in step.permutation.gates if step.permutation is not None else []:
                     table.source[p, t] = table.source[p, t][full_source(gate.permutation(), gate.axes, self.n)]
                 for axis, stage in step.layer.items():
-                    table.single[p, t, axis] = self.single_index[id(stage)]
+                    table.single[p, t, axis] = self.singles.index[id(stage)]
                 slopes, table.base[p, t] = phases[p][t]
                 for g, (column, slope) in enumerate(slopes.items()):
                     table.columns[p, t, g], table.slopes[p, t, g] = column, slope
@@ -212,39 +176,6 @@ class Kernel:
                     matrix = groups.setdefault(basis, np.zeros((self.n_programs, 2 ** self.n, n_ops)))
                     matrix[p, :, column] += np.real(term.coefficient) * signs
         return {basis: matrix.astype(np.float32) for basis, matrix in groups.items()}
-
-    def _fused(self, values: tf.Tensor, program_index: tf.Tensor | None) -> tf.Tensor:
-        """<complex64>[R, S + 1, 2, 2] each single-stage slot's fused matrix per row, of the row's program (the last:
-        the identity); `values` <float32>[R, C + 1] end in the zero column.
-
-        2x2 products are written out elementwise: as batched matmuls they cost more than the rest of a step.
-        """
-        if self.n_programs == 1:
-            angle = take(values, self._columns[None])[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
-            projectors, fixed = self._projectors, self._fixed  # shared
-        else:
-            grid = self._columns.shape  # (P, S + 1, K)
-            angle = take(values, self._columns.reshape(1, -1))  # <float32>[R, P * (S + 1) * K]
-            angle = tf.reshape(angle, [-1, *grid, 1]) * self._slopes + self._offsets  # <float32>[R, P, S + 1, K, J]
-            # Angles are cheap for every program; the complex matrices and their products only for the row's own.
-            own = tf.one_hot(program_index, self.n_programs)[:, :, None, None, None]  # <float32>[R, P, 1, 1, 1]
-            angle = tf.reduce_sum(own * angle, axis=1)  # <float32>[R, S + 1, K, J]
-            projectors = tf.gather(self._projectors, program_index)  # <complex64>[R, S + 1, K, J, 2, 2]
-            fixed = tf.gather(self._fixed, program_index)  # <complex64>[R, S + 1, K, 2, 2]
-        # exp, not cos and sin: XLA counts those cheap and fused them into a gather after them, which then computed
-        # them once per element of the gathered matrices (~5.6x too often at 4 qubits); exp keeps a loop of its own.
-        phases = tf.exp(tf.complex(tf.zeros_like(angle), angle))  # <complex64>[R, G, J] or [R, S + 1, K, J]
-        # Summed term by term over the J eigencomponents: XLA ran a reduce over that short axis slower.
-        terms = (phases[..., j, None, None] * projectors[..., j, :, :] for j in range(self._slopes.shape[-1]))
-        matrices = sum(terms, fixed)  # <complex64>[R, G, 2, 2] or [R, S + 1, K, 2, 2]
-        if self.n_programs == 1:
-            identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [tf.shape(values)[0], 1, 2, 2])
-            matrices = take(tf.concat([matrices, identity], axis=1), self._fusion[None])  # [R, S + 1, K, 2, 2]
-        fused = matrices[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
-        for k in range(1, matrices.shape[2]):
-            gate = matrices[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]
-            fused = gate[..., :, 0, None] * fused[..., None, 0, :] + gate[..., :, 1, None] * fused[..., None, 1, :]
-        return fused
 
     def _run(self, state: tf.Tensor, fused: tf.Tensor, values: tf.Tensor, table: StepTable,
              program_index: tf.Tensor) -> tf.Tensor:
@@ -292,7 +223,7 @@ class Kernel:
             raise ValueError(f"a kernel of {self.n_programs} programs needs each row's program_index.")
         state = self.ground_states(rows) if initial is None else tf.cast(initial, tf.complex64)
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
-        fused = self._fused(padded, program_index)
+        fused = self.singles(padded, program_index)
         for table, general in zip(self.runs, self.general):
             state = self._run(state, fused, padded, table, program_index)
             for program, gate in general:

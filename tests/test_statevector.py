@@ -15,7 +15,8 @@ import qmoe_tfq as qmoe
 from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
 from qmoe_tfq.execution import apply, kernel, xla
 from qmoe_tfq.execution.kernel import Kernel
-from qmoe_tfq.execution.ops import UnsupportedGate
+from qmoe_tfq.execution.ops import UnsupportedGate, stages
+from qmoe_tfq.execution.singles import SingleMatrices
 
 SYMBOLS = sympy.symbols("a b c d")
 NAMES = [str(s) for s in SYMBOLS]
@@ -214,6 +215,63 @@ def test_take_contracts_a_one_hot_only_up_to_its_size_limit(monkeypatch):
     taken = apply.take(params, indices)  # tf.gather and its own gradient
     assert contracted == [tf.TensorShape([1, 3])]
     assert taken.numpy().tolist() == [[5.0, 1.0, 5.0], [11.0, 7.0, 11.0]]
+
+
+def test_take_fixed_gathers_zeros_at_the_end_index_and_sums_each_entrys_reads_without_a_scatter_loop():
+    rng = np.random.default_rng(1)
+    params = tf.constant(rng.normal(size=(3, 5, 2)), tf.float32)
+    indices = np.array([[4, 0, 5], [4, 5, 4]])  # entry 4 read three times, 1-3 never, 5 = the zero
+    upstream = tf.constant(rng.normal(size=(3, 2, 3, 2)), tf.float32)
+
+    def backward(function):
+        def run(p):
+            with tf.GradientTape() as tape:
+                tape.watch(p)
+                outputs = function(p)
+            return outputs, tf.convert_to_tensor(tape.gradient(outputs, p, output_gradients=upstream))
+        return run
+
+    def reference(p):
+        return tf.gather(tf.concat([p, tf.zeros_like(p[:, :1])], axis=1), indices, axis=1)
+
+    ours, ours_gradient = backward(lambda p: apply.take_fixed(p, indices))(params)
+    theirs, their_gradient = backward(reference)(params)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(ours.numpy()[:, 0, 2], 0.0)
+    np.testing.assert_allclose(ours_gradient.numpy(), their_gradient.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(ours_gradient.numpy()[:, 1:4], 0.0)
+    hlo = tf.function(backward(lambda p: apply.take_fixed(p, indices)), jit_compile=True
+                      ).experimental_get_compiler_ir(params)(stage="optimized_hlo")
+    assert " while(" not in hlo and " scatter(" not in hlo
+
+
+def test_a_stage_of_single_qubit_gates_fuses_pairwise_to_their_product_in_order_with_its_gradient():
+    rng = np.random.default_rng(2)
+    q = cirq.LineQubit(0)
+    symbols = sympy.symbols("s0:7")
+    gates = [cirq.rx, cirq.ry, cirq.rz, lambda t: cirq.XPowGate(exponent=t), cirq.rx, cirq.ry, cirq.rz]
+    circuit = cirq.Circuit(gate(s)(q) for gate, s in zip(gates, symbols))  # one stage of 7: an odd count
+    (stage,) = [s for s in stages(circuit, {q: 0}, {str(s): c for c, s in enumerate(symbols)}) if s.kind == "single"]
+    singles = SingleMatrices([[stage]], n_columns=len(symbols))
+    values = rng.uniform(-2, 2, size=(4, len(symbols)))
+    upstream = rng.normal(size=(4, 2, 2)) + 1j * rng.normal(size=(4, 2, 2))
+
+    def reference(v: np.ndarray) -> np.ndarray:  # <complex128>[4, 2, 2] the gates' unitaries multiplied one by one
+        return np.stack([np.linalg.multi_dot([cirq.unitary(cirq.resolve_parameters(op, dict(zip(symbols, row))))
+                                              for op in reversed(list(circuit.all_operations()))]) for row in v])
+
+    tensor = tf.constant(values, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        fused = singles(tensor, None)  # <complex64>[4, 2, 2, 2]: the stage, then the identity
+        loss = tf.reduce_sum(tf.math.real(fused[:, 0] * tf.math.conj(tf.constant(upstream, tf.complex64))))
+    np.testing.assert_allclose(fused.numpy()[:, 0], reference(values), atol=1e-5)
+    np.testing.assert_allclose(fused.numpy()[:, 1], np.broadcast_to(np.eye(2), (4, 2, 2)), atol=1e-6)
+    step = 1e-4
+    numeric = [np.sum(np.real((reference(values + step * np.eye(len(symbols))[c]) -
+                               reference(values - step * np.eye(len(symbols))[c])) / (2 * step) * np.conj(upstream)),
+                      axis=(1, 2)) for c in range(len(symbols))]  # central differences, float64
+    np.testing.assert_allclose(tape.gradient(loss, tensor).numpy(), np.stack(numeric, axis=1), atol=1e-4)
 
 
 @pytest.mark.parametrize("rows,size", [(0, 0), (1, 1), (4, 4), (5, 5), (9, 10), (17, 20), (64, 64), (65, 80)])

@@ -127,6 +127,36 @@ def _take(params: tf.Tensor, indices: tf.Tensor):
     return gather_rows(params, indices), gradient
 
 
+def take_fixed(params: tf.Tensor, indices: np.ndarray) -> tf.Tensor:
+    """<[R, *indices.shape, ...]> ``params[:, indices]`` for `indices` fixed when traced (every row's), 0 where an
+    index is ``params.shape[1]`` (the zero).
+
+    Differentiated as a sum of each entry's reads: a gather of them (a table <int32>[C, M], the M reads of the
+    most read entry, padded with a zero), where a gather's own gradient is a scatter, which XLA:CPU runs as one
+    dispatched loop iteration per index (the single-qubit gates of an 8-qubit QCNN read their angles at 2,400
+    indices: ~3 ms a backward pass). Where ``params.shape[1]`` is not known when traced (re-uploaded values),
+    every index must be an entry's, and the gather keeps its own gradient.
+    """
+    size = params.shape[1]
+    if size is None:
+        return tf.gather(params, indices, axis=1)
+    flat = np.asarray(indices, np.int32).reshape(-1)  # <int32>[N]
+    reads = [np.flatnonzero(flat == entry) for entry in range(size)]
+    table = np.full((size, max([len(r) for r in reads] + [1])), flat.size, np.int32)  # flat.size: a zero
+    for entry, positions in enumerate(reads):
+        table[entry, :len(positions)] = positions
+
+    @tf.custom_gradient
+    def gathered(params: tf.Tensor):
+        def gradient(upstream: tf.Tensor) -> tf.Tensor:
+            per_read = tf.reshape(upstream, tf.concat([[-1, flat.size], tf.shape(params)[2:]], 0))  # <[R, N, ...]>
+            per_read = tf.concat([per_read, tf.zeros_like(per_read[:, :1])], axis=1)  # [R, N + 1, ...]
+            return tf.reduce_sum(tf.gather(per_read, table, axis=1), axis=2)  # [R, C, ...]
+        with_zero = tf.concat([params, tf.zeros_like(params[:, :1])], axis=1)  # [R, C + 1, ...]
+        return tf.gather(with_zero, indices, axis=1), gradient
+    return gathered(params)
+
+
 @tf.custom_gradient
 def permute(state: tf.Tensor, source: tf.Tensor, inverse: tf.Tensor):
     """`state` <complex64>[R, 2**n] with amplitude i taken from ``source[i]``, `source` and its `inverse` <int32>[1 or R,

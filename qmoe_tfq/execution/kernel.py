@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from qmoe_tfq.execution.apply import (CHUNK_QUBITS, apply_general, apply_layer, apply_single, chunks, full,
-                                      full_source, permute, take)
+                                      full_source, permute, take, take_fixed)
 from qmoe_tfq.execution.ops import Stage, Step, segments, stages
 from qmoe_tfq.execution.singles import SingleMatrices
 
@@ -217,13 +217,13 @@ class Kernel:
     def evolve(self, values: tf.Tensor, initial: tf.Tensor | None = None,
                program_index: tf.Tensor | None = None) -> tf.Tensor:
         """<complex64>[R, 2**n] the rows' states after their programs (arguments as `__call__`'s)."""
-        values = take(tf.cast(values, tf.float32), np.array(self.columns, np.int32)[None])  # <float32>[R, C]
+        values = take_fixed(tf.cast(values, tf.float32), np.array(self.columns, np.int32))  # <float32>[R, C]
         rows = tf.shape(values)[0]
         if self.n_programs > 1 and program_index is None:
             raise ValueError(f"a kernel of {self.n_programs} programs needs each row's program_index.")
         state = self.ground_states(rows) if initial is None else tf.cast(initial, tf.complex64)
         padded = tf.concat([values, tf.zeros([rows, 1])], axis=1)  # <float32>[R, C + 1]
-        fused = self.singles(padded, program_index)
+        fused = self.singles(values, program_index)
         for table, general in zip(self.runs, self.general):
             state = self._run(state, fused, padded, table, program_index)
             for program, gate in general:

@@ -11,7 +11,7 @@ its own program's matrices: each program's single stages sit in the slots of one
 >>> programs = [[s for s in stages(circuit, {q: 0}, columns) if s.kind == "single"]
 ...             for circuit in (cirq.Circuit(cirq.rx(a)(q), cirq.X(q)), cirq.Circuit(cirq.H(q)))]
 >>> singles = SingleMatrices(programs, n_columns=1)
->>> values = tf.constant([[np.pi, 0.0], [np.pi, 0.0]])  # the zero column last
+>>> values = tf.constant([[np.pi], [np.pi]])
 >>> np.abs(singles(values, tf.constant([0, 1])).numpy()).round(3)[:, 0]  # X rx(pi) ~ the identity; H
 array([[[1.   , 0.   ],
         [0.   , 1.   ]],
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from qmoe_tfq.execution.apply import take
+from qmoe_tfq.execution.apply import take_fixed
 from qmoe_tfq.execution.ops import Stage
 
 
@@ -41,7 +41,7 @@ class SingleMatrices:
 
     Args:
         singles: each program's single-qubit stages, in order.
-        n_columns: the value columns the gates read; a zero column follows them.
+        n_columns: the value columns the gates read.
 
     Attributes:
         index: {id(stage): its slot} (a slot number is the same stage's in its own program only).
@@ -57,7 +57,7 @@ class SingleMatrices:
         width = max([len(g.projectors) for g in gates] + [1])  # eigencomponents J (2 for rotations)
         grid = (self.n_programs, self.identity + 1, depth)
         filled = np.zeros(grid, bool)
-        self._columns = np.full(grid, n_columns, np.int32)  # fixed gates and empty slots: the zero column
+        self._columns = np.full(grid, n_columns, np.int32)  # fixed gates and empty slots: no column (a zero)
         self._slopes = np.zeros(grid + (width,), np.float32)
         self._offsets = np.zeros(grid + (width,), np.float32)
         self._projectors = np.zeros(grid + (width, 2, 2), np.complex64)
@@ -82,17 +82,15 @@ class SingleMatrices:
 
     def __call__(self, values: tf.Tensor, program_index: tf.Tensor | None) -> tf.Tensor:
         """<complex64>[R, S + 1, 2, 2] each single-stage slot's fused matrix per row, of the row's program (the last:
-        the identity); `values` <float32>[R, C + 1] end in the zero column.
+        the identity), from `values` <float32>[R, C].
 
         2x2 products are written out elementwise: as batched matmuls they cost more than the rest of a step.
         """
         if self.n_programs == 1:
-            angle = take(values, self._columns[None])[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
+            angle = take_fixed(values, self._columns)[:, :, None] * self._slopes + self._offsets  # <float32>[R, G, J]
             projectors, fixed = self._projectors, self._fixed  # shared
         else:
-            grid = self._columns.shape  # (P, S + 1, K)
-            angle = take(values, self._columns.reshape(1, -1))  # <float32>[R, P * (S + 1) * K]
-            angle = tf.reshape(angle, [-1, *grid, 1]) * self._slopes + self._offsets  # <float32>[R, P, S + 1, K, J]
+            angle = take_fixed(values, self._columns)[..., None] * self._slopes + self._offsets  # [R, P, S + 1, K, J]
             # Angles are cheap for every program; the complex matrices and their products only for the row's own.
             own = tf.one_hot(program_index, self.n_programs)[:, :, None, None, None]  # <float32>[R, P, 1, 1, 1]
             angle = tf.reduce_sum(own * angle, axis=1)  # <float32>[R, S + 1, K, J]
@@ -104,11 +102,32 @@ class SingleMatrices:
         # Summed term by term over the J eigencomponents: XLA ran a reduce over that short axis slower.
         terms = (phases[..., j, None, None] * projectors[..., j, :, :] for j in range(self._slopes.shape[-1]))
         matrices = sum(terms, fixed)  # <complex64>[R, G, 2, 2] or [R, S + 1, K, 2, 2]
-        if self.n_programs == 1:
-            identity = tf.broadcast_to(tf.eye(2, dtype=tf.complex64), [tf.shape(values)[0], 1, 2, 2])
-            matrices = take(tf.concat([matrices, identity], axis=1), self._fusion[None])  # [R, S + 1, K, 2, 2]
-        fused = matrices[:, :, 0]  # <complex64>[R, S + 1, 2, 2]
-        for k in range(1, matrices.shape[2]):
-            gate = matrices[:, :, k]  # row i of gate @ fused is gate[i, 0] fused[0] + gate[i, 1] fused[1]
-            fused = gate[..., :, 0, None] * fused[..., None, 0, :] + gate[..., :, 1, None] * fused[..., None, 1, :]
-        return fused
+        if self.n_programs == 1:  # empty slots: 0 + the identity
+            identity = tf.eye(2, dtype=tf.complex64)
+            matrices = take_fixed(matrices - identity, self._fusion) + identity  # [R, S + 1, K, 2, 2]
+        while matrices.shape[2] > 1:  # pairwise, each later gate on the left: log2(K) rounds, not K - 1 products
+            pairs = matrices.shape[2] // 2
+            # <complex64>[R, S + 1, K/2, 2 (earlier, later), 2, 2]
+            paired = tf.reshape(matrices[:, :, :2 * pairs], [-1, matrices.shape[1], pairs, 2, 2, 2])
+            product = _product(paired[:, :, :, 1], paired[:, :, :, 0])  # [R, S + 1, K/2, 2, 2]
+            matrices = tf.concat([product, matrices[:, :, 2 * pairs:]], axis=2)  # [R, S + 1, ceil(K/2), 2, 2]
+        return matrices[:, :, 0]
+
+
+def _times(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """[..., 2, 2] ``a @ b``: row i is ``a[i, 0] b[0] + a[i, 1] b[1]``."""
+    return a[..., :, 0, None] * b[..., None, 0, :] + a[..., :, 1, None] * b[..., None, 1, :]
+
+
+@tf.custom_gradient
+def _product(a: tf.Tensor, b: tf.Tensor):
+    """[..., 2, 2] ``a @ b``, differentiated as a matmul is (TF's gradient of the products written out reduces over
+    their broadcast axes: a larger graph, slower to compile and to run)."""
+    def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return _times(upstream, _adjoint(b)), _times(_adjoint(a), upstream)
+    return _times(a, b), gradient
+
+
+def _adjoint(a: tf.Tensor) -> tf.Tensor:
+    """[..., 2, 2] the conjugate transpose."""
+    return tf.math.conj(tf.linalg.matrix_transpose(a))

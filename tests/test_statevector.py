@@ -177,6 +177,16 @@ def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_va
     np.testing.assert_allclose(*(tape.gradient(loss, values).numpy() for loss in losses), atol=1e-4)
 
 
+def with_gradient(function, upstream):
+    """`function` of a tensor p -> (its outputs, their gradient wrt p for `upstream`)."""
+    def run(p):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            outputs = function(p)
+        return outputs, tf.convert_to_tensor(tape.gradient(outputs, p, output_gradients=upstream))
+    return run
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_take_gathers_with_a_gathers_gradient_and_shared_indices_without_a_scatter_loop(shared):
     rng = np.random.default_rng(0)
@@ -187,20 +197,12 @@ def test_take_gathers_with_a_gathers_gradient_and_shared_indices_without_a_scatt
     def gather(p):
         return tf.gather(p, indices[0], axis=1) if shared else tf.gather(p, indices, axis=1, batch_dims=1)
 
-    def backward(function):
-        def run(p):
-            with tf.GradientTape() as tape:
-                tape.watch(p)
-                outputs = function(p)
-            return outputs, tf.convert_to_tensor(tape.gradient(outputs, p, output_gradients=upstream))
-        return run
-
-    ours, ours_gradient = backward(lambda p: apply.take(p, indices))(params)
-    theirs, their_gradient = backward(gather)(params)
+    ours, ours_gradient = with_gradient(lambda p: apply.take(p, indices), upstream)(params)
+    theirs, their_gradient = with_gradient(gather, upstream)(params)
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     np.testing.assert_allclose(ours_gradient.numpy(), their_gradient.numpy(), rtol=1e-6, atol=1e-6)
-    hlo = {name: tf.function(backward(f), jit_compile=True).experimental_get_compiler_ir(params)(stage="optimized_hlo")
-           for name, f in (("take", lambda p: apply.take(p, indices)), ("gather", gather))}
+    hlo = {name: tf.function(with_gradient(f, upstream), jit_compile=True).experimental_get_compiler_ir(params)(
+        stage="optimized_hlo") for name, f in (("take", lambda p: apply.take(p, indices)), ("gather", gather))}
     assert " while(" in hlo["gather"]
     assert (" while(" in hlo["take"]) is not shared  # per-row indices keep the gather's own gradient
 
@@ -223,24 +225,16 @@ def test_take_fixed_gathers_zeros_at_the_end_index_and_sums_each_entrys_reads_wi
     indices = np.array([[4, 0, 5], [4, 5, 4]])  # entry 4 read three times, 1-3 never, 5 = the zero
     upstream = tf.constant(rng.normal(size=(3, 2, 3, 2)), tf.float32)
 
-    def backward(function):
-        def run(p):
-            with tf.GradientTape() as tape:
-                tape.watch(p)
-                outputs = function(p)
-            return outputs, tf.convert_to_tensor(tape.gradient(outputs, p, output_gradients=upstream))
-        return run
-
     def reference(p):
         return tf.gather(tf.concat([p, tf.zeros_like(p[:, :1])], axis=1), indices, axis=1)
 
-    ours, ours_gradient = backward(lambda p: apply.take_fixed(p, indices))(params)
-    theirs, their_gradient = backward(reference)(params)
+    ours, ours_gradient = with_gradient(lambda p: apply.take_fixed(p, indices), upstream)(params)
+    theirs, their_gradient = with_gradient(reference, upstream)(params)
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
     np.testing.assert_array_equal(ours.numpy()[:, 0, 2], 0.0)
     np.testing.assert_allclose(ours_gradient.numpy(), their_gradient.numpy(), atol=1e-6)
     np.testing.assert_array_equal(ours_gradient.numpy()[:, 1:4], 0.0)
-    hlo = tf.function(backward(lambda p: apply.take_fixed(p, indices)), jit_compile=True
+    hlo = tf.function(with_gradient(lambda p: apply.take_fixed(p, indices), upstream), jit_compile=True
                       ).experimental_get_compiler_ir(params)(stage="optimized_hlo")
     assert " while(" not in hlo and " scatter(" not in hlo
 

@@ -141,10 +141,11 @@ def take_fixed(params: tf.Tensor, indices: np.ndarray) -> tf.Tensor:
     if size is None:
         return tf.gather(params, indices, axis=1)
     flat = np.asarray(indices, np.int32).reshape(-1)  # <int32>[N]
-    reads = [np.flatnonzero(flat == entry) for entry in range(size)]
-    table = np.full((size, max([len(r) for r in reads] + [1])), flat.size, np.int32)  # flat.size: a zero
-    for entry, positions in enumerate(reads):
-        table[entry, :len(positions)] = positions
+    order = np.argsort(flat, kind="stable")  # the reads, entry by entry
+    order = order[flat[order] < size]  # not the zero's
+    entries = flat[order]
+    table = np.full((size, max(np.bincount(entries, minlength=1).max(), 1)), flat.size, np.int32)  # flat.size: a zero
+    table[entries, np.arange(len(order)) - np.searchsorted(entries, entries)] = order  # column: the read's rank
 
     @tf.custom_gradient
     def gathered(params: tf.Tensor):

@@ -87,8 +87,9 @@ def apply_general(state: tf.Tensor, matrix: tf.Tensor, axes: Sequence[int], n: i
 
 # A gather's gradient through the indices' one-hot costs (indices x gathered size) multiply-adds per row and
 # element; a scatter costs one XLA:CPU loop iteration (~1-2 us of dispatch) per index. Up to this product
-# the one-hot is cheaper: the benchmark ansatz's gathers at 4-12 qubits are 10**3-10**4; eight 8-qubit
-# experts with CNOT rings gather their fused matrices at 1172 indices into 641 (7.5 * 10**5).
+# the one-hot is cheaper. `take` serves the gathers of each step in the kernel's loop, whose indices are
+# tensors; gathers whose indices are fixed when the kernel is built, which can be far larger (an 8-qubit
+# QCNN's 2,400 angles from 141 columns), go through `take_fixed`, whose gradient needs neither.
 ONE_HOT_MAX = 2 ** 15
 
 
@@ -97,8 +98,7 @@ def take(params: tf.Tensor, indices: tf.Tensor | np.ndarray) -> tf.Tensor:
 
     Where the indices are shared and indices x ``params.shape[1]`` is at most `ONE_HOT_MAX`, its gradient
     contracts the upstream gradient with the indices' one-hot instead of scattering it: XLA:CPU runs a
-    scatter as a loop of separately dispatched iterations, one per index (~100 per 4-qubit backward pass
-    of the kernel). Per-row indices (several programs) keep the gather's own gradient: their one-hot,
+    scatter as a loop of separately dispatched iterations, one per index. Per-row indices (several programs) keep the gather's own gradient: their one-hot,
     made anew in every step of the kernel's loop, made an 8-qubit QCNN model's training ~20% slower.
     """
     indices = tf.convert_to_tensor(indices, tf.int32)

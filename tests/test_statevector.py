@@ -13,7 +13,8 @@ import tf_keras as keras
 
 import qmoe_tfq as qmoe
 from qmoe_tfq.execution import CircuitExecutor, StatevectorExecutor, make_program
-from qmoe_tfq.execution import apply, kernel, xla
+from qmoe_tfq.execution import apply, xla
+from qmoe_tfq.execution import steps as execution_steps
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.ops import UnsupportedGate, stages
 from qmoe_tfq.execution.singles import SingleMatrices
@@ -167,7 +168,7 @@ def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_va
     qubits = sorted(circuit.all_qubits())
     values = tf.constant(np.random.default_rng(8).uniform(-3, 3, (5, len(NAMES))), tf.float32)
     run = StatevectorExecutor().compile(make_program([circuit], [readouts(qubits)], NAMES, qubits))
-    assert max(table.single.shape[1] for table in run.kernel.runs) > kernel.UNROLL_MAX_STEPS
+    assert max(steps.length for steps in run.kernel.runs) > execution_steps.UNROLL_MAX_STEPS
     reference = Kernel(circuit, readouts(qubits), NAMES)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(values)
@@ -175,6 +176,43 @@ def test_deep_circuits_run_as_a_loop_under_xla_on_bucketed_rows_with_the_same_va
         losses = [tf.reduce_sum(out * [1.0, -2.0, 0.5]) for out in (mine, eager)]
     np.testing.assert_allclose(mine.numpy(), eager.numpy(), atol=1e-5)
     np.testing.assert_allclose(*(tape.gradient(loss, values).numpy() for loss in losses), atol=1e-4)
+
+
+def test_deep_programs_are_differentiated_by_undoing_their_steps_to_central_differences_under_xla_too():
+    circuits = [random_circuit(4, seed) for seed in (11, 12, 13)]  # general gates (ISWAP powers) between loops
+    qubits = sorted(circuits[0].all_qubits())
+    observable = readouts(qubits)
+    compiled = Kernel(circuits, [observable] * 3, NAMES)
+    assert compiled.adjoint and any(compiled.general)
+    rng = np.random.default_rng(5)
+    grid = rng.uniform(-3, 3, (5, len(NAMES)))
+    program_index = np.array([0, 1, 2, 0, 1])
+    initial = rng.normal(size=(5, 16)) + 1j * rng.normal(size=(5, 16))
+    initial /= np.linalg.norm(initial, axis=1, keepdims=True)
+    weights = np.array([1.0, -2.0, 0.5])
+    values, states = tf.constant(grid, tf.float32), tf.constant(initial, tf.complex64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([values, states])
+        losses = [tf.reduce_sum(run(values, states, tf.constant(program_index)) * weights)
+                  for run in (compiled, xla.under_xla(compiled))]  # 5 rows, run under XLA as a bucket of 8
+    weighted = sum(w * o.matrix(qubits) for w, o in zip(weights, observable))  # <complex128>[16, 16]
+
+    def unitary(row: np.ndarray, program: int) -> np.ndarray:
+        return cirq.unitary(cirq.resolve_parameters(circuits[program], dict(zip(NAMES, row))))
+
+    def loss(row: np.ndarray, r: int) -> float:
+        final = unitary(row, program_index[r]) @ initial[r]
+        return float(np.real(final.conj() @ weighted @ final))
+
+    step = 1e-5
+    expected = np.array([[(loss(grid[r] + step * np.eye(4)[c], r) - loss(grid[r] - step * np.eye(4)[c], r)) / (2 * step)
+                          for c in range(len(NAMES))] for r in range(5)])
+    np.testing.assert_allclose(tape.gradient(losses[0], values).numpy(), expected, atol=2e-4)
+    np.testing.assert_allclose(tape.gradient(losses[1], values).numpy(), expected, atol=2e-4)
+    # TF's gradient of a real loss in a complex input z: 2 dL/d(conj z) = 2 U^H W U z
+    of_initial = np.array([2 * unitary(grid[r], program_index[r]).conj().T @ weighted
+                           @ unitary(grid[r], program_index[r]) @ initial[r] for r in range(5)])
+    np.testing.assert_allclose(tape.gradient(losses[0], states).numpy(), of_initial, atol=2e-4)
 
 
 def with_gradient(function, upstream):
@@ -219,23 +257,33 @@ def test_take_contracts_a_one_hot_only_up_to_its_size_limit(monkeypatch):
     assert taken.numpy().tolist() == [[5.0, 1.0, 5.0], [11.0, 7.0, 11.0]]
 
 
-def test_take_fixed_gathers_zeros_at_the_end_index_and_sums_each_entrys_reads_without_a_scatter_loop():
+@pytest.mark.parametrize("per_program", [False, True])
+def test_take_fixed_gathers_zeros_at_the_end_index_and_sums_each_entrys_reads_without_a_scatter_loop(per_program):
     rng = np.random.default_rng(1)
     params = tf.constant(rng.normal(size=(3, 5, 2)), tf.float32)
-    indices = np.array([[4, 0, 5], [4, 5, 4]])  # entry 4 read three times, 1-3 never, 5 = the zero
+    # entry 4 read three times, 1-3 never, 5 = the zero; per program: rows 0 and 2 read program 1's, row 1 program 0's
+    indices = np.array([[4, 0, 5], [4, 5, 4]])
+    programs = np.stack([indices[::-1], indices]) if per_program else None  # <int>[P, 2, 3]
+    program_index = tf.constant([1, 0, 1]) if per_program else None
     upstream = tf.constant(rng.normal(size=(3, 2, 3, 2)), tf.float32)
 
     def reference(p):
-        return tf.gather(tf.concat([p, tf.zeros_like(p[:, :1])], axis=1), indices, axis=1)
+        with_zero = tf.concat([p, tf.zeros_like(p[:, :1])], axis=1)
+        if not per_program:
+            return tf.gather(with_zero, indices, axis=1)
+        return tf.gather(with_zero, tf.gather(programs, program_index), axis=1, batch_dims=1)
 
-    ours, ours_gradient = with_gradient(lambda p: apply.take_fixed(p, indices), upstream)(params)
+    def ours(p):
+        return apply.take_fixed(p, programs, program_index) if per_program else apply.take_fixed(p, indices)
+
+    mine, my_gradient = with_gradient(ours, upstream)(params)
     theirs, their_gradient = with_gradient(reference, upstream)(params)
-    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
-    np.testing.assert_array_equal(ours.numpy()[:, 0, 2], 0.0)
-    np.testing.assert_allclose(ours_gradient.numpy(), their_gradient.numpy(), atol=1e-6)
-    np.testing.assert_array_equal(ours_gradient.numpy()[:, 1:4], 0.0)
-    hlo = tf.function(with_gradient(lambda p: apply.take_fixed(p, indices), upstream), jit_compile=True
-                      ).experimental_get_compiler_ir(params)(stage="optimized_hlo")
+    np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(mine.numpy()[[0, 2], 0, 2], 0.0)  # rows reading `indices`
+    np.testing.assert_allclose(my_gradient.numpy(), their_gradient.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(my_gradient.numpy()[:, 1:4], 0.0)
+    hlo = tf.function(with_gradient(ours, upstream), jit_compile=True).experimental_get_compiler_ir(params)(
+        stage="optimized_hlo")
     assert " while(" not in hlo and " scatter(" not in hlo
 
 

@@ -8,8 +8,9 @@ gets back every step.
 | `tfq` | `CircuitExecutor`: TFQ's simulators, or a Cirq sampler/simulator through TFQ |
 | `ops` | circuits as the kernel sees them: `Unitary`s scheduled into `Stage`s, packed into `Step`s |
 | `apply` | how matrices act on a batched state |
+| `steps` | one run of the kernel's steps, forward and backward by undoing it from the final states (adjoint) |
 | `kernel` | the TF statevector kernel: a layer's programs as step tables run by one loop |
-| `xla` | a kernel's functions as XLA computations, forward and backward, on bucketed row counts; a layer's inference step on a bucketed batch |
+| `xla` | a kernel as XLA computations, forward and backward, on bucketed row counts; a layer's inference step on a bucketed batch |
 | `factored` | rows by parts: each sample's data part once, each expert's weight part once as a unitary |
 | `statevector` | `StatevectorExecutor`: the kernel under XLA, row by row or by parts |
 | `auto` | ``backend="auto"``: the cost model and `AutoExecutor` |

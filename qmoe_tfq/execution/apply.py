@@ -53,17 +53,36 @@ def kron(matrices: tf.Tensor) -> tf.Tensor:
     return product
 
 
-def apply_layer(state: tf.Tensor, matrices: tf.Tensor, n: int, chunk: int) -> tf.Tensor:
-    """`matrices` <complex64>[R, n, 2, 2], one per axis, applied to `state` <complex64>[R, 2**n], `chunk` axes at a
-    time."""
-    for first, size in chunks(n, chunk):
-        block = kron(matrices[:, first:first + size])  # <complex64>[R, 2**size, 2**size]
-        view = tf.reshape(state, [-1, 2 ** first, 2 ** size, 2 ** (n - first - size)])  # <complex64>[R, A, 2**size, B]
-        if n <= BROADCAST_MAX_QUBITS:
-            state = tf.reduce_sum(block[:, None, :, :, None] * view[:, :, None], axis=3)  # <complex64>[R, A, 2**size, B]
-        else:
-            state = tf.einsum("rij,rajb->raib", block, view)
-    return tf.reshape(state, [-1, 2 ** n])
+def layer_blocks(matrices: tf.Tensor, n: int, chunk: int) -> list[tf.Tensor]:
+    """The blocks <complex64>[R, 2**size, 2**size] of a layer of `matrices` <complex64>[R, n, 2, 2] (one per axis),
+    the Kronecker product of each of `chunks(n, chunk)`."""
+    return [kron(matrices[:, first:first + size]) for first, size in chunks(n, chunk)]
+
+
+def apply_block(state: tf.Tensor, block: tf.Tensor, first: int, size: int, n: int) -> tf.Tensor:
+    """`block` <complex64>[R, 2**size, 2**size] on axes ``first .. first + size - 1`` of `state` <complex64>[R, 2**n]."""
+    view = tf.reshape(state, [-1, 2 ** first, 2 ** size, 2 ** (n - first - size)])  # <complex64>[R, A, 2**size, B]
+    if n <= BROADCAST_MAX_QUBITS:
+        applied = tf.reduce_sum(block[:, None, :, :, None] * view[:, :, None], axis=3)  # <complex64>[R, A, 2**size, B]
+    else:
+        applied = tf.einsum("rij,rajb->raib", block, view)
+    return tf.reshape(applied, [-1, 2 ** n])
+
+
+def block_gradient(upstream: tf.Tensor, state: tf.Tensor, first: int, size: int, n: int) -> tf.Tensor:
+    """<complex64>[R, 2**size, 2**size] the gradient of a block applied (`apply_block`) to `state` <complex64>[R, 2**n],
+    given the gradient `upstream` <complex64>[R, 2**n] of the result: ``upstream state^H`` over the other axes, as TF
+    differentiates a matrix product."""
+    shape = [-1, 2 ** first, 2 ** size, 2 ** (n - first - size)]
+    after, before = tf.reshape(upstream, shape), tf.math.conj(tf.reshape(state, shape))  # <complex64>[R, A, 2**size, B]
+    if n <= BROADCAST_MAX_QUBITS:
+        return tf.reduce_sum(after[:, :, :, None] * before[:, :, None], axis=[1, 4])
+    return tf.einsum("raib,rajb->rij", after, before)
+
+
+def dagger(matrices: tf.Tensor) -> tf.Tensor:
+    """[..., d, d] each matrix's conjugate transpose."""
+    return tf.math.conj(tf.linalg.matrix_transpose(matrices))
 
 
 def apply_single(state: tf.Tensor, matrix: tf.Tensor, axis: int, n: int) -> tf.Tensor:
@@ -127,35 +146,57 @@ def _take(params: tf.Tensor, indices: tf.Tensor):
     return gather_rows(params, indices), gradient
 
 
-def take_fixed(params: tf.Tensor, indices: np.ndarray) -> tf.Tensor:
+def take_fixed(params: tf.Tensor, indices: np.ndarray, program_index: tf.Tensor | None = None) -> tf.Tensor:
     """<[R, *indices.shape, ...]> ``params[:, indices]`` for `indices` fixed when traced (every row's), 0 where an
-    index is ``params.shape[1]`` (the zero).
+    index is ``params.shape[1]`` (the zero). With `program_index` <int32>[R], `indices` <int>[P, ...] hold each
+    program's, and row r reads those of its program ``program_index[r]`` (<[R, *indices.shape[1:], ...]>).
 
-    Differentiated as a sum of each entry's reads: a gather of them (a table <int32>[C, M], the M reads of the
-    most read entry, padded with a zero), where a gather's own gradient is a scatter, which XLA:CPU runs as one
+    Differentiated as a sum of each entry's reads: a gather of them (a table <int32>[C, M] per program, the M reads
+    of the most read entry, padded with a zero), where a gather's own gradient is a scatter, which XLA:CPU runs as one
     dispatched loop iteration per index (the single-qubit gates of an 8-qubit QCNN read their angles at 2,400
     indices: ~3 ms a backward pass). Where ``params.shape[1]`` is not known when traced (re-uploaded values),
     every index must be an entry's, and the gather keeps its own gradient.
     """
     size = params.shape[1]
     if size is None:
-        return tf.gather(params, indices, axis=1)
-    flat = np.asarray(indices, np.int32).reshape(-1)  # <int32>[N]
-    order = np.argsort(flat, kind="stable")  # the reads, entry by entry
-    order = order[flat[order] < size]  # not the zero's
-    entries = flat[order]
-    table = np.full((size, max(np.bincount(entries, minlength=1).max(), 1)), flat.size, np.int32)  # flat.size: a zero
-    table[entries, np.arange(len(order)) - np.searchsorted(entries, entries)] = order  # column: the read's rank
+        return tf.gather(params, indices, axis=1) if program_index is None else gather_rows(
+            params, tf.gather(tf.constant(indices, tf.int32), program_index))
+    programs = np.asarray(indices, np.int32).reshape(1 if program_index is None else len(indices), -1)  # [P, N]
+    count = programs.shape[1]
+    tables = [_reads(flat, size) for flat in programs]
+    width = max(table.shape[1] for table in tables)
+    tables = np.stack([np.pad(table, [(0, 0), (0, width - table.shape[1])], constant_values=count)
+                       for table in tables])  # <int32>[P, C, M]; count: the zero
+
+    def per_row(table: np.ndarray) -> tf.Tensor:  # <int32>[R, ...] each row's program's
+        return tf.gather(tf.constant(table), program_index)
+
+    def zero_after(tensor: tf.Tensor) -> tf.Tensor:  # [R, K, ...] -> [R, K + 1, ...], K may be 0
+        return tf.pad(tensor, [[0, 0], [0, 1]] + [[0, 0]] * (params.shape.rank - 2))
 
     @tf.custom_gradient
     def gathered(params: tf.Tensor):
         def gradient(upstream: tf.Tensor) -> tf.Tensor:
-            per_read = tf.reshape(upstream, tf.concat([[-1, flat.size], tf.shape(params)[2:]], 0))  # <[R, N, ...]>
-            per_read = tf.concat([per_read, tf.zeros_like(per_read[:, :1])], axis=1)  # [R, N + 1, ...]
-            return tf.reduce_sum(tf.gather(per_read, table, axis=1), axis=2)  # [R, C, ...]
-        with_zero = tf.concat([params, tf.zeros_like(params[:, :1])], axis=1)  # [R, C + 1, ...]
-        return tf.gather(with_zero, indices, axis=1), gradient
+            shape = tf.concat([tf.shape(params)[:1], [count], tf.shape(params)[2:]], 0)  # N may be 0
+            per_read = zero_after(tf.reshape(upstream, shape))  # [R, N + 1, ...]
+            reads = tf.gather(per_read, tables[0], axis=1) if program_index is None else gather_rows(
+                per_read, per_row(tables))  # [R, C, M, ...]
+            return tf.reduce_sum(reads, axis=2)  # [R, C, ...]
+        with_zero = zero_after(params)  # [R, C + 1, ...]
+        if program_index is None:
+            return tf.gather(with_zero, indices, axis=1), gradient
+        return gather_rows(with_zero, per_row(np.asarray(indices, np.int32))), gradient
     return gathered(params)
+
+
+def _reads(flat: np.ndarray, size: int) -> np.ndarray:
+    """<int32>[size, M] where in `flat` <int32>[N] each entry below `size` is read, by rank, padded with N."""
+    order = np.argsort(flat, kind="stable")  # the reads, entry by entry
+    order = order[flat[order] < size]  # not the zero's
+    entries = flat[order]
+    table = np.full((size, max(np.bincount(entries, minlength=1).max(), 1)), flat.size, np.int32)
+    table[entries, np.arange(len(order)) - np.searchsorted(entries, entries)] = order  # column: the read's rank
+    return table
 
 
 @tf.custom_gradient

@@ -65,8 +65,8 @@ class Factored:
 
     def __init__(self, data_part: Kernel | None, weight_part: Kernel) -> None:
         self.weight_part = weight_part
-        self._data = None if data_part is None else under_xla(data_part.evolve)
-        self._weights = under_xla(weight_part.evolve)
+        self._data = None if data_part is None else under_xla(data_part, readouts=False)
+        self._weights = under_xla(weight_part, readouts=False)
         self._size = 2 ** weight_part.n
 
     @classmethod

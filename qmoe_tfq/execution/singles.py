@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from qmoe_tfq.execution.apply import take_fixed
+from qmoe_tfq.execution.apply import dagger, take_fixed
 from qmoe_tfq.execution.ops import Stage
 
 
@@ -124,10 +124,5 @@ def _product(a: tf.Tensor, b: tf.Tensor):
     """[..., 2, 2] ``a @ b``, differentiated as a matmul is (TF's gradient of the products written out reduces over
     their broadcast axes: a larger graph, slower to compile and to run)."""
     def gradient(upstream: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return _times(upstream, _adjoint(b)), _times(_adjoint(a), upstream)
+        return _times(upstream, dagger(b)), _times(dagger(a), upstream)
     return _times(a, b), gradient
-
-
-def _adjoint(a: tf.Tensor) -> tf.Tensor:
-    """[..., 2, 2] the conjugate transpose."""
-    return tf.math.conj(tf.linalg.matrix_transpose(a))

@@ -60,6 +60,11 @@ class Steps:
         self.length = table.single.shape[1]
         self._inverse = np.argsort(table.source, axis=2).astype(np.int32)  # <int32>[P, T, 2**n]
 
+    @property
+    def loops(self) -> bool:
+        """Whether the run is a loop (else unrolled)."""
+        return self.length > UNROLL_MAX_STEPS
+
     def _at(self, array: np.ndarray, t: int | tf.Tensor, program_index: tf.Tensor) -> tf.Tensor:
         """``array[:, t]`` <[P, T, ...]> for each row: [1, ...] for one program, else [R, ...]."""
         step_of_each = tf.gather(tf.constant(array), t, axis=1)
@@ -87,11 +92,6 @@ class Steps:
                              lambda i, *rest: (i + 1, *body(first + stride * i, *rest)),
                              (tf.constant(0), *carried), maximum_iterations=self.length)[1:]
 
-    @property
-    def loops(self) -> bool:
-        """Whether the run is a loop (else unrolled)."""
-        return self.length > UNROLL_MAX_STEPS
-
     def forward(self, state: tf.Tensor, fused: tf.Tensor, values: tf.Tensor, program_index: tf.Tensor) -> tf.Tensor:
         """`state` <complex64>[R, 2**n] after the run (TF can differentiate it too: see `Kernel.adjoint`)."""
         def step(t: int | tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor]:
@@ -115,7 +115,7 @@ class Steps:
         Every step's matrices and phase values are gathered before the loop, each step's gradient of them is
         written out in it, and the gathers are differentiated once after it (`apply.take_fixed`, without a scatter).
         """
-        if not self.length:
+        if not self.length:  # an empty run: before or between general gates
             return state, upstream, tf.zeros_like(fused), tf.zeros_like(values)
         per_row = None if self.table.single.shape[0] == 1 else program_index
         identity = tf.eye(2, dtype=tf.complex64)

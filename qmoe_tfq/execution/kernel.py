@@ -224,7 +224,7 @@ class Kernel:
         targets, gradients = [fused, padded], [tf.zeros_like(fused), tf.zeros_like(padded)]
         state = final
         for steps, general, run_matrices in reversed(list(zip(self.runs, self.general, matrices))):
-            for (program, gate), matrix in reversed(list(zip(general, run_matrices))):
+            for (program, gate), matrix in reversed(list(zip(general, run_matrices))):  # few: applied again, taped
                 state = self._apply_general(state, gate, dagger(matrix), program, program_index)
                 with tf.GradientTape() as inner:
                     inner.watch([state, matrix])

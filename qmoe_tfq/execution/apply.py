@@ -189,6 +189,13 @@ def take_fixed(params: tf.Tensor, indices: np.ndarray, program_index: tf.Tensor 
     return gathered(params)
 
 
+def take_fixed_unitaries(matrices: tf.Tensor, indices: np.ndarray, program_index: tf.Tensor | None = None) -> tf.Tensor:
+    """`take_fixed` of 2x2 `matrices` <complex64>[R, C, 2, 2], the identity (not 0) where an index is C: empty slots,
+    and no gradient for them."""
+    identity = tf.eye(2, dtype=matrices.dtype)
+    return take_fixed(matrices - identity, indices, program_index) + identity
+
+
 def _reads(flat: np.ndarray, size: int) -> np.ndarray:
     """<int32>[size, M] where in `flat` <int32>[N] each entry below `size` is read, by rank, padded with N."""
     order = np.argsort(flat, kind="stable")  # the reads, entry by entry

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from qmoe_tfq.execution.apply import dagger, take_fixed
+from qmoe_tfq.execution.apply import dagger, take_fixed, take_fixed_unitaries
 from qmoe_tfq.execution.ops import Stage
 
 
@@ -102,9 +102,8 @@ class SingleMatrices:
         # Summed term by term over the J eigencomponents: XLA ran a reduce over that short axis slower.
         terms = (phases[..., j, None, None] * projectors[..., j, :, :] for j in range(self._slopes.shape[-1]))
         matrices = sum(terms, fixed)  # <complex64>[R, G, 2, 2] or [R, S + 1, K, 2, 2]
-        if self.n_programs == 1:  # empty slots: 0 + the identity
-            identity = tf.eye(2, dtype=tf.complex64)
-            matrices = take_fixed(matrices - identity, self._fusion) + identity  # [R, S + 1, K, 2, 2]
+        if self.n_programs == 1:  # empty slots: the identity
+            matrices = take_fixed_unitaries(matrices, self._fusion)  # [R, S + 1, K, 2, 2]
         while matrices.shape[2] > 1:  # pairwise, each later gate on the left: log2(K) rounds, not K - 1 products
             pairs = matrices.shape[2] // 2
             # <complex64>[R, S + 1, K/2, 2 (earlier, later), 2, 2]

@@ -3,8 +3,9 @@
 A step is unitary: a layer of single-qubit matrices (applied as Kronecker blocks), a phase, a permutation. The
 backward pass starts from the run's final states and the gradient of them, and takes the steps back one by one:
 each step undone gives the states it started from, and with them the gradient of its matrices and phase and the
-gradient of the states before it. The forward pass therefore keeps nothing (TF's gradient of a loop stacks every
-step's intermediates) and the backward pass does not run it again, so each is its own small XLA computation.
+gradient of the states before it. Where a run is a loop (`Kernel.adjoint`), the forward pass therefore keeps
+nothing (TF's gradient of a loop stacks every step's intermediates) and the backward pass does not run it again,
+so each is its own small XLA computation; short unrolled runs are differentiated by TF.
 
 >>> import cirq, sympy
 >>> from qmoe_tfq.execution.kernel import Kernel
@@ -28,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from qmoe_tfq.execution.apply import (apply_block, block_gradient, chunks, dagger, gather_rows, layer_blocks, permute,
-                                      take, take_fixed)
+                                      take, take_fixed, take_fixed_unitaries)
 
 UNROLL_MAX_STEPS = 4  # runs of at most this many steps are unrolled; longer ones run as a loop
 
@@ -118,11 +119,10 @@ class Steps:
         if not self.length:  # an empty run: before or between general gates
             return state, upstream, tf.zeros_like(fused), tf.zeros_like(values)
         per_row = None if self.table.single.shape[0] == 1 else program_index
-        identity = tf.eye(2, dtype=tf.complex64)
         with tf.GradientTape() as tape:
             tape.watch([fused, values])
-            # the identity slot (the last) read as 0 + the identity: no gradient for it
-            matrices = take_fixed(fused[:, :-1] - identity, self._per_program(self.table.single), per_row) + identity
+            # the identity slot (the last) read as an empty one: no gradient for it
+            matrices = take_fixed_unitaries(fused[:, :-1], self._per_program(self.table.single), per_row)
             used = take_fixed(values[:, :-1], self._per_program(self.table.columns), per_row)  # zero column: the zero
         # matrices <complex64>[R, T, n, 2, 2], used <float32>[R, T, G]
         d_matrices = tf.TensorArray(tf.complex64, self.length, element_shape=[None, self.n, 2, 2])

@@ -29,7 +29,7 @@ class ExpertTable(NamedTuple):
     """The quantum experts as one executor call sees them, built once in `QMoELayer.build`."""
 
     program: Program
-    program_index: tf.Tensor  # <int32>[E] each expert's program (0 for classical experts, never used)
+    program_index: np.ndarray  # <int32>[E] each expert's program (0 for classical experts, never used)
     weight_columns: tuple[np.ndarray | None, ...]  # per expert, where its weights sit among the S columns
     n_weight_symbols: int  # S
 
@@ -105,7 +105,7 @@ def expert_table(experts: Sequence[keras.layers.Layer], data_circuit: cirq.Circu
     weight_names = [name for group in names for name in group]
     program = make_program(programs, operators, list(data_symbols) + weight_names, qubits,
                            0 if reuploaded is not None else len(data_symbols), rows_per_sample)
-    return ExpertTable(program, tf.constant(program_index, tf.int32), tuple(columns), len(weight_names))
+    return ExpertTable(program, np.array(program_index, np.int32), tuple(columns), len(weight_names))
 
 
 def weight_matrix(table: ExpertTable, weights: Sequence[tf.Tensor | None]) -> tf.Tensor:
@@ -198,10 +198,12 @@ def run_experts(run: Run, table: ExpertTable, rows: Rows, angles: tf.Tensor, wei
             programs encode the data themselves.
         input_scaling: <float32>[E, L, F] for re-uploading experts, whose rows' data differ per expert: row by row.
     """
+    # <int32>[E] made in the graph being traced: one made in build would be an input of every XLA computation
+    program_index = tf.constant(table.program_index)
     if input_scaling is not None:
         values = reuploaded_values(table, rows, angles, weights, input_scaling)  # <float32>[R, L * F + S]
-        return run(values, tf.gather(table.program_index, rows.expert_index), inputs, rows.sample_index)
-    parts = RowParts(angles, weight_matrix(table, weights), table.program_index, rows.sample_index, rows.expert_index)
+        return run(values, tf.gather(program_index, rows.expert_index), inputs, rows.sample_index)
+    parts = RowParts(angles, weight_matrix(table, weights), program_index, rows.sample_index, rows.expert_index)
     if hasattr(run, "by_parts"):
         return run.by_parts(parts, inputs)
     return parts.row_by_row(run, inputs)

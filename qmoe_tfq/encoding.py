@@ -17,6 +17,7 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq.circuits import ENCODER_PREFIX, ROTATIONS, validate_positive_int, validate_qubits, validate_rotations
+from qmoe_tfq.execution.input_checks import assert_in_graph
 from qmoe_tfq.serialization import FORMAT_VERSION, read_layer_config, to_cirq_json
 
 def _check_scale(scale: float) -> float:
@@ -129,7 +130,7 @@ class AngleEncoder(FeatureEncoder):
         """
         angles = super().angles(features)  # <float32>[B, F]
         bound = 2 * np.pi / abs(self.scale) if self.scale else np.inf
-        within = tf.debugging.Assert(tf.reduce_all(tf.abs(angles) <= 2 * np.pi * (1 + 1e-5)), [
+        within = assert_in_graph(tf.reduce_all(tf.abs(angles) <= 2 * np.pi * (1 + 1e-5)), [
             f"{self.name}: features must lie in [-{bound:.4g}, {bound:.4g}] (scale={self.scale:g} times a feature is "
             "a rotation angle, and beyond a full turn features alias): rescale them, e.g. with a MinMaxScaler to "
             "[0, 1], or lower scale. Largest |feature|:", tf.reduce_max(tf.abs(tf.cast(features, tf.float32)))])

@@ -189,23 +189,36 @@ class Gate(keras.layers.Layer):
         """
         if not self.built:
             self.build(route.probabilities.shape)
-        self.add_terms(routing_terms.measure(route, self.policy), training)
+        terms = routing_terms.measure(route, self.policy)
+        self.report(terms, training)
+        self.add_terms(terms, training)
         return route
 
-    def add_terms(self, terms: routing_terms.RoutingTerms, training: bool | None = None) -> None:
-        """Adds the policy's losses and metrics for a routing's `terms` (and moves the selection bias when
-        training): `observe`'s second half, for a layer that measured its routing where it routed (in XLA)."""
-        policy = self.policy
-        if policy.balance_loss:
-            self.add_loss(policy.load_balance_weight * terms.load_balance)
-        if policy.z_loss_weight > 0:
-            self.add_loss(policy.z_loss_weight * terms.z_loss)
-        if policy.information_weight > 0:
-            self.add_loss(policy.information_weight * (1.0 - terms.information))
-        if policy.metrics != "none":
+    def report(self, terms: routing_terms.RoutingTerms, training: bool | None = None) -> None:
+        """Updates the router health metric with a routing's `terms`: `observe`'s first half, for a layer that
+        measured its routing where it routed (in its inference XLA computation, where the update costs less than
+        TF's ops after it)."""
+        if self.policy.metrics != "none":
             self.health.update_state(terms, bool(training))
-        if training and policy.balance == "bias":
-            self.expert_bias.assign_add(routing_terms.bias_update(terms.fractions, policy.bias_rate))
+
+    def add_terms(self, terms: routing_terms.RoutingTerms, training: bool | None = None) -> None:
+        """Adds the policy's losses for a routing's `terms` (and moves the selection bias when training):
+        `observe`'s second half."""
+        for loss in self.weighted_losses(terms):
+            self.add_loss(loss)
+        if training and self.policy.balance == "bias":
+            self.expert_bias.assign_add(routing_terms.bias_update(terms.fractions, self.policy.bias_rate))
+
+    def weighted_losses(self, terms: routing_terms.RoutingTerms) -> list[tf.Tensor]:
+        """The policy's weighted losses <float32>[] for a routing's `terms` (the balance loss, z-loss, information
+        loss it trains with): what an inference XLA computation hands out, each of its outputs costing its launch."""
+        policy = self.policy
+        losses = [policy.load_balance_weight * terms.load_balance] if policy.balance_loss else []
+        if policy.z_loss_weight > 0:
+            losses.append(policy.z_loss_weight * terms.z_loss)
+        if policy.information_weight > 0:
+            losses.append(policy.information_weight * (1.0 - terms.information))
+        return losses
 
 
 @keras.utils.register_keras_serializable(package="qmoe_tfq")

@@ -188,8 +188,7 @@ class QMoELayer(MixtureLayer):
         self.gate.build(tf.TensorShape([None, self.n_experts]))
         self._inference = None  # inference as one XLA computation, where every part of the step is ours and compiles
         if self._xla_refusal() is None and self.quantum_router and self.router_head is None:
-            self._inference = on_padded_batch(
-                lambda features, angles, valid: self._step(Batch(None, features, angles), False, valid))
+            self._inference = on_padded_batch(self._infer)
         super().build(input_shape)
 
     def _xla_refusal(self) -> str | None:
@@ -225,18 +224,29 @@ class QMoELayer(MixtureLayer):
         batch = self._inputs.read(inputs)  # checked once; circuits prepared once for the executor
         if training or self._inference is None:
             outputs, terms = self._step(batch, training)
+            self.gate.add_terms(terms, training)  # losses, the selection bias's step
         else:
-            outputs, terms = self._inference(batch.features, batch.angles)
-        self.gate.add_terms(terms, training)  # losses, metrics, the selection bias's step
+            outputs, losses = self._inference(batch.angles)
+            for loss in losses:
+                self.gate.add_loss(loss)
         return outputs  # <float32>[B, n_readouts]
 
     def _step(self, batch: Batch, training: bool | None,
               valid: tf.Tensor | None = None) -> tuple[tf.Tensor, routing_terms.RoutingTerms]:
         """Router, gate and experts on a read batch: outputs <float32>[B, n_readouts] and the routing's terms
-        (over the `valid` <bool>[B] samples of a padded batch)."""
+        (over the `valid` <bool>[B] samples of a padded batch), already reported to the gate's health metric."""
         route = self.gate.select(self._router.logits(batch), training)  # expert_index, combine_weights [B, k]
         rows = dispatch.routed_rows(route, self.gate.policy.drops)
-        return self._bank.outputs(rows, batch), routing_terms.measure(route, self.gate.policy, valid)
+        terms = routing_terms.measure(route, self.gate.policy, valid)
+        self.gate.report(terms, training)  # metrics, in the inference XLA computation too
+        return self._bank.outputs(rows, batch), terms
+
+    def _infer(self, angles: tf.Tensor, valid: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """`_step` for inference in one XLA computation: outputs <float32>[B, n_readouts] and the gate's losses only
+        (every tensor handed out costs the computation's launch). A quantum router and experts read only the
+        angles."""
+        outputs, terms = self._step(Batch(None, None, angles), False, valid)
+        return outputs, self.gate.weighted_losses(terms)
 
     def route(self, inputs: tf.Tensor, training: bool = False) -> routing.Routing:
         """The routing decision for a batch (logits, probabilities, selected experts, weights)."""

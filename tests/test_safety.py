@@ -371,3 +371,22 @@ def test_the_input_check_is_built_once_when_keras_traces_a_first_step_twice():
     model.predict_on_batch(circuits)
     # once for the symbolic call that built the model; every later graph reuses it
     assert check_input_circuits.experimental_get_tracing_count() - before == 1
+
+
+def operations(graph) -> list[tf.Operation]:
+    """The operations of `graph` and of every function it calls."""
+    found = graph.get_operations()
+    for function in graph._functions.values():  # noqa: SLF001  (TF keeps a graph's callees there)
+        found += operations(function.graph) if hasattr(function, "graph") else []
+    return found
+
+
+@pytest.mark.parametrize("inputs", ["features", "circuits"])
+def test_input_checks_are_plain_asserts_in_a_graph(inputs):
+    # An Assert showing floats or int64 runs under an If (its "AssertGuard") every step: ~40 us of a 4-qubit
+    # inference call
+    moe = qmoe.QMoELayer(QUBITS, **SMALL, encoder=qmoe.AngleEncoder(QUBITS) if inputs == "features" else None)
+    batch = tf.constant([[0.1, 0.9]]) if inputs == "features" else qmoe.encode(np.array([[0.1, 0.9]]), QUBITS)
+    found = operations(tf.function(moe).get_concrete_function(batch).graph)
+    assert len([op for op in found if op.type == "Assert"]) >= (1 if inputs == "features" else 4)
+    assert [op.name for op in found if "Assert" in op.name and op.type in ("If", "StatelessIf")] == []

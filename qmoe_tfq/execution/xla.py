@@ -13,7 +13,7 @@ from qmoe_tfq.execution.kernel import Kernel
 
 RowFunction = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]  # (values, initial, program_index) -> [R, ...]
 Terms = TypeVar("Terms")  # what a batch function returns beside its per-sample outputs (batch-level tensors)
-BatchFunction = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, Terms]]
+BatchFunction = Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, Terms]]
 
 
 def bucket(rows: tf.Tensor) -> tf.Tensor:
@@ -80,22 +80,23 @@ def under_xla(kernel: Kernel, readouts: bool = True) -> RowFunction:
     return run
 
 
-def on_padded_batch(function: BatchFunction) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, Terms]]:
-    """`function(features, angles, valid)` -> (outputs [B, ...], terms) as one XLA computation, on a batch padded
+def on_padded_batch(function: BatchFunction) -> Callable[[tf.Tensor], tuple[tf.Tensor, Terms]]:
+    """`function(angles, valid)` -> (outputs [B, ...], terms) as one XLA computation, on a batch of angles padded
     with zeros to a `bucket` of samples; `valid` <bool>[B'] marks the samples, so that `terms` (batch means,
     counts) leave the padding out, and the outputs are cut back to the B samples.
 
     TF differentiates it, but layers use it for inference: a whole layer's backward pass under XLA, in this
     computation or in one of its own, trained slower than TF's ops around the kernel's XLA calls (measured at 4
-    qubits).
+    qubits). Each tensor the computation takes (a variable as much) cost its launch ~8-10 us, each it hands out ~3 us
+    (trivial computations, inside a `tf.function`): `function` should make its constants in its own graph, and take
+    and hand out no more than it must.
     """
     compiled = tf.function(function, jit_compile=True, autograph=False)
 
-    def run(features: tf.Tensor, angles: tf.Tensor) -> tuple[tf.Tensor, Terms]:
-        size = tf.shape(features)[0]
+    def run(angles: tf.Tensor) -> tuple[tf.Tensor, Terms]:
+        size = tf.shape(angles)[0]
         extra = bucket(size) - size
         valid = tf.range(size + extra) < size  # <bool>[B']
-        outputs, terms = compiled(tf.pad(features, [[0, extra], [0, 0]]), tf.pad(angles, [[0, extra], [0, 0]]),
-                                  valid)  # [B', ...], terms
+        outputs, terms = compiled(tf.pad(angles, [[0, extra], [0, 0]]), valid)  # [B', ...], terms
         return outputs[:size], terms
     return run

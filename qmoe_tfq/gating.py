@@ -196,8 +196,8 @@ class Gate(keras.layers.Layer):
 
     def report(self, terms: routing_terms.RoutingTerms, training: bool | None = None) -> None:
         """Updates the router health metric with a routing's `terms`: `observe`'s first half, for a layer that
-        measured its routing where it routed (in its inference XLA computation, where the update costs less than
-        TF's ops after it)."""
+        measured its routing where it routed (inside its inference XLA computation, which then hands out no
+        terms)."""
         if self.policy.metrics != "none":
             self.health.update_state(terms, bool(training))
 

@@ -87,9 +87,9 @@ def on_padded_batch(function: BatchFunction) -> Callable[[tf.Tensor], tuple[tf.T
 
     TF differentiates it, but layers use it for inference: a whole layer's backward pass under XLA, in this
     computation or in one of its own, trained slower than TF's ops around the kernel's XLA calls (measured at 4
-    qubits). Each tensor the computation takes (a variable as much) cost its launch ~8-10 us, each it hands out ~3 us
-    (trivial computations, inside a `tf.function`): `function` should make its constants in its own graph, and take
-    and hand out no more than it must.
+    qubits). The launch grows with every tensor the computation takes (a variable too) and hands out (inside a
+    `tf.function`, a trivial computation of three tensors took 81 us with two results, 100 us with nine): `function`
+    should make its constants in its own graph, and take and hand out no more than it must.
     """
     compiled = tf.function(function, jit_compile=True, autograph=False)
 

@@ -383,8 +383,7 @@ def operations(graph) -> list[tf.Operation]:
 
 @pytest.mark.parametrize("inputs", ["features", "circuits"])
 def test_input_checks_are_plain_asserts_in_a_graph(inputs):
-    # An Assert showing floats or int64 runs under an If (its "AssertGuard") every step: ~40 us of a 4-qubit
-    # inference call
+    # An Assert showing floats or int64 runs under an If (its "AssertGuard") every step, the check holding or not
     moe = qmoe.QMoELayer(QUBITS, **SMALL, encoder=qmoe.AngleEncoder(QUBITS) if inputs == "features" else None)
     batch = tf.constant([[0.1, 0.9]]) if inputs == "features" else qmoe.encode(np.array([[0.1, 0.9]]), QUBITS)
     found = operations(tf.function(moe).get_concrete_function(batch).graph)

@@ -16,7 +16,7 @@ from qmoe_tfq.circuits import (ROUTER_PREFIX, Ansatz, Observable, validate_obser
                                validate_qubits)
 from qmoe_tfq.dispatch import refuse_data_symbols, single_program
 from qmoe_tfq.execution.backends import Noise
-from qmoe_tfq.execution.program import Executor, Program, decode_strings
+from qmoe_tfq.execution.program import Executor, Program, RowParts, decode_strings
 from qmoe_tfq.experts import ExpertPQC, deserialize_part, quantum_part
 from qmoe_tfq.inputs import Batch
 from qmoe_tfq.qcnn import BUILTINS, QCNN, builtin_from_config
@@ -187,6 +187,9 @@ class RouterLogits:
     def logits(self, batch: Batch) -> tf.Tensor:
         if self.run is None:
             return self.router(batch.features)
-        values = self.program.values(batch.angles, self.router.parameters)  # <float32>[B, D + n_router_symbols]
-        readouts = self.run(values, inputs=batch.inputs)  # <float32>[B, n_router_readouts]
+        if hasattr(self.run, "by_parts"):  # the kernel's: the weight part's unitary once per batch, where that pays
+            readouts = self.run.by_parts(RowParts.shared(batch.angles, self.router.parameters), batch.inputs)
+        else:
+            values = self.program.values(batch.angles, self.router.parameters)  # <float32>[B, D + n_router_symbols]
+            readouts = self.run(values, inputs=batch.inputs)  # <float32>[B, n_router_readouts]
         return self.scale * readouts if self.head is None else self.head(readouts)

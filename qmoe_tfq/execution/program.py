@@ -84,6 +84,13 @@ class RowParts(NamedTuple):
     sample_index: tf.Tensor  # <int32>[R]
     unit_index: tf.Tensor  # <int32>[R]
 
+    @classmethod
+    def shared(cls, data: tf.Tensor, weights: tf.Tensor) -> RowParts:
+        """One row per sample of `data` <float32>[B, n_data], every row on one unit of `weights` <float32>[N - n_data]
+        (a router's) and program 0."""
+        samples = tf.shape(data)[0]
+        return cls(data, weights[None, :], tf.zeros([1], tf.int32), tf.range(samples), tf.zeros([samples], tf.int32))
+
     def values(self) -> tf.Tensor:
         """<float32>[R, N] every row's values, as a `Run` takes them."""
         return tf.concat([tf.gather(self.data, self.sample_index), tf.gather(self.weights, self.unit_index)], axis=1)

@@ -30,8 +30,8 @@ class StatevectorExecutor:
     from its sample's state; without them the graph holds plain TF ops only (a SavedModel then needs
     no TFQ). The kernel runs `under_xla`: measured 1.1-1.5x faster than without at 4 qubits and more
     above, for a compile of 1-3 s. Runs also take rows by parts (``run.by_parts(RowParts, inputs)``, a layer's
-    experts' rows): by parts where the programs split into a shared data part and weight parts and that pays
-    (`factored`), else row by row.
+    experts' and its quantum router's rows): by parts where the programs split into a shared data part and weight
+    parts and that pays (`factored`), else row by row.
     """
 
     name = backend = "statevector"

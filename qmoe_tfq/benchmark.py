@@ -23,6 +23,7 @@ benchmarks/throughput.md and benchmarks/scaling.png.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
@@ -114,12 +115,18 @@ def timed_rounds(model: keras.Model, data: tf.data.Dataset, samples: int,
                  rounds: int) -> tuple[list[float], list[float]]:
     """Training and inference samples/s of each of `rounds` rounds: one `fit` epoch over `data` (`samples` samples),
     then one `predict` over it. `fit` and `predict` rather than `train_on_batch`, which spends ~6 ms per call in
-    Keras itself, more than a step of most models measured here."""
+    Keras itself, more than a step of most models measured here.
+
+    Python's collector runs before each, not in it: a full collection of the ~0.5M objects TF, Cirq and sympy
+    leave after import took ~220 ms here (~280 ms in TC-NG's process), and one landing in a round of ~0.2 s
+    halved that round's rate (inference spreads of ±27-29% at 4 qubits)."""
     train, infer = [], []
     for _ in range(rounds):
+        gc.collect()
         start = time.perf_counter()
         model.fit(data, verbose=0)
         train.append(samples / (time.perf_counter() - start))
+        gc.collect()
         start = time.perf_counter()
         model.predict(data, verbose=0)
         infer.append(samples / (time.perf_counter() - start))

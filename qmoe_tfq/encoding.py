@@ -72,10 +72,21 @@ class FeatureEncoder(keras.layers.Layer):
         NaN or inf features, or features so large that their angles overflow float32 (2e38 x pi),
         raise `tf.errors.InvalidArgumentError` (in-graph, also when served).
         """
-        features = tf.debugging.check_numerics(
-            tf.cast(features, tf.float32), f"{self.name}: features must be finite (no NaN or inf)")
-        return tf.debugging.check_numerics(self.scale * features, f"{self.name}: features times scale={self.scale:g} "
-                                           "overflow float32; rescale the features (e.g. to [0, 1])")
+        features = tf.cast(features, tf.float32)  # <float32>[B, F]
+        angles = self.scale * features  # <float32>[B, F]
+        checked = assert_in_graph(self._usable(angles), lambda: [self._problem(features, angles)])
+        with tf.control_dependencies([checked]):
+            return tf.identity(angles)
+
+    def _usable(self, angles: tf.Tensor) -> tf.Tensor:
+        """<bool>[] whether every angle can be a symbol's value: finite."""
+        return tf.reduce_all(tf.math.is_finite(angles))
+
+    def _problem(self, features: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
+        """<string>[] what is wrong with `features` whose `angles` are not `_usable` (made only then)."""
+        return tf.where(tf.reduce_all(tf.math.is_finite(features)),
+                        f"{self.name}: features times scale={self.scale:g} overflow float32; rescale the features "
+                        "(e.g. to [0, 1])", f"{self.name}: features must be finite (no NaN or inf)")
 
     def call(self, features: tf.Tensor) -> tf.Tensor:
         if not (features.dtype.is_integer or features.dtype.is_floating):
@@ -120,22 +131,23 @@ class AngleEncoder(FeatureEncoder):
         if n_features is not None:
             self._infer_n_features(n_features)
 
-    def angles(self, features: tf.Tensor) -> tf.Tensor:
-        """<float32>[batch, n_features] rotation angles ``scale * features``, each within a full turn either way.
+    def _usable(self, angles: tf.Tensor) -> tf.Tensor:
+        """<bool>[] whether every angle lies within a full turn either way (so none is NaN or inf).
 
-        Beyond a full turn a feature gives the gate of one a turn smaller (with ``scale=pi``, 5.0, 3.0
-        and 1.0 give one gate; raw data such as wine's 1680 would scatter at random): such features
-        raise `tf.errors.InvalidArgumentError` naming the range, in-graph. Features a little beyond
-        their training range (a test set after a MinMaxScaler) stay well within it.
+        Beyond a full turn a feature gives the gate of one a turn smaller (with ``scale=pi``, 5.0, 3.0 and 1.0 give
+        one gate; raw data such as wine's 1680 would scatter at random). Features a little beyond their training
+        range (a test set after a MinMaxScaler) stay well within it.
         """
-        angles = super().angles(features)  # <float32>[B, F]
+        return tf.reduce_all(tf.abs(angles) <= 2 * np.pi * (1 + 1e-5))
+
+    def _problem(self, features: tf.Tensor, angles: tf.Tensor) -> tf.Tensor:
         bound = 2 * np.pi / abs(self.scale) if self.scale else np.inf
-        within = assert_in_graph(tf.reduce_all(tf.abs(angles) <= 2 * np.pi * (1 + 1e-5)), [
+        largest = tf.strings.as_string(tf.reduce_max(tf.abs(features)), shortest=True)  # <string>[]
+        beyond = tf.strings.join([
             f"{self.name}: features must lie in [-{bound:.4g}, {bound:.4g}] (scale={self.scale:g} times a feature is "
             "a rotation angle, and beyond a full turn features alias): rescale them, e.g. with a MinMaxScaler to "
-            "[0, 1], or lower scale. Largest |feature|:", tf.reduce_max(tf.abs(tf.cast(features, tf.float32)))])
-        with tf.control_dependencies([within]):
-            return tf.identity(angles)
+            "[0, 1], or lower scale. Largest |feature|: ", largest])  # <string>[]
+        return tf.where(tf.reduce_all(tf.math.is_finite(angles)), beyond, super()._problem(features, angles))
 
     @property
     def capacity(self) -> int:

@@ -53,6 +53,17 @@ def test_features_beyond_a_full_turn_are_refused_naming_the_range(scale, bad, bo
     qubits = cirq.GridQubit.rect(1, 2)
     encoder = AngleEncoder(qubits, scale=scale)
     assert encoder(tf.constant([[1.5, -0.2]])).shape == (1,)  # a little beyond [0, 1] is fine
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"(?s)features must lie in \[-{bound}, {bound}\].*"
-                                                             rf"MinMaxScaler.*Largest \|feature\|:'?\W+{abs(bad):g}"):
-        encoder(tf.constant([[bad, 0.2]]))  # 5.0 gave the gate of 1.0 and 3.0
+    for call in (encoder, tf.function(encoder)):  # eagerly, and in a graph (where the message is made on failure)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"(?s)features must lie in \[-{bound}, {bound}\]"
+                                                                 rf".*MinMaxScaler.*Largest \|feature\|:'?\W+{abs(bad):g}"):
+            call(tf.constant([[bad, 0.2]]))  # 5.0 gave the gate of 1.0 and 3.0
+
+
+@pytest.mark.parametrize("features, message", [
+    ([[0.5, np.nan]], r"features must be finite \(no NaN or inf\)"), ([[-np.inf, 0.5]], "features must be finite"),
+    ([[2e38, 0.5]], r"features times scale=3.14159 overflow float32")])
+def test_a_graph_names_what_is_wrong_with_the_features(features, message):
+    angles = tf.function(AngleEncoder(cirq.GridQubit.rect(1, 2)).angles)
+    assert angles(tf.constant([[1.0, 0.5]])).numpy()[0] == pytest.approx([np.pi, np.pi / 2])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        angles(tf.constant(features, tf.float32))

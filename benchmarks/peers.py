@@ -272,7 +272,8 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
              + ". Then the same rounds with the model compiled again with "
              f"`steps_per_execution={per_call}` (\"{per_call} per call\": Keras runs up to {per_call} batches in one "
              "call of its step function). Python's collector runs before each timed `fit` and `predict`, not in it "
-             "(a full collection took ~0.2 s in every peer's process). Samples/s: the median of the rounds (± half their range, as % of the "
+             "(a full collection took ~0.2 s in every peer's process). Samples/s: the median of the rounds (± half "
+             "their range, as % of the "
              "median); a ratio is the median of the rounds' ratios (round r against round r, run minutes apart at most; "
              "± half their range in the first table), to TensorCircuit-NG 1.10 (TF backend, vmapped and jitted) for "
              "the same routing and the same setting.", "",

@@ -140,7 +140,11 @@ def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) ->
     """
     programs = check_programs(programs, layer)
     ids, symbols, numbers = contents(programs)
-    foreign = tf.boolean_mask(ids, tf.logical_not(tf.reduce_any(tf.equal(ids[:, None], allowed[None, :]), axis=1)))
+    # each distinct id compared, not each operation's: comparing strings [n, n_qubits] took ~1.3 ms of a 16-circuit,
+    # 8-qubit batch
+    distinct = tf.unique(ids).y  # <string>[u]
+    foreign = tf.boolean_mask(distinct, tf.logical_not(tf.reduce_any(tf.equal(distinct[:, None], allowed[None, :]),
+                                                                     axis=1)))  # <string>[<=u]
     checks = [
         assert_in_graph(tf.size(foreign) == 0, lambda: [
             f"{layer}: input circuits act on qubits outside the layer's qubits (TFQ ids", allowed,

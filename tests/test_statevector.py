@@ -444,3 +444,25 @@ def test_shots_resolve_the_data_first_so_parameter_shift_sees_only_weights():
     exact = NameRecorder()
     exact.compile(program)(values)
     assert exact.names == [["x", "w"]]  # exact expectations keep every symbol (Adjoint costs the same)
+
+
+def test_rows_in_halves_equal_one_piece_outputs_and_gradients():
+    """Two launches of half the rows each (`under_xla(halves=True)`) give what one launch gives, for an odd row count
+    (padded), forward and backward; `in_halves` splits only calls of much work."""
+    a, b = sympy.symbols("a b")
+    q = cirq.LineQubit.range(3)
+    circuit = cirq.Circuit([cirq.rx(a)(q[0]), cirq.CNOT(q[0], q[1]), cirq.ry(b)(q[2]), cirq.CZ(q[1], q[2])] * 3)
+    kernel = Kernel(circuit, [cirq.Z(q[1]), cirq.X(q[2])], ["a", "b"])
+    values = tf.constant(np.random.default_rng(0).uniform(0, 6, (7, 2)), tf.float32)
+    initial, index = kernel.ground_states(7), tf.zeros([7], tf.int32)
+    results = []
+    for halves in (False, True):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            readouts = xla.under_xla(kernel, halves=halves)(values, initial, index)
+            loss = tf.reduce_sum(readouts * tf.constant([[1.0, -2.0]]))
+        results.append((readouts.numpy(), tape.gradient(loss, values).numpy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], atol=1e-5)
+    np.testing.assert_allclose(results[1][1], results[0][1], atol=1e-4)
+    assert results[0][0].shape == (7, 2)
+    assert not xla.in_halves(kernel, 64) and xla.in_halves(kernel, 10 ** 6)

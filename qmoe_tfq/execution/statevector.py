@@ -20,7 +20,7 @@ from tensorflow_quantum.core.serialize import serializer
 from qmoe_tfq.execution.factored import Factored, pays
 from qmoe_tfq.execution.kernel import Kernel
 from qmoe_tfq.execution.program import NOMINAL_BATCH, Inputs, Program, RowParts, Run, decode_strings
-from qmoe_tfq.execution.xla import under_xla
+from qmoe_tfq.execution.xla import in_halves, under_xla
 
 
 class StatevectorExecutor:
@@ -41,7 +41,7 @@ class StatevectorExecutor:
         """The `Run` of `program`, its kernel built now (XLA compiles it on first use)."""
         names = decode_strings(program.symbol_names)
         kernel = Kernel(program.cirq_circuits, program.cirq_observables, names, program.qubits)
-        compiled = under_xla(kernel)
+        compiled = under_xla(kernel, halves=in_halves(kernel, program.nominal_rows))
 
         @tf.autograph.experimental.do_not_convert
         def run(values: tf.Tensor, program_index: tf.Tensor | None = None, inputs: Inputs | None = None,

@@ -24,9 +24,28 @@ def bucket(rows: tf.Tensor) -> tf.Tensor:
     return (rows + unit - 1) // unit * unit
 
 
-def under_xla(kernel: Kernel, readouts: bool = True) -> RowFunction:
+HALVES_MIN_WORK = 2e6  # multiply-adds of a kernel call from which its rows run in two halves at once (`in_halves`)
+
+
+def in_halves(kernel: Kernel, rows: int) -> bool:
+    """Whether `rows` rows of `kernel` are worth two launches at once, one per core (`under_xla`'s `halves`): from
+    `HALVES_MIN_WORK` multiply-adds a call. Whole training steps of peers.py's model, split always against never,
+    one process each, in turns: 4 qubits top-1 (64 rows of 3 steps, ~2e4) 1.10x the time, dense 1.08x; 8 qubits
+    top-1 (~1e6) level. With this threshold: 4 qubits level (not split), 8 qubits dense 0.78x, 10 qubits top-1
+    0.85x, 12 qubits 0.82x; benchmarks/user_models.py's experts (~1e7 dense, ~3e6 top-1, 8 qubits) trained 1.32x
+    and 1.06x the samples/s of the user_models.md run before it."""
+    return rows * kernel.step_count * kernel.step_work * 2 ** kernel.n >= HALVES_MIN_WORK
+
+
+def under_xla(kernel: Kernel, readouts: bool = True, halves: bool = False) -> RowFunction:
     """`kernel` (its readouts, or with `readouts` False its states) as two XLA computations on rows padded to a
     `bucket`, forward and backward; the gradient is the values' (none for the initial states or program indices).
+    With `halves`, the rows run as two halves, each its own launch of the same computations: TF runs the two at
+    once, one on each core, where XLA:CPU runs a small computation on one thread. On the kernels alone (one process,
+    alternating rounds), forward and backward: 4 qubits, 64 rows of 3 steps, 0.82x the time of one launch; 8
+    qubits 0.71x; benchmarks/user_models.py's three experts (33 steps, 48 rows) 0.59x; in whole training steps
+    less, or nothing where the call is small (`in_halves`). Inside another XLA computation (a layer's inference
+    step) the rows are one piece.
 
     Where the kernel is differentiated by undoing its steps (`Kernel.adjoint`), the forward computation also
     returns the final states and the backward computation starts from them; else the backward computation runs
@@ -73,10 +92,16 @@ def under_xla(kernel: Kernel, readouts: bool = True) -> RowFunction:
 
     def run(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor) -> tf.Tensor:
         rows = tf.shape(values)[0]
-        extra = bucket(rows) - rows
-        padded = differentiable(tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
-                                tf.pad(program_index, [[0, extra]]))  # [R', ...]
-        return padded[:rows]
+        if not halves or tf.__internal__.get_enclosing_xla_context() is not None:  # inlined there: one piece
+            extra = bucket(rows) - rows
+            return differentiable(tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
+                                  tf.pad(program_index, [[0, extra]]))[:rows]
+        half = (bucket(rows) + 1) // 2
+        extra = 2 * half - rows
+        padded = [tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
+                  tf.pad(program_index, [[0, extra]])]  # [2 * half, ...]
+        pieces = [differentiable(*(t[start:start + half] for t in padded)) for start in (0, half)]  # [half, ...]
+        return tf.concat(pieces, axis=0)[:rows]
     return run
 
 

@@ -92,16 +92,13 @@ def under_xla(kernel: Kernel, readouts: bool = True, halves: bool = False) -> Ro
 
     def run(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor) -> tf.Tensor:
         rows = tf.shape(values)[0]
-        if not halves or tf.__internal__.get_enclosing_xla_context() is not None:  # inlined there: one piece
-            extra = bucket(rows) - rows
-            return differentiable(tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
-                                  tf.pad(program_index, [[0, extra]]))[:rows]
-        half = (bucket(rows) + 1) // 2
-        extra = 2 * half - rows
-        padded = [tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
-                  tf.pad(program_index, [[0, extra]])]  # [2 * half, ...]
-        pieces = [differentiable(*(t[start:start + half] for t in padded)) for start in (0, half)]  # [half, ...]
-        return tf.concat(pieces, axis=0)[:rows]
+        pieces = 2 if halves and tf.__internal__.get_enclosing_xla_context() is None else 1  # inlined there: one
+        size = (bucket(rows) + pieces - 1) // pieces  # rows per launch
+        extra = pieces * size - rows
+        padded = (tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
+                  tf.pad(program_index, [[0, extra]]))  # [pieces * size, ...]
+        parts = zip(*(tf.split(t, pieces) for t in padded)) if pieces > 1 else (padded,)  # [size, ...] each
+        return tf.concat([differentiable(*part) for part in parts], axis=0)[:rows]  # [rows, ...]
     return run
 
 

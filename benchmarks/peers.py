@@ -34,8 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-from qmoe_tfq.benchmark import build, spread, timed_rounds
+from qmoe_tfq.benchmark import build, spread, summary, timed_rounds
 from qmoe_tfq.turns import Turns, serve
+from tc_readouts import expectations, pauli_terms
 
 HERE = Path(__file__).parent
 KINDS = ("top1", "dense")
@@ -53,20 +54,13 @@ def tc_model(n_qubits: int, n_experts: int, n_layers: int, top1: bool):
     K = tc.set_backend("tensorflow")
     qubits = list(range(n_qubits))
 
-    def readout_specs(strings):
-        specs = []
-        for string in strings:
-            spec = {"x": [], "y": [], "z": []}
-            for qubit, pauli in string.items():
-                spec[str(pauli).lower()].append(qubit.col)
-            specs.append(spec)
-        return specs
-
     import cirq
-    router_specs = readout_specs(router_readouts(cirq.GridQubit.rect(1, n_qubits), n_experts))
-    expert_specs = [{"z": [q]} for q in qubits]
+    grid = cirq.GridQubit.rect(1, n_qubits)
+    index = {q: i for i, q in enumerate(grid)}
+    router_terms = pauli_terms(router_readouts(grid, n_experts), index)
+    expert_terms = pauli_terms([cirq.Z(q) for q in grid], index)
 
-    def readouts(x, weights, specs):
+    def readouts(x, weights, terms):
         circuit = tc.Circuit(n_qubits)
         for q in qubits:
             circuit.ry(q, theta=np.pi * x[q])
@@ -76,10 +70,10 @@ def tc_model(n_qubits: int, n_experts: int, n_layers: int, top1: bool):
                 circuit.rz(q, theta=weights[layer, q, 1])
             for q in qubits:
                 circuit.cz(q, (q + 1) % n_qubits)
-        return K.stack([K.real(circuit.expectation_ps(**spec)) for spec in specs])
+        return expectations(circuit, terms)
 
-    experts = K.jit(K.vmap(lambda x, w: readouts(x, w, expert_specs), vectorized_argnums=(0, 1)))
-    router = K.jit(K.vmap(lambda x, w: readouts(x, w, router_specs), vectorized_argnums=0))
+    experts = K.jit(K.vmap(lambda x, w: readouts(x, w, expert_terms), vectorized_argnums=(0, 1)))
+    router = K.jit(K.vmap(lambda x, w: readouts(x, w, router_terms), vectorized_argnums=0))
 
     class TCMoE(keras.layers.Layer):
         def build(self, input_shape):
@@ -206,16 +200,6 @@ def measure_in_turns(width: int, labels: list[str], args: argparse.Namespace) ->
     for label, failure in turns.failed.items():  # e.g. killed for memory: the width keeps what else it measured
         print(f"{width:>3} qubits  {label:<24} ended with {failure}", flush=True)
     return {label: row for label, row in rows.items() if label not in turns.failed}
-
-
-def rate(value: float) -> str:
-    """Samples/s to three significant figures below 100 (16 qubits runs at a few per second), else whole."""
-    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def summary(values: list[float]) -> str:
-    """The rounds' median samples/s and their spread, as printed and tabled."""
-    return f"{rate(statistics.median(values))} (±{spread(values):.0%})"
 
 
 def flops(width: int, experts: int, layers: int, dense: bool) -> float:

@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 import qmoe_tfq as qmoe  # first: tf_keras before TensorFlow
-from qmoe_tfq.benchmark import timed_rounds
+from qmoe_tfq.benchmark import summary, timed_rounds
 from qmoe_tfq.turns import Turns, serve
+from tc_readouts import expectations, pauli_terms
 
 HERE = Path(__file__).parent
 BACKENDS = ("auto", "statevector", "noiseless", "TC-NG")
@@ -95,7 +96,6 @@ def tc_program(circuit, symbols: list[str], qubits, readouts):
     import sympy
     import tensorcircuit as tc
 
-    K = tc.backend
     index = {q: i for i, q in enumerate(qubits)}
     position = {name: i for i, name in enumerate(symbols)}
     rotations = {cirq.XPowGate: "rx", cirq.YPowGate: "ry", cirq.ZPowGate: "rz", cirq.XXPowGate: "rxx",
@@ -113,10 +113,7 @@ def tc_program(circuit, symbols: list[str], qubits, readouts):
             steps.append((name, where, position[str(symbol)], np.pi * factor))
         else:
             steps.append(("unitary", where, None, cirq.unitary(op).astype(np.complex64)))
-    terms = []  # per readout, its Pauli strings as TC-NG's expectation_ps arguments and their coefficients
-    for readout in readouts:
-        terms.append([({pauli: [index[q] for q, p in string.items() if str(p).lower() == pauli] for pauli in "xyz"},
-                       complex(string.coefficient).real) for string in cirq.PauliSum.wrap(readout)])
+    terms = pauli_terms(readouts, index)
 
     def run(state, weights):
         c = tc.Circuit(len(qubits), inputs=state)
@@ -125,8 +122,7 @@ def tc_program(circuit, symbols: list[str], qubits, readouts):
                 c.any(*where, unitary=value)
             else:
                 getattr(c, name)(*where, theta=value * weights[at])
-        return K.stack([sum(coefficient * K.real(c.expectation_ps(**spec)) for spec, coefficient in readout)
-                        for readout in terms])
+        return expectations(c, terms)
 
     return run
 
@@ -234,12 +230,6 @@ class Measured:
         return {"simulator": "" if self.peer else self.moe.simulator, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def spread(values: list[float]) -> str:
-    """Median, and the spread as (max - min) / median."""
-    median = statistics.median(values)
-    return f"{median:.0f} (±{50 * (max(values) - min(values)) / median:.0f}%)"
-
-
 def measure_in_turns(mode: str, args: argparse.Namespace) -> dict[str, dict]:
     """Every backend's row for routing `mode`, each in its own process, in turns (`Turns`): the first steps one
     after another, then round r of every backend before round r + 1 of any."""
@@ -296,8 +286,8 @@ def main() -> None:
         rows = measure_in_turns(mode, args)
         for backend, r in rows.items():
             print(mode, backend, r, flush=True)
-            lines.append(f"| {mode} | {backend} | {r['simulator']} | {r['first_step']:.1f} | {spread(r['train'])} | "
-                         f"{spread(r['infer'])} | {to_best(rows, backend, 'train')} | {to_best(rows, backend, 'infer')} | "
+            lines.append(f"| {mode} | {backend} | {r['simulator']} | {r['first_step']:.1f} | {summary(r['train'])} | "
+                         f"{summary(r['infer'])} | {to_best(rows, backend, 'train')} | {to_best(rows, backend, 'infer')} | "
                          f"{to_peer(rows, backend, 'TC-NG', 'train')} | {to_peer(rows, backend, 'TC-NG', 'infer')} "
                          f"| {r['first_step'] / rows['noiseless']['first_step']:.1f}x | {r['peak_mb']:.0f} |")
     args.out.write_text("\n".join(lines) + "\n")

@@ -103,6 +103,14 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / 2 / statistics.median(values)
 
 
+def summary(values: list[float]) -> str:
+    """Repeated samples/s as printed and tabled: the median (three significant figures below 100, else whole) and
+    the `spread`."""
+    median = statistics.median(values)
+    shown = f"{median:.0f}" if median >= 100 else f"{median:.3g}"  # 16 qubits runs at a few samples/s
+    return f"{shown} (±{spread(values):.0%})"
+
+
 def repeated(inputs: np.ndarray | tf.Tensor, y: np.ndarray, batches: int) -> tf.data.Dataset:
     """`batches` copies of the batch (`inputs`, `y`), as `fit` and `predict` read it."""
     options = tf.data.Options()

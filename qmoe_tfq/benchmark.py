@@ -105,7 +105,13 @@ def spread(values: list[float]) -> float:
 
 def summary(values: list[float]) -> str:
     """Repeated samples/s as printed and tabled: the median (three significant figures below 100, else whole) and
-    the `spread`."""
+    the `spread`.
+
+    >>> summary([990.4, 1100.0, 1210.2])
+    '1100 (±10%)'
+    >>> summary([3.0, 3.21, 3.3])
+    '3.21 (±5%)'
+    """
     median = statistics.median(values)
     shown = f"{median:.0f}" if median >= 100 else f"{median:.3g}"  # 16 qubits runs at a few samples/s
     return f"{shown} (±{spread(values):.0%})"

@@ -93,11 +93,11 @@ def under_xla(kernel: Kernel, readouts: bool = True, halves: bool = False) -> Ro
     def run(values: tf.Tensor, initial: tf.Tensor, program_index: tf.Tensor) -> tf.Tensor:
         rows = tf.shape(values)[0]
         pieces = 2 if halves and tf.__internal__.get_enclosing_xla_context() is None else 1  # inlined there: one
-        size = (bucket(rows) + pieces - 1) // pieces  # rows per launch
-        extra = pieces * size - rows
+        total = bucket(rows) if pieces == 1 else (bucket(rows) + 1) // 2 * 2  # splits into equal pieces
+        extra = total - rows
         padded = (tf.pad(values, [[0, extra], [0, 0]]), tf.pad(initial, [[0, extra], [0, 0]]),
-                  tf.pad(program_index, [[0, extra]]))  # [pieces * size, ...]
-        parts = zip(*(tf.split(t, pieces) for t in padded)) if pieces > 1 else (padded,)  # [size, ...] each
+                  tf.pad(program_index, [[0, extra]]))  # [total, ...]
+        parts = zip(*(tf.split(t, pieces) for t in padded)) if pieces > 1 else (padded,)  # [total / pieces, ...] each
         return tf.concat([differentiable(*part) for part in parts], axis=0)[:rows]  # [rows, ...]
     return run
 

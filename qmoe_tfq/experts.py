@@ -17,7 +17,7 @@ import tensorflow_quantum as tfq
 import tf_keras as keras
 
 from qmoe_tfq.execution import StatevectorExecutor, make_executor, make_program
-from qmoe_tfq.execution.input_checks import check_input_circuits, check_programs, qubit_ids
+from qmoe_tfq.execution.input_checks import CheckedCircuits, check_programs
 from qmoe_tfq.execution.program import decode_strings
 from qmoe_tfq.execution.backends import (Backend, Noise, apply_noise, execution_config, read_differentiator,
                                          validate_noise)
@@ -110,12 +110,13 @@ class ExpertPQC(tfq.layers.PQC):
                     [apply_noise(self.model_circuit, self.noise)], [self.readouts],
                     decode_strings(self._symbols), self._qubits))
                 # The statevector kernel's states hold exactly these qubits; TFQ sizes any superset.
-                self._qubit_ids = qubit_ids(self._qubits) if isinstance(self.executor, StatevectorExecutor) else None
+                self._checked = (CheckedCircuits(self._qubits, self.name)
+                                 if isinstance(self.executor, StatevectorExecutor) else None)
         circuits = circuit_batch(inputs, self.name)  # <string>[B]
-        if self._qubit_ids is None:  # TFQ sizes any superset of the qubits, and checks the rest itself
+        if self._checked is None:  # TFQ sizes any superset of the qubits, and checks the rest itself
             circuits = check_programs(circuits, self.name)
         else:
-            circuits = check_input_circuits(circuits, self._qubit_ids, self.name)
+            circuits = self._checked(circuits)
         values = tf.tile(self.parameters[None, :], [tf.shape(circuits)[0], 1])  # <float32>[B, n_symbols]
         return self._run(values, inputs=self.executor.prepare(circuits, self._qubits))
 

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from qmoe_tfq.encoding import FeatureEncoder
-from qmoe_tfq.execution.input_checks import check_input_circuits, qubit_ids
+from qmoe_tfq.execution.input_checks import CheckedCircuits
 from qmoe_tfq.execution.program import Executor, Inputs
 
 
@@ -61,7 +61,7 @@ class InputReader:
                  n_features: int | None, why: str = "") -> None:
         self.layer, self.qubits, self.executor = layer, qubits, executor
         self.encoder, self.n_features, self.why = encoder, n_features, why
-        self.qubit_ids = qubit_ids(qubits) if n_features is None else None  # <string>[n_qubits]
+        self.checked = CheckedCircuits(qubits, layer) if n_features is None else None
 
     @classmethod
     def for_shape(cls, layer: str, qubits: Sequence[cirq.Qid], executor: Executor, encoder: FeatureEncoder | None,
@@ -81,7 +81,7 @@ class InputReader:
                 raise TypeError(f"{self.layer} was built for serialized circuits <string>[batch], got a tensor of "
                                 f"dtype {inputs.dtype.name}; for float features make a layer with an encoder.")
             circuits = circuit_batch(inputs, self.layer)  # <string>[B]
-            circuits = check_input_circuits(circuits, self.qubit_ids, self.layer)
+            circuits = self.checked(circuits)
             return Batch(self.executor.prepare(circuits, self.qubits), None, tf.zeros([tf.shape(circuits)[0], 0]))
         if not (inputs.dtype.is_floating or inputs.dtype.is_integer):
             raise TypeError(f"{self.layer} takes float features [batch, n_features] ({self.why}), got a tensor of "

@@ -101,6 +101,8 @@ class MixtureLayer(keras.layers.Layer):
         for part in self._flatten_layers(include_self=False, recursive=False):
             if isinstance(part, ExpertPQC) and not part.built:
                 part.build(tf.TensorShape([None]))
+        # the circuits' checks keep a table that every call reads: tracked here, so a SavedModel holds it
+        self._checked_circuits = self._inputs.checked
         super().build(input_shape)
 
     def __call__(self, inputs, *args, **kwargs):

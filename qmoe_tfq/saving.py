@@ -25,6 +25,7 @@ import tf_keras as keras
 from tf_keras.src.utils.generic_utils import to_snake_case  # how .keras files name layers' weights
 
 from qmoe_tfq.execution.backends import runs_in_python
+from qmoe_tfq.execution.input_checks import CheckedCircuits
 from qmoe_tfq.experts import ExpertPQC
 from qmoe_tfq.mixture import MixtureLayer
 from qmoe_tfq.serialization import register_tfq_ops
@@ -249,6 +250,8 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> tf.Tensor
     module = tf.Module()
     module.serve = serve
     module.captured = list(serve.get_concrete_function().variables)  # weights, and the gate's metric state
+    # and the tables of checked input circuits (saved empty)
+    module.checks = [t for t in tf.train.TrackableView(model).descendants() if isinstance(t, CheckedCircuits)]
     with atomic_path(path) as temporary:
         tf.saved_model.save(module, temporary, signatures={"serving_default": serve})
     return spec

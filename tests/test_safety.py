@@ -358,6 +358,40 @@ def test_strings_that_are_not_circuits_are_refused_in_graph(backend, layer):
     assert np.isfinite(moe(good).numpy()).all()
 
 
+@pytest.mark.parametrize("traced", [False, True])
+def test_circuits_that_passed_the_check_skip_it_and_new_ones_do_not(traced, monkeypatch):
+    from qmoe_tfq.execution.input_checks import CheckedCircuits, qubit_ids
+    checked = CheckedCircuits(QUBITS, "moe")
+
+    def call(circuits):  # traced anew after each change of the settings read when tracing
+        return (tf.function(checked) if traced else checked)(circuits)
+    a, b, c = (tfq.convert_to_tensor([cirq.Circuit(gate(QUBITS[0]))]) for gate in (cirq.X, cirq.Y, cirq.H))
+    known = tf.concat([a, b], 0)
+    assert call(known).numpy().tolist() == known.numpy().tolist() and int(checked.remembered()) == 2
+    checked.allowed = qubit_ids([QUBITS[1]])  # what passed is not parsed again; anything new is, with its batch
+    assert call(known).shape == (2,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input circuits act on qubits outside the layer"):
+        call(tf.concat([a, c], 0))
+    assert int(checked.remembered()) == 2  # what failed is not kept
+    checked.allowed = qubit_ids(QUBITS)
+    monkeypatch.setattr(CheckedCircuits, "CAPACITY", 2)  # full: new circuits pass, checked, and are not kept
+    assert call(c).shape == (1,) and int(checked.remembered()) == 2
+
+
+def test_what_circuits_a_model_saw_stays_out_of_its_files(tmp_path):
+    model = qmoe.build_qmoe_classifier(QUBITS, 2, **SMALL)
+    circuits = qmoe.encode(np.array([[0.2, 0.4], [0.9, 0.1]]), QUBITS)
+    expected = model.predict(circuits, verbose=0)  # the model's table now holds their fingerprints
+    assert int(model.get_layer("qmoe")._checked_circuits.remembered()) == 2
+    qmoe.export_saved_model(model, tmp_path / "sm")
+    model.save(tmp_path / "keras_sm", save_format="tf")
+    for path in (tmp_path / "sm", tmp_path / "keras_sm"):
+        names = [name for name, _ in tf.train.list_variables(str(path / "variables" / "variables"))]
+        assert names and not [n for n in names if "_passed" in n or "table" in n], names
+    reloaded = keras.models.load_model(tmp_path / "keras_sm")
+    np.testing.assert_allclose(reloaded.predict(circuits, verbose=0), expected, atol=1e-6)
+
+
 def test_the_input_check_is_built_once_when_keras_traces_a_first_step_twice():
     from qmoe_tfq.execution.input_checks import check_input_circuits
     keras.utils.set_random_seed(0)

@@ -374,8 +374,8 @@ def test_circuits_that_passed_the_check_skip_it_and_new_ones_do_not(traced, monk
         call(tf.concat([a, c], 0))
     assert int(checked.remembered()) == 2  # what failed is not kept
     checked.allowed = qubit_ids(QUBITS)
-    monkeypatch.setattr(CheckedCircuits, "CAPACITY", 2)  # full: new circuits pass, checked, and are not kept
-    assert call(c).shape == (1,) and int(checked.remembered()) == 2
+    monkeypatch.setattr(CheckedCircuits, "BUDGET", int(tf.reduce_sum(tf.strings.length(known))) + 1)
+    assert call(c).shape == (1,) and int(checked.remembered()) == 2  # over the budget: checked, passed, not kept
 
 
 def test_what_circuits_a_model_saw_stays_out_of_its_files(tmp_path):
@@ -385,11 +385,23 @@ def test_what_circuits_a_model_saw_stays_out_of_its_files(tmp_path):
     assert int(model.get_layer("qmoe")._checked_circuits.remembered()) == 2
     qmoe.export_saved_model(model, tmp_path / "sm")
     model.save(tmp_path / "keras_sm", save_format="tf")
-    for path in (tmp_path / "sm", tmp_path / "keras_sm"):
-        names = [name for name, _ in tf.train.list_variables(str(path / "variables" / "variables"))]
+    checkpoint = tf.train.Checkpoint(model=model)
+    checkpoint.write(str(tmp_path / "ckpt" / "weights"),
+                     tf.train.CheckpointOptions(experimental_enable_async_checkpoint=True))
+    checkpoint.sync()
+    for path in (tmp_path / "sm" / "variables" / "variables", tmp_path / "keras_sm" / "variables" / "variables",
+                 tmp_path / "ckpt" / "weights"):
+        names = [name for name, _ in tf.train.list_variables(str(path))]
         assert names and not [n for n in names if "_passed" in n or "table" in n], names
     reloaded = keras.models.load_model(tmp_path / "keras_sm")
     np.testing.assert_allclose(reloaded.predict(circuits, verbose=0), expected, atol=1e-6)
+    served = qmoe.load_saved_model(tmp_path / "sm").signatures["serving_default"]
+    for _ in range(2):  # its table starts empty, keeps what passed, and skips it the second time
+        np.testing.assert_allclose(served(circuits=circuits)["output"].numpy(), expected, atol=1e-6)
+    fresh = qmoe.build_qmoe_classifier(QUBITS, 2, **SMALL)
+    fresh(circuits[:1])
+    tf.train.Checkpoint(model=fresh).read(str(tmp_path / "ckpt" / "weights")).assert_existing_objects_matched()
+    np.testing.assert_allclose(fresh.predict(circuits, verbose=0), expected, atol=1e-6)
 
 
 def test_the_input_check_is_built_once_when_keras_traces_a_first_step_twice():

@@ -160,8 +160,8 @@ def check_input_circuits(programs: tf.Tensor, allowed: tf.Tensor, layer: str) ->
 
 
 class _UnsavedTable(tf.lookup.experimental.MutableHashTable):
-    """A `MutableHashTable` that checkpoints and SavedModels hold empty (its `checkpoint=False` only concerns TF1's
-    graph collections: TF2's object-based saving writes every table's contents)."""
+    """A `MutableHashTable` that a SavedModel holds empty (TF2's object-based saving writes a table's contents
+    whatever its `checkpoint`, which only concerns TF1's graph collections)."""
 
     def _serialize_to_tensors(self) -> dict:
         return {}
@@ -171,15 +171,15 @@ class _UnsavedTable(tf.lookup.experimental.MutableHashTable):
 
 
 class CheckedCircuits(tf.Module):
-    """`check_input_circuits` for one layer, skipped for circuits that passed it before.
+    """`check_input_circuits` for one layer, skipped for batches of circuits that all passed it before.
 
     Quantum data comes back epoch after epoch, and the check parses every operation of every circuit: on a
     16-circuit batch of 8-qubit cluster states it took longer than TFQ's simulation of them (1.7 against 1.6 ms),
-    and a user-style QCNN model trained 1.18x and inferred 1.30x as fast without it (one process, alternating
-    rounds). The 64-bit fingerprints (`tf.fingerprint`) of the circuits that passed are kept, until `CAPACITY`
-    are, in a table that is not saved with the model (what data it saw stays out of the file); a batch of
-    circuits all kept costs their fingerprints and one lookup: the same model then trained 1.11x and inferred
-    1.17x as fast as when checking every batch. Circuits beyond the capacity are checked every time.
+    and a user-style QCNN model trained 1.16-1.18x and inferred 1.19-1.30x as fast without it (two runs, one
+    process, alternating rounds). The circuits that passed are kept, as the serialized strings themselves (a
+    hash of them could be matched by a crafted circuit), until `BUDGET` bytes are; a batch of circuits all kept
+    costs one lookup, and one with any other circuit is checked whole. The table is left out of checkpoints and
+    saved empty in SavedModels: what data a model saw stays out of its files.
 
     Args:
         qubits: the only qubits input circuits may act on.
@@ -199,12 +199,18 @@ class CheckedCircuits(tf.Module):
     2
     """
 
-    CAPACITY = 2 ** 20  # fingerprints kept (a hash table of ~40 MB)
+    BUDGET = 2 ** 26  # bytes of serialized circuits kept (64 MB: ~19,000 8-qubit cluster states)
 
     def __init__(self, qubits: Sequence[cirq.Qid], layer: str) -> None:
         super().__init__()
         self.allowed, self.layer = qubit_ids(qubits), layer  # <string>[n_qubits]
-        self._passed = _UnsavedTable(tf.int64, tf.int32, default_value=0)  # fingerprint -> 1 (no int64 -> bool on CPU)
+        self._passed = _UnsavedTable(tf.string, tf.int32, default_value=0, checkpoint=False)  # circuit -> 1
+        self._bytes = _UnsavedTable(tf.int64, tf.int64, default_value=0, checkpoint=False)  # 0 -> bytes kept
+
+    def _trackable_children(self, save_type: str = "checkpoint", **kwargs) -> dict:
+        # A SavedModel's functions read the tables, so it must hold them (empty); a checkpoint need not, and one
+        # written before they existed still restores with every object matched.
+        return super()._trackable_children(save_type, **kwargs) if save_type == "savedmodel" else {}
 
     def remembered(self) -> tf.Tensor:
         """<int64>[] how many circuits are kept as checked."""
@@ -212,14 +218,18 @@ class CheckedCircuits(tf.Module):
 
     def __call__(self, programs: tf.Tensor) -> tf.Tensor:
         """`programs` <string>[B] once checked (`check_input_circuits`), or at once if every one passed before."""
-        keys = tf.bitcast(tf.fingerprint(programs), tf.int64)  # <int64>[B]
-
         def check() -> tf.Tensor:
             checked = check_input_circuits(programs, self.allowed, self.layer)  # <string>[B]
             with tf.control_dependencies([checked]):  # only circuits that passed are kept
-                room = tf.fill(tf.shape(keys), self._passed.size() < self.CAPACITY)  # <bool>[B]
-                kept = tf.boolean_mask(keys, room)  # <int64>[B or 0]
-                remember = self._passed.insert(kept, tf.ones_like(kept, tf.int32))
-            with tf.control_dependencies([remember]):
+                total = self._bytes.lookup(tf.zeros([1], tf.int64))  # <int64>[1] bytes kept so far
+                new = tf.cast(self._passed.lookup(programs) == 0, tf.int64)  # <int64>[B] 1 for a circuit not kept
+                ends = total + tf.cumsum(tf.cast(tf.strings.length(programs), tf.int64) * new)  # <int64>[B]
+                fits = ends <= self.BUDGET  # <bool>[B] the circuits, in order, that the budget still holds
+                kept = tf.boolean_mask(programs, fits)  # <string>[<=B]
+                after = tf.reduce_max(tf.concat([total, tf.boolean_mask(ends, fits)], 0),
+                                      keepdims=True)  # <int64>[1] bytes kept then
+                remember = [self._passed.insert(kept, tf.ones_like(kept, tf.int32)),
+                            self._bytes.insert(tf.zeros([1], tf.int64), after)]
+            with tf.control_dependencies(remember):
                 return tf.identity(checked)
-        return tf.cond(tf.reduce_all(self._passed.lookup(keys) == 1), lambda: tf.identity(programs), check)
+        return tf.cond(tf.reduce_all(self._passed.lookup(programs) == 1), lambda: tf.identity(programs), check)

@@ -221,8 +221,9 @@ class CheckedCircuits(tf.Module):
         def check() -> tf.Tensor:
             checked = check_input_circuits(programs, self.allowed, self.layer)  # <string>[B]
             with tf.control_dependencies([checked]):  # only circuits that passed are kept
-                total = self._bytes.lookup(tf.zeros([1], tf.int64))  # <int64>[1] bytes kept so far
-                new = tf.cast(self._passed.lookup(programs) == 0, tf.int64)  # <int64>[B] 1 for a circuit not kept
+                # a MutableHashTable's lookup has no static shape in a graph: the shapes are restored
+                total = tf.reshape(self._bytes.lookup(tf.zeros([1], tf.int64)), [1])  # <int64>[1] bytes kept so far
+                new = tf.reshape(tf.cast(self._passed.lookup(programs) == 0, tf.int64), [-1])  # <int64>[B] not kept: 1
                 ends = total + tf.cumsum(tf.cast(tf.strings.length(programs), tf.int64) * new)  # <int64>[B]
                 fits = ends <= self.BUDGET  # <bool>[B] the circuits, in order, that the budget still holds
                 kept = tf.boolean_mask(programs, fits)  # <string>[<=B]

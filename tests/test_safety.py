@@ -381,7 +381,7 @@ def test_circuits_that_passed_the_check_skip_it_and_new_ones_do_not(traced, monk
 def test_what_circuits_a_model_saw_stays_out_of_its_files(tmp_path):
     model = qmoe.build_qmoe_classifier(QUBITS, 2, **SMALL)
     circuits = qmoe.encode(np.array([[0.2, 0.4], [0.9, 0.1]]), QUBITS)
-    expected = model.predict(circuits, verbose=0)  # the model's table now holds their fingerprints
+    expected = model.predict(circuits, verbose=0)  # the model's table now holds these circuits
     assert int(model.get_layer("qmoe")._checked_circuits.remembered()) == 2
     qmoe.export_saved_model(model, tmp_path / "sm")
     model.save(tmp_path / "keras_sm", save_format="tf")

@@ -218,12 +218,14 @@ class CheckedCircuits(tf.Module):
 
     def __call__(self, programs: tf.Tensor) -> tf.Tensor:
         """`programs` <string>[B] once checked (`check_input_circuits`), or at once if every one passed before."""
+        # a MutableHashTable's lookup has no static shape in a graph: the shapes are restored
+        known = tf.reshape(self._passed.lookup(programs) == 1, [-1])  # <bool>[B] kept as checked
+
         def check() -> tf.Tensor:
             checked = check_input_circuits(programs, self.allowed, self.layer)  # <string>[B]
             with tf.control_dependencies([checked]):  # only circuits that passed are kept
-                # a MutableHashTable's lookup has no static shape in a graph: the shapes are restored
                 total = tf.reshape(self._bytes.lookup(tf.zeros([1], tf.int64)), [1])  # <int64>[1] bytes kept so far
-                new = tf.reshape(tf.cast(self._passed.lookup(programs) == 0, tf.int64), [-1])  # <int64>[B] not kept: 1
+                new = tf.cast(tf.logical_not(known), tf.int64)  # <int64>[B] 1 for a circuit not kept
                 ends = total + tf.cumsum(tf.cast(tf.strings.length(programs), tf.int64) * new)  # <int64>[B]
                 fits = ends <= self.BUDGET  # <bool>[B] the circuits, in order, that the budget still holds
                 kept = tf.boolean_mask(programs, fits)  # <string>[<=B]
@@ -233,4 +235,4 @@ class CheckedCircuits(tf.Module):
                             self._bytes.insert(tf.zeros([1], tf.int64), after)]
             with tf.control_dependencies(remember):
                 return tf.identity(checked)
-        return tf.cond(tf.reduce_all(self._passed.lookup(programs) == 1), lambda: tf.identity(programs), check)
+        return tf.cond(tf.reduce_all(known), lambda: tf.identity(programs), check)
